@@ -1,0 +1,186 @@
+// Shared test fixtures: real servers on loopback, nothing mocked.
+import http from 'node:http';
+import { once } from 'node:events';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { createRequire } from 'node:module';
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const require = createRequire(import.meta.url);
+export const sdk = require('../lib/index.js');
+export const cliPath = join(root, 'bin', 'aluvia.js');
+
+/** Start an HTTP server on 127.0.0.1 with `handler`; returns { url, port, server, close }. */
+export async function serve(handler, host = '127.0.0.1') {
+  const server = http.createServer(handler);
+  server.listen(0, host);
+  await once(server, 'listening');
+  const { port } = server.address();
+  return {
+    server,
+    port,
+    host,
+    url: `http://${host}:${port}`,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A target that answers with the client address it saw, as JSON. */
+export function whoami() {
+  return serve((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json');
+      res.end(
+        JSON.stringify({
+          remoteAddress: req.socket.remoteAddress,
+          method: req.method,
+          url: req.url,
+          headers: req.headers,
+          body,
+        }),
+      );
+    });
+  });
+}
+
+/** A pass-through in front of `targetBase` that records every request it forwards. */
+export async function recorder(targetBase) {
+  const seen = [];
+  const target = new URL(targetBase);
+  const srv = await serve((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      seen.push({ method: req.method, url: req.url, headers: req.headers, body });
+      const up = http.request(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (upRes) => {
+          res.writeHead(upRes.statusCode, upRes.headers);
+          upRes.pipe(res);
+        },
+      );
+      up.on('error', (e) => {
+        res.writeHead(599);
+        res.end(String(e));
+      });
+      up.end(body);
+    });
+  });
+  const prefix = target.pathname.replace(/\/$/, '');
+  return { ...srv, seen, baseUrl: `${srv.url}${prefix}` };
+}
+
+export async function withEmulator(fn, opts = {}) {
+  const emu = await sdk.startEmulator(opts);
+  try {
+    return await fn(emu);
+  } finally {
+    await emu.stop();
+  }
+}
+
+export async function admin(emu, method, path, body) {
+  const base = emu.apiBaseUrl.replace(/\/v1$/, '');
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: body ? { 'content-type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+/** Run the CLI to completion; resolves { code, stdout, stderr, json }. */
+export function runCli(args, { env = {}, cwd = root, timeoutMs = 90_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cliPath, ...args], {
+      cwd,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`aluvia ${args.join(' ')} timed out; stderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      let json;
+      try {
+        json = JSON.parse(stdout);
+      } catch {
+        json = undefined;
+      }
+      resolve({ code, stdout, stderr, json });
+    });
+  });
+}
+
+/** Send a raw request to a proxy and return { status, headers, body }. */
+export function viaProxy(proxyUrl, targetUrl, { method = 'GET', headers = {}, body } = {}) {
+  const p = new URL(proxyUrl);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: p.hostname, port: p.port, method, path: targetUrl, headers: { host: new URL(targetUrl).host, ...headers } },
+      (res) => {
+        let data = '';
+        res.on('data', (c) => (data += c));
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: data }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Open a CONNECT tunnel through a proxy and GET `path` over it. */
+export function viaTunnel(proxyUrl, targetHostPort, path = '/', connectHeaders = {}) {
+  const p = new URL(proxyUrl);
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: p.hostname,
+      port: p.port,
+      method: 'CONNECT',
+      path: targetHostPort,
+      headers: { host: targetHostPort, ...connectHeaders },
+    });
+    req.on('connect', (res, socket) => {
+      if (res.statusCode !== 200) {
+        socket.destroy();
+        resolve({ status: res.statusCode, connectStatus: res.statusCode, body: '' });
+        return;
+      }
+      const inner = http.request(
+        { createConnection: () => socket, method: 'GET', path, headers: { host: targetHostPort, connection: 'close' } },
+        (r) => {
+          let data = '';
+          r.on('data', (c) => (data += c));
+          r.on('end', () => {
+            socket.destroy();
+            resolve({ status: r.statusCode, connectStatus: 200, body: data });
+          });
+        },
+      );
+      inner.on('error', reject);
+      inner.end();
+    });
+    req.on('response', (res) => {
+      let data = '';
+      res.on('data', (c) => (data += c));
+      res.on('end', () => resolve({ status: res.statusCode, connectStatus: res.statusCode, body: data }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}

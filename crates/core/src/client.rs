@@ -1,0 +1,259 @@
+//! The engine behind `AluviaClient`: options, the control plane and the local
+//! proxy, started and stopped together.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::api::ApiClient;
+use crate::config::{new_handle, GatewayConfig, GatewayProtocol};
+use crate::control::ControlPlane;
+use crate::error::{AluviaError, Result};
+use crate::log::{Level, Logger};
+use crate::proxy::{ProxyOptions, ProxyServer, TrafficEntry};
+
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5000;
+
+/// Options as they arrive from the caller, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct RawClientOptions {
+    pub api_key: String,
+    /// A number (must be finite) or a string id.
+    pub connection_id: Option<RawId>,
+    pub strict: Option<bool>,
+    pub api_base_url: Option<String>,
+    pub poll_interval_ms: Option<f64>,
+    pub timeout_ms: Option<f64>,
+    pub gateway_protocol: Option<String>,
+    pub gateway_port: Option<f64>,
+    pub gateway_host: Option<String>,
+    pub local_port: Option<f64>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RawId {
+    Number(f64),
+    Text(String),
+}
+
+/// Validated options with their defaults applied.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub api_key: String,
+    pub connection_id: Option<String>,
+    pub strict: bool,
+    pub api_base_url: Option<String>,
+    pub poll_interval_ms: u64,
+    pub timeout_ms: Option<u64>,
+    pub gateway: GatewayConfig,
+    pub local_port: Option<u16>,
+    pub log_level: Level,
+}
+
+fn port(name: &str, value: Option<f64>) -> Result<Option<u16>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v.fract() == 0.0 && (0.0..=65535.0).contains(&v) => {
+            Ok(Some(v as u16).filter(|p| *p != 0))
+        }
+        Some(v) => Err(AluviaError::Invalid(format!("{name} must be an integer from 0 to 65535, got {v}"))),
+    }
+}
+
+fn millis(name: &str, value: Option<f64>) -> Result<Option<u64>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(v as u64)),
+        Some(v) => Err(AluviaError::Invalid(format!("{name} must be a non-negative number of milliseconds, got {v}"))),
+    }
+}
+
+impl ClientOptions {
+    pub fn validate(raw: RawClientOptions) -> Result<ClientOptions> {
+        let api_key = crate::api::validate_api_key(&raw.api_key)?;
+        let connection_id = match raw.connection_id {
+            None => None,
+            Some(RawId::Number(n)) if n.is_finite() => {
+                Some(if n.fract() == 0.0 { format!("{n:.0}") } else { n.to_string() })
+            }
+            Some(RawId::Number(_)) => return Err(AluviaError::Invalid("connectionId must be a finite number".into())),
+            Some(RawId::Text(s)) => {
+                let s = s.trim().to_string();
+                match s.parse::<f64>() {
+                    Ok(n) if n.is_finite() => Some(s),
+                    _ => return Err(AluviaError::Invalid("connectionId must be a finite number".into())),
+                }
+            }
+        };
+        let protocol = match raw.gateway_protocol.as_deref() {
+            None => GatewayProtocol::Http,
+            Some(p) => GatewayProtocol::parse(p)
+                .ok_or_else(|| AluviaError::Invalid(format!("gatewayProtocol must be 'http' or 'https', got '{p}'")))?,
+        };
+        let gateway_port = port("gatewayPort", raw.gateway_port)?.unwrap_or(protocol.default_port());
+        let gateway_host = raw
+            .gateway_host
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| GatewayConfig::default().host);
+        let log_level = match raw.log_level.as_deref() {
+            None => Level::Info,
+            Some(l) => Level::parse(l).ok_or_else(|| {
+                AluviaError::Invalid(format!("logLevel must be 'silent', 'info' or 'debug', got '{l}'"))
+            })?,
+        };
+        Ok(ClientOptions {
+            api_key,
+            connection_id,
+            strict: raw.strict.unwrap_or(true),
+            api_base_url: raw.api_base_url,
+            poll_interval_ms: millis("pollIntervalMs", raw.poll_interval_ms)?
+                .unwrap_or(DEFAULT_POLL_INTERVAL_MS)
+                .max(1000),
+            timeout_ms: millis("timeoutMs", raw.timeout_ms)?,
+            gateway: GatewayConfig { protocol, host: gateway_host, port: gateway_port },
+            local_port: port("localPort", raw.local_port)?,
+            log_level,
+        })
+    }
+}
+
+/// What `start()` hands back.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProxyInfo {
+    pub host: String,
+    pub port: u16,
+    pub url: String,
+}
+
+pub struct Client {
+    options: ClientOptions,
+    logger: Arc<Logger>,
+    control: Arc<ControlPlane>,
+    /// Held across start and stop, so that concurrent starts share one.
+    proxy: Mutex<Option<Arc<ProxyServer>>>,
+    /// The running proxy for synchronous reads (traffic figures).
+    running: std::sync::Mutex<Option<Arc<ProxyServer>>>,
+}
+
+impl Client {
+    pub fn new(options: ClientOptions) -> Result<Client> {
+        let api = ApiClient::new(&options.api_key, options.api_base_url.as_deref(), options.timeout_ms)?;
+        let logger = Arc::new(Logger::new(options.log_level));
+        let control =
+            Arc::new(ControlPlane::new(api, new_handle(), Arc::clone(&logger), options.connection_id.clone()));
+        Ok(Client { options, logger, control, proxy: Mutex::new(None), running: std::sync::Mutex::new(None) })
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    pub fn logger(&self) -> &Arc<Logger> {
+        &self.logger
+    }
+
+    pub fn control(&self) -> &Arc<ControlPlane> {
+        &self.control
+    }
+
+    /// Load the config, start polling and the proxy. Idempotent: a second
+    /// call (or a concurrent one) gets the running proxy.
+    pub async fn start(&self) -> Result<ProxyInfo> {
+        let mut slot = self.proxy.lock().await;
+        if let Some(proxy) = slot.as_ref() {
+            return Ok(info(proxy));
+        }
+        self.control.init(self.options.strict).await?;
+        let proxy = ProxyServer::start(ProxyOptions {
+            port: self.options.local_port,
+            gateway: self.options.gateway.clone(),
+            config: Arc::clone(self.control.config()),
+            logger: Arc::clone(&self.logger),
+        })
+        .await?;
+        self.control.start_polling(self.options.poll_interval_ms);
+        let out = info(&proxy);
+        let proxy = Arc::new(proxy);
+        if let Ok(mut running) = self.running.lock() {
+            *running = Some(Arc::clone(&proxy));
+        }
+        *slot = Some(proxy);
+        Ok(out)
+    }
+
+    /// Stop the proxy and polling. Safe to call more than once.
+    pub async fn stop(&self) {
+        self.control.stop_polling();
+        let proxy = self.proxy.lock().await.take();
+        if let Ok(mut running) = self.running.lock() {
+            *running = None;
+        }
+        if let Some(proxy) = proxy {
+            proxy.stop().await;
+        }
+    }
+
+    pub async fn is_running(&self) -> bool {
+        self.proxy.lock().await.is_some()
+    }
+
+    /// The traffic carried so far, per hostname and route.
+    pub fn traffic(&self) -> Vec<TrafficEntry> {
+        self.running.lock().ok().and_then(|r| r.as_ref().map(|p| p.traffic())).unwrap_or_default()
+    }
+}
+
+fn info(proxy: &ProxyServer) -> ProxyInfo {
+    let port = proxy.local_addr().port();
+    ProxyInfo { host: "127.0.0.1".into(), port, url: format!("http://127.0.0.1:{port}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawClientOptions {
+        RawClientOptions { api_key: " k ".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults() {
+        let o = ClientOptions::validate(raw()).expect("valid");
+        assert_eq!(o.api_key, "k");
+        assert!(o.strict);
+        assert_eq!(o.poll_interval_ms, 5000);
+        assert_eq!(o.gateway, GatewayConfig::default());
+        assert_eq!(o.local_port, None);
+        assert_eq!(o.log_level, Level::Info);
+    }
+
+    #[test]
+    fn validation() {
+        let bad = |r: RawClientOptions| ClientOptions::validate(r).unwrap_err().to_string();
+        assert_eq!(bad(RawClientOptions { api_key: "  ".into(), ..raw() }), "Aluvia apiKey is required");
+        assert_eq!(
+            bad(RawClientOptions { connection_id: Some(RawId::Number(f64::NAN)), ..raw() }),
+            "connectionId must be a finite number"
+        );
+        assert_eq!(
+            bad(RawClientOptions { connection_id: Some(RawId::Number(f64::INFINITY)), ..raw() }),
+            "connectionId must be a finite number"
+        );
+        let o = ClientOptions::validate(RawClientOptions { connection_id: Some(RawId::Number(3449.0)), ..raw() })
+            .expect("valid");
+        assert_eq!(o.connection_id.as_deref(), Some("3449"));
+        let o = ClientOptions::validate(RawClientOptions {
+            poll_interval_ms: Some(10.0),
+            gateway_protocol: Some("https".into()),
+            ..raw()
+        })
+        .expect("valid");
+        assert_eq!(o.poll_interval_ms, 1000);
+        assert_eq!(o.gateway.port, 8443);
+        assert!(bad(RawClientOptions { gateway_protocol: Some("ftp".into()), ..raw() }).contains("gatewayProtocol"));
+        assert!(bad(RawClientOptions { local_port: Some(70000.0), ..raw() }).contains("localPort"));
+    }
+}

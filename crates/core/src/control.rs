@@ -1,0 +1,244 @@
+//! The control plane: loads the account connection, keeps it fresh with ETag
+//! polling, and PATCHes changes. The proxy reads the result lock-free through
+//! the shared [`ConfigHandle`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use crate::api::{finish, ApiClient, Call};
+use crate::config::{ConfigHandle, ConnectionConfig};
+use crate::error::{AluviaError, Result};
+use crate::log::Logger;
+use crate::rules::RuleSet;
+
+pub const MIN_POLL_INTERVAL_MS: u64 = 1000;
+
+const MISSING_CREDENTIALS: &str =
+    "Account connection response missing proxy credentials (data.proxy_username and data.proxy_password are required)";
+
+/// Read a connection object as the API returns it.
+pub fn parse_connection(data: &Value, etag: Option<String>) -> Result<ConnectionConfig> {
+    let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_string);
+    let (Some(proxy_username), Some(proxy_password)) = (text("proxy_username"), text("proxy_password")) else {
+        return Err(AluviaError::api(MISSING_CREDENTIALS, None));
+    };
+    if proxy_username.is_empty() || proxy_password.is_empty() {
+        return Err(AluviaError::api(MISSING_CREDENTIALS, None));
+    }
+    let raw_rules: Vec<String> = data
+        .get("rules")
+        .and_then(Value::as_array)
+        .map(|rules| rules.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    let connection_id = ["connection_id", "id"].iter().find_map(|key| match data.get(*key) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    });
+    Ok(ConnectionConfig {
+        connection_id,
+        proxy_username,
+        proxy_password,
+        rules: RuleSet::new(&raw_rules),
+        raw_rules,
+        session_id: text("session_id"),
+        target_geo: text("target_geo"),
+        etag,
+    })
+}
+
+/// The id as JSON: a number when it is numeric, else the string.
+pub fn id_value(id: &str) -> Value {
+    id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(id.to_string()))
+}
+
+pub struct ControlPlane {
+    api: ApiClient,
+    config: ConfigHandle,
+    logger: Arc<Logger>,
+    connection_id: Mutex<Option<String>>,
+    /// Bumped on every applied PATCH, so that a poll answered before the
+    /// PATCH never overwrites its result.
+    generation: AtomicU64,
+    poller: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ControlPlane {
+    pub fn new(api: ApiClient, config: ConfigHandle, logger: Arc<Logger>, connection_id: Option<String>) -> Self {
+        ControlPlane {
+            api,
+            config,
+            logger,
+            connection_id: Mutex::new(connection_id),
+            generation: AtomicU64::new(0),
+            poller: Mutex::new(None),
+        }
+    }
+
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    pub fn config(&self) -> &ConfigHandle {
+        &self.config
+    }
+
+    pub fn connection_id(&self) -> Option<String> {
+        self.connection_id.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+
+    fn set_connection_id(&self, id: Option<String>) {
+        if let (Some(id), Ok(mut guard)) = (id, self.connection_id.lock()) {
+            *guard = Some(id);
+        }
+    }
+
+    fn apply(&self, mut cfg: ConnectionConfig) {
+        if cfg.connection_id.is_none() {
+            cfg.connection_id = self.connection_id();
+        }
+        self.set_connection_id(cfg.connection_id.clone());
+        self.config.store(Some(Arc::new(cfg)));
+    }
+
+    /// Load the config: GET by id, or POST to create a connection.
+    /// Non-strict: a failure is logged and the proxy routes everything direct.
+    pub async fn init(&self, strict: bool) -> Result<()> {
+        match self.load().await {
+            Ok(cfg) => {
+                self.apply(cfg);
+                Ok(())
+            }
+            Err(e) if strict => Err(e),
+            Err(e) => {
+                self.logger.warn(format!("could not load the connection config, routing everything direct: {e}"));
+                Ok(())
+            }
+        }
+    }
+
+    async fn load(&self) -> Result<ConnectionConfig> {
+        let call = match self.connection_id() {
+            Some(id) => Call::ConnectionsGet { id: id_value(&id), etag: None },
+            None => Call::ConnectionsCreate { body: None },
+        };
+        let response = self.api.send(&call.try_request()?).await?;
+        let data = finish(&call, &response)?.unwrap_or(Value::Null);
+        parse_connection(&data, response.etag.clone())
+    }
+
+    /// One poll: 304 keeps, 200 swaps, errors are returned for logging.
+    pub async fn poll_once(&self) -> Result<bool> {
+        let Some(id) = self.connection_id() else { return Ok(false) };
+        let generation = self.generation.load(Ordering::SeqCst);
+        let etag = self.config.load().as_ref().and_then(|c| c.etag.clone());
+        let call = Call::ConnectionsGet { id: id_value(&id), etag };
+        let response = self.api.send(&call.try_request()?).await?;
+        let Some(data) = finish(&call, &response)? else { return Ok(false) };
+        let cfg = parse_connection(&data, response.etag.clone())?;
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return Ok(false);
+        }
+        self.apply(cfg);
+        Ok(true)
+    }
+
+    /// Poll forever, one request at a time. Idempotent.
+    pub fn start_polling(self: &Arc<Self>, interval_ms: u64) {
+        let Ok(mut poller) = self.poller.lock() else { return };
+        if poller.is_some() || self.connection_id().is_none() {
+            return;
+        }
+        let interval = Duration::from_millis(interval_ms.max(MIN_POLL_INTERVAL_MS));
+        let weak = Arc::downgrade(self);
+        *poller = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(me) = weak.upgrade() else { return };
+                match me.poll_once().await {
+                    Ok(true) => me.logger.debug("connection config updated by polling"),
+                    Ok(false) => {}
+                    Err(e) => me.logger.warn(format!("config poll failed, keeping the last config: {e}")),
+                }
+            }
+        }));
+    }
+
+    pub fn stop_polling(&self) {
+        if let Some(handle) = self.poller.lock().ok().and_then(|mut p| p.take()) {
+            handle.abort();
+        }
+    }
+
+    /// PATCH the connection and swap in the answer.
+    pub async fn set_config(&self, patch: Value) -> Result<ConnectionConfig> {
+        let Some(id) = self.connection_id() else {
+            return Err(AluviaError::api("No account connection ID available", None));
+        };
+        let call = Call::ConnectionsPatch { id: id_value(&id), body: Some(patch) };
+        let response = self.api.send(&call.try_request()?).await?;
+        let data = finish(&call, &response)?.unwrap_or(Value::Null);
+        let cfg = parse_connection(&data, response.etag.clone())?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.apply(cfg.clone());
+        Ok(cfg)
+    }
+
+    pub async fn update_rules(&self, rules: Vec<String>) -> Result<ConnectionConfig> {
+        self.set_config(json!({ "rules": rules })).await
+    }
+
+    pub async fn update_session_id(&self, session_id: String) -> Result<ConnectionConfig> {
+        self.set_config(json!({ "session_id": session_id })).await
+    }
+
+    /// An empty or whitespace geo clears it.
+    pub async fn update_target_geo(&self, geo: Option<String>) -> Result<ConnectionConfig> {
+        let geo = geo.map(|g| g.trim().to_string()).filter(|g| !g.is_empty());
+        self.set_config(json!({ "target_geo": geo })).await
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop_polling();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_connection() {
+        let data = json!({
+            "connection_id": 3449, "proxy_username": "u", "proxy_password": "p",
+            "rules": ["a.com", 3, "*.b.com"], "session_id": "s", "target_geo": null
+        });
+        let cfg = parse_connection(&data, Some("\"e\"".into())).expect("config");
+        assert_eq!(cfg.connection_id.as_deref(), Some("3449"));
+        assert_eq!(cfg.raw_rules, vec!["a.com", "*.b.com"]);
+        assert!(cfg.rules.should_proxy("x.b.com"));
+        assert_eq!(cfg.session_id.as_deref(), Some("s"));
+        assert_eq!(cfg.target_geo, None);
+        assert_eq!(cfg.etag.as_deref(), Some("\"e\""));
+        assert!(!format!("{cfg:?}").contains("\"p\""));
+    }
+
+    #[test]
+    fn missing_credentials() {
+        let e = parse_connection(&json!({"id": "1", "proxy_username": "u"}), None).unwrap_err();
+        assert_eq!(e.to_string(), MISSING_CREDENTIALS);
+        assert_eq!(e.code(), "ApiError");
+    }
+
+    #[test]
+    fn id_values() {
+        assert_eq!(id_value("3449"), json!(3449));
+        assert_eq!(id_value("abc"), json!("abc"));
+    }
+}

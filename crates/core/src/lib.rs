@@ -1,0 +1,13 @@
+//! The engine of the Aluvia SDK, free of any Node.js binding: the REST client,
+//! the rules engine, the control plane and the local smart proxy.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod log;
+pub mod proxy;
+pub mod rules;
+
+pub use error::{AluviaError, Result};

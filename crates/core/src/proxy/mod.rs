@@ -1,0 +1,247 @@
+//! The local smart proxy (data plane).
+//!
+//! An HTTP/1.1 forward proxy on 127.0.0.1 in the shape of hyper's
+//! `examples/http_proxy.rs`: absolute-form and origin-form requests are
+//! forwarded over pooled upstream connections, `CONNECT` tunnels are spliced
+//! with `copy_bidirectional`. Each request or tunnel reads the current config
+//! (a lock-free snapshot) and goes direct or through the gateway, which gets
+//! `Proxy-Authorization: Basic …` (a sensitive header) and, for tunnels, its
+//! own `CONNECT`.
+
+mod handler;
+mod traffic;
+mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use crate::config::{ConfigHandle, GatewayConfig};
+use crate::error::AluviaError;
+use crate::log::{Level, Logger};
+
+use handler::{PooledClient, Shared};
+use upstream::{Connector, Dialer};
+
+pub use traffic::{Route, TrafficEntry};
+
+/// What the proxy needs to start.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// `None` or `Some(0)`: an OS-assigned port.
+    pub port: Option<u16>,
+    pub gateway: GatewayConfig,
+    /// Read once per request or tunnel; `None` inside routes everything direct.
+    pub config: ConfigHandle,
+    pub logger: Arc<Logger>,
+}
+
+/// The time limits of the data plane.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// TCP connect (and TLS handshake) to the target or the gateway.
+    pub(crate) connect: Duration,
+    /// From sending a request (or the gateway's CONNECT) to the response headers.
+    pub(crate) response: Duration,
+    /// How long `stop()` lets an in-flight request finish.
+    pub(crate) grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(30), response: Duration::from_secs(60), grace: Duration::from_secs(1) }
+    }
+}
+
+/// A running proxy. Dropping it stops it in the background; `stop()` stops
+/// it and waits.
+pub struct ProxyServer {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tracker: Tracker,
+}
+
+impl std::fmt::Debug for ProxyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyServer").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+impl ProxyServer {
+    /// Bind 127.0.0.1 and start serving on the current tokio runtime.
+    pub async fn start(opts: ProxyOptions) -> Result<ProxyServer, AluviaError> {
+        Self::start_with(opts, Timeouts::default()).await
+    }
+
+    pub(crate) async fn start_with(opts: ProxyOptions, timeouts: Timeouts) -> Result<ProxyServer, AluviaError> {
+        let port = opts.port.unwrap_or(0);
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .await
+            .map_err(|e| AluviaError::ProxyStart(format!("{e} (127.0.0.1:{port})")))?;
+        let local_addr =
+            listener.local_addr().map_err(|e| AluviaError::ProxyStart(format!("{e} (127.0.0.1:{port})")))?;
+
+        let dialer = Arc::new(Dialer::new(opts.gateway, timeouts.connect).map_err(AluviaError::ProxyStart)?);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tracker = Tracker::default();
+        let shared = Arc::new(Shared {
+            config: opts.config,
+            logger: opts.logger,
+            traffic: Default::default(),
+            direct: pooled_client(&dialer, false),
+            via_gateway: pooled_client(&dialer, true),
+            dialer,
+            timeouts,
+            tracker: tracker.clone(),
+            shutdown: shutdown_rx,
+            local_addr,
+        });
+
+        let guard = tracker.guard();
+        let accept_shared = shared.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            accept_loop(accept_shared, listener).await;
+        });
+        if shared.logger.enabled(Level::Debug) {
+            shared.logger.debug(format!("proxy listening on {local_addr}"));
+        }
+        Ok(ProxyServer { local_addr, shared, shutdown, tracker })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Counters per (hostname, route), sorted by hostname then route.
+    pub fn traffic(&self) -> Vec<TrafficEntry> {
+        self.shared.traffic.snapshot()
+    }
+
+    /// Stop accepting, end open connections and tunnels, and wait for them.
+    /// Idempotent.
+    pub async fn stop(&self) {
+        self.shutdown.send_replace(true);
+        self.tracker.wait_idle().await;
+    }
+}
+
+impl Drop for ProxyServer {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+fn pooled_client(dialer: &Arc<Dialer>, via_gateway: bool) -> PooledClient {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(16)
+        .http1_preserve_header_case(true)
+        .build(Connector { dialer: dialer.clone(), via_gateway })
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => serve_connection(shared.clone(), stream),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    shared.logger.debug(format!("proxy accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    // The listener drops here: the port refuses from now on.
+}
+
+fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let guard = shared.tracker.guard();
+    let mut shutdown = shared.shutdown.clone();
+    let grace = shared.timeouts.grace;
+    let logger = shared.logger.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let service = service_fn(move |req| shared.clone().handle(req));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .preserve_header_case(true)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    logger.debug(format!("proxy connection ended: {e}"));
+                }
+            }
+            _ = stopped(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(grace, conn.as_mut()).await;
+            }
+        }
+    });
+}
+
+/// Resolves once the proxy is stopping (or its handle is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The `Ref` is dropped here, so callers stay `Send`.
+    let _ = shutdown.wait_for(|stopped| *stopped).await;
+}
+
+/// Counts live tasks (accept loop, connections, tunnels) so `stop()` can
+/// wait for all of them.
+#[derive(Clone, Default)]
+pub(crate) struct Tracker(Arc<TrackerInner>);
+
+#[derive(Default)]
+struct TrackerInner {
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+pub(crate) struct TaskGuard(Arc<TrackerInner>);
+
+impl Tracker {
+    pub(crate) fn guard(&self) -> TaskGuard {
+        self.0.active.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(self.0.clone())
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.0.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,665 @@
+//! Black-box tests of the proxy against real servers on loopback: a target
+//! that echoes what it saw, a TCP echo server for tunnels, and a small
+//! forward-proxy gateway that checks Basic credentials and connects upstream
+//! from 127.0.0.2 — so a target can tell gateway traffic (peer 127.0.0.2)
+//! from direct traffic (peer 127.0.0.1).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use super::*;
+use crate::config::{new_handle, ConnectionConfig, GatewayProtocol};
+use crate::rules::RuleSet;
+
+const USER: &str = "gw-user-7f3a";
+const PASS: &str = "gw-pass-s3cr3t-91b";
+const DIRECT_PEER: &str = "127.0.0.1";
+const GATEWAY_PEER: &str = "127.0.0.2";
+/// Every test step gets this long before it counts as hung.
+const STEP: Duration = Duration::from_secs(5);
+
+fn token(user: &str, pass: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+fn conn_config(rules: &[&str], password: &str) -> Arc<ConnectionConfig> {
+    Arc::new(ConnectionConfig {
+        connection_id: Some("conn-1".into()),
+        proxy_username: USER.into(),
+        proxy_password: password.into(),
+        raw_rules: rules.iter().map(|r| r.to_string()).collect(),
+        rules: RuleSet::new(rules),
+        session_id: None,
+        target_geo: None,
+        etag: None,
+    })
+}
+
+// ---------------------------------------------------------------- servers --
+
+/// A target answering with JSON: the peer it saw, method, path, headers, body.
+async fn start_target(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let headers: serde_json::Map<String, Value> = parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_string(), json!(v.to_str().unwrap_or(""))))
+                        .collect();
+                    let answer = json!({
+                        "peer": peer.ip().to_string(),
+                        "method": parts.method.as_str(),
+                        "uri": parts.uri.to_string(),
+                        "headers": headers,
+                        "body": String::from_utf8_lossy(&body),
+                    });
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer.to_string()))))
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP server that greets with `peer=<ip>\n`, then echoes.
+async fn start_echo(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = stream.write_all(format!("peer={}\n", peer.ip()).as_bytes()).await;
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A server that accepts and then says nothing.
+async fn start_silent() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[derive(Debug, Clone)]
+struct GatewaySeen {
+    method: String,
+    uri: String,
+    proxy_authorization: Option<String>,
+}
+
+/// A forward proxy that checks `Proxy-Authorization`, records what it got and
+/// connects upstream from 127.0.0.2.
+struct Gateway {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<GatewaySeen>>>,
+}
+
+impl Gateway {
+    async fn start() -> Gateway {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| gateway_handle(req, log.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Gateway { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<GatewaySeen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn config(&self) -> GatewayConfig {
+        GatewayConfig { protocol: GatewayProtocol::Http, host: "127.0.0.1".into(), port: self.addr.port() }
+    }
+}
+
+async fn connect_from_gateway_ip(dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 2], 0)))?;
+    socket.connect(dst).await
+}
+
+async fn gateway_handle(
+    mut req: Request<Incoming>,
+    log: Arc<Mutex<Vec<GatewaySeen>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let auth = req.headers().get("proxy-authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    log.lock().unwrap().push(GatewaySeen {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        proxy_authorization: auth.clone(),
+    });
+    let reply = |status: StatusCode, text: &str| {
+        let mut res = Response::new(Full::new(Bytes::from(text.to_string())));
+        *res.status_mut() = status;
+        res
+    };
+    if auth.as_deref() != Some(token(USER, PASS).as_str()) {
+        let mut res = reply(StatusCode::PROXY_AUTHENTICATION_REQUIRED, "auth required");
+        res.headers_mut().insert("proxy-authenticate", "Basic realm=\"gw\"".parse().unwrap());
+        return Ok(res);
+    }
+    let Some(dst) = req.uri().authority().and_then(|a| a.as_str().parse::<SocketAddr>().ok()) else {
+        return Ok(reply(StatusCode::BAD_REQUEST, "gateway: bad target"));
+    };
+    let Ok(upstream) = connect_from_gateway_ip(dst).await else {
+        return Ok(reply(StatusCode::BAD_GATEWAY, "gateway: upstream down"));
+    };
+    if req.method() == Method::CONNECT {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(client) = on_upgrade.await {
+                let mut client = TokioIo::new(client);
+                let mut upstream = upstream;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+        });
+        return Ok(Response::new(Full::new(Bytes::new())));
+    }
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await.unwrap();
+    tokio::spawn(conn);
+    let (mut parts, body) = req.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    parts.headers.remove("proxy-authorization");
+    parts.uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap();
+    let res = sender.send_request(Request::from_parts(parts, Full::new(body))).await.unwrap();
+    let (parts, body) = res.into_parts();
+    Ok(Response::from_parts(parts, Full::new(body.collect().await.unwrap().to_bytes())))
+}
+
+// ----------------------------------------------------------------- client --
+
+struct Harness {
+    proxy: ProxyServer,
+    config: ConfigHandle,
+}
+
+async fn start_proxy(gateway: GatewayConfig) -> Harness {
+    start_proxy_with(gateway, Timeouts::default()).await
+}
+
+async fn start_proxy_with(gateway: GatewayConfig, timeouts: Timeouts) -> Harness {
+    let config = new_handle();
+    let opts =
+        ProxyOptions { port: None, gateway, config: config.clone(), logger: Arc::new(Logger::new(Level::Silent)) };
+    let proxy = ProxyServer::start_with(opts, timeouts).await.unwrap();
+    assert!(proxy.local_addr().ip().is_loopback());
+    Harness { proxy, config }
+}
+
+/// One keep-alive client connection to the proxy.
+async fn client(proxy: SocketAddr) -> SendRequest<Full<Bytes>> {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn send(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> (StatusCode, String) {
+    let fut = async {
+        sender.ready().await.unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(STEP, fut).await.expect("request hung")
+}
+
+fn get(url: &str) -> Request<Full<Bytes>> {
+    Request::get(url).body(Full::new(Bytes::new())).unwrap()
+}
+
+/// GET through a fresh connection; the target's JSON answer.
+async fn get_json(proxy: SocketAddr, url: &str) -> Value {
+    let (status, body) = send(&mut client(proxy).await, get(url)).await;
+    assert_eq!(status, StatusCode::OK, "{url}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Write raw bytes (ending with `Connection: close`) and read the answer.
+async fn raw(proxy: SocketAddr, request: &str) -> String {
+    let fut = async {
+        let mut tcp = TcpStream::connect(proxy).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tcp.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    tokio::time::timeout(STEP, fut).await.expect("raw request hung")
+}
+
+/// Open a CONNECT tunnel; returns the stream (past the proxy's answer) or
+/// the proxy's whole answer when it refused.
+async fn open_tunnel(proxy: SocketAddr, target: SocketAddr) -> Result<TcpStream, String> {
+    let fut = async {
+        let mut tcp = TcpStream::connect(proxy).await.unwrap();
+        let head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n\r\n") {
+            if tcp.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            answer.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if text.starts_with("HTTP/1.1 200") {
+            return Ok(tcp);
+        }
+        // A refusal: read its body too.
+        let mut rest = vec![0u8; 4096];
+        let n =
+            tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut rest)).await.unwrap_or(Ok(0)).unwrap_or(0);
+        Err(text + &String::from_utf8_lossy(&rest[..n]))
+    };
+    tokio::time::timeout(STEP, fut).await.expect("CONNECT hung")
+}
+
+/// Through an open tunnel to an echo server: the greeting's peer, and that
+/// `payload` comes back.
+async fn tunnel_roundtrip(tunnel: &mut TcpStream, payload: &[u8]) -> String {
+    let fut = async {
+        let mut greeting = Vec::new();
+        let mut byte = [0u8; 1];
+        while !greeting.ends_with(b"\n") {
+            assert_eq!(tunnel.read(&mut byte).await.unwrap(), 1, "tunnel closed early");
+            greeting.push(byte[0]);
+        }
+        tunnel.write_all(payload).await.unwrap();
+        let mut back = vec![0u8; payload.len()];
+        tunnel.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, payload);
+        String::from_utf8_lossy(&greeting).trim().trim_start_matches("peer=").to_string()
+    };
+    tokio::time::timeout(STEP, fut).await.expect("tunnel hung")
+}
+
+// ------------------------------------------------------------------ tests --
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_absolute_form_get_and_post() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let target = start_target("127.0.0.1").await;
+    let mut c = client(h.proxy.local_addr()).await;
+
+    let mut req = get(&format!("http://{target}/hello?x=1"));
+    let headers = req.headers_mut();
+    headers.insert("proxy-authorization", token("client", "client-secret").parse().unwrap());
+    headers.insert("proxy-connection", "keep-alive".parse().unwrap());
+    headers.insert("connection", "keep-alive, x-hop".parse().unwrap());
+    headers.insert("x-hop", "1".parse().unwrap());
+    headers.insert("x-end-to-end", "kept".parse().unwrap());
+    let (status, body) = send(&mut c, req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["peer"], DIRECT_PEER);
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["uri"], "/hello?x=1", "direct requests go out in origin form");
+    assert_eq!(seen["headers"]["host"], target.to_string());
+    assert_eq!(seen["headers"]["x-end-to-end"], "kept");
+    for hop in ["proxy-authorization", "proxy-connection", "x-hop", "connection"] {
+        assert!(seen["headers"].get(hop).is_none(), "{hop} was forwarded: {seen}");
+    }
+
+    let post = Request::post(format!("http://{target}/submit")).body(Full::new(Bytes::from("payload=42"))).unwrap();
+    let (status, body) = send(&mut c, post).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["uri"], "/submit");
+    assert_eq!(seen["body"], "payload=42");
+    assert!(gateway.seen().is_empty(), "no config must not touch the gateway");
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_form_takes_the_host_header() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let target = start_target("127.0.0.3").await;
+    let answer =
+        raw(h.proxy.local_addr(), &format!("GET /origin?y=2 HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"))
+            .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let seen: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(seen["uri"], "/origin?y=2");
+    assert_eq!(seen["headers"]["host"], target.to_string());
+    assert_eq!(seen["peer"], DIRECT_PEER);
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_direct_tunnels_raw_bytes() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let echo = start_echo("127.0.0.1").await;
+    let mut tunnel = open_tunnel(h.proxy.local_addr(), echo).await.unwrap();
+    assert_eq!(tunnel_roundtrip(&mut tunnel, b"\x16\x03\x01 not really TLS \x00\xff").await, DIRECT_PEER);
+    tunnel_roundtrip_again(&mut tunnel, b"second write").await;
+    assert!(gateway.seen().is_empty());
+    h.proxy.stop().await;
+}
+
+/// Echo only (the greeting was read already).
+async fn tunnel_roundtrip_again(tunnel: &mut TcpStream, payload: &[u8]) {
+    tunnel.write_all(payload).await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(STEP, tunnel.read_exact(&mut back)).await.unwrap().unwrap();
+    assert_eq!(back, payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_route_http_and_connect_through_the_gateway() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    // Two hostnames: 127.0.0.1 ("a") and 127.0.0.3 ("b").
+    let (target_a, target_b) = (start_target("127.0.0.1").await, start_target("127.0.0.3").await);
+    let (echo_a, echo_b) = (start_echo("127.0.0.1").await, start_echo("127.0.0.3").await);
+    let proxy = h.proxy.local_addr();
+
+    let cases: [(Option<&[&str]>, bool, bool); 4] = [
+        (None, false, false),
+        (Some(&["127.0.0.3"]), false, true),
+        (Some(&["*"]), true, true),
+        (Some(&["*", "-127.0.0.3"]), true, false),
+    ];
+    for (rules, a_via_gateway, b_via_gateway) in cases {
+        h.config.store(rules.map(|r| conn_config(r, PASS)));
+        for (target, echo, via_gateway) in [(target_a, echo_a, a_via_gateway), (target_b, echo_b, b_via_gateway)] {
+            let expected_peer = if via_gateway { GATEWAY_PEER } else { DIRECT_PEER };
+            let before = gateway.seen().len();
+
+            let url = format!("http://{target}/routed");
+            let seen = get_json(proxy, &url).await;
+            assert_eq!(seen["peer"], expected_peer, "rules {rules:?}, GET {target}");
+            assert!(seen["headers"].get("proxy-authorization").is_none(), "{seen}");
+            assert!(seen["headers"].get("proxy-connection").is_none(), "{seen}");
+
+            let mut tunnel = open_tunnel(proxy, echo).await.unwrap();
+            assert_eq!(tunnel_roundtrip(&mut tunnel, b"ping").await, expected_peer, "rules {rules:?}, CONNECT {echo}");
+
+            let new: Vec<_> = gateway.seen()[before..].to_vec();
+            if via_gateway {
+                assert_eq!(new.len(), 2, "{new:?}");
+                assert_eq!((new[0].method.as_str(), new[0].uri.as_str()), ("GET", url.as_str()), "absolute form");
+                assert_eq!((new[1].method.as_str(), new[1].uri.as_str()), ("CONNECT", echo.to_string().as_str()));
+                for s in &new {
+                    assert_eq!(s.proxy_authorization.as_deref(), Some(token(USER, PASS).as_str()));
+                }
+            } else {
+                assert!(new.is_empty(), "rules {rules:?}: direct traffic reached the gateway: {new:?}");
+            }
+        }
+    }
+
+    let traffic = h.proxy.traffic();
+    let routes: Vec<(&str, Route, u64, u64)> =
+        traffic.iter().map(|e| (e.hostname.as_str(), e.route, e.requests, e.tunnels)).collect();
+    assert_eq!(
+        routes,
+        vec![
+            ("127.0.0.1", Route::Direct, 2, 2),
+            ("127.0.0.1", Route::Gateway, 2, 2),
+            ("127.0.0.3", Route::Direct, 2, 2),
+            ("127.0.0.3", Route::Gateway, 2, 2),
+        ]
+    );
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_swap_applies_to_the_next_request_on_the_same_connection() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let target = start_target("127.0.0.1").await;
+    let mut c = client(h.proxy.local_addr()).await;
+    let url = format!("http://{target}/swap");
+    let peer = |body: &str| serde_json::from_str::<Value>(body).unwrap()["peer"].as_str().unwrap().to_string();
+
+    let (_, body) = send(&mut c, get(&url)).await;
+    assert_eq!(peer(&body), DIRECT_PEER);
+    h.config.store(Some(conn_config(&["*"], PASS)));
+    let (_, body) = send(&mut c, get(&url)).await;
+    assert_eq!(peer(&body), GATEWAY_PEER, "the swap must apply on the same keep-alive connection");
+    h.config.store(Some(conn_config(&["*", "-127.0.0.1"], PASS)));
+    let (_, body) = send(&mut c, get(&url)).await;
+    assert_eq!(peer(&body), DIRECT_PEER);
+    h.config.store(None);
+    let (_, body) = send(&mut c, get(&url)).await;
+    assert_eq!(peer(&body), DIRECT_PEER);
+    assert_eq!(gateway.seen().len(), 1);
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_down_is_a_502_without_secrets_and_direct_still_works() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let h = start_proxy(GatewayConfig { protocol: GatewayProtocol::Http, host: "127.0.0.1".into(), port: dead.port() })
+        .await;
+    h.config.store(Some(conn_config(&["127.0.0.3"], PASS)));
+    let proxied = start_target("127.0.0.3").await;
+    let direct = start_target("127.0.0.1").await;
+    let echo = start_echo("127.0.0.3").await;
+    let secrets = [USER, PASS, &token(USER, PASS)[6..]];
+
+    let (status, body) = send(&mut client(h.proxy.local_addr()).await, get(&format!("http://{proxied}/"))).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body.trim_end(), format!("Bad Gateway: cannot reach gateway {dead} (Connection refused)"));
+    let refused = open_tunnel(h.proxy.local_addr(), echo).await.unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 502"), "{refused}");
+    assert!(refused.contains(&format!("cannot reach gateway {dead}")), "{refused}");
+    for secret in secrets {
+        assert!(!body.contains(secret) && !refused.contains(secret), "a credential leaked");
+    }
+
+    assert_eq!(get_json(h.proxy.local_addr(), &format!("http://{direct}/")).await["peer"], DIRECT_PEER);
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_gateway_is_spoken_to_in_tls() {
+    // The test gateway speaks plain HTTP, so the TLS handshake must fail —
+    // which proves the https protocol puts TLS on the wire.
+    let gateway = Gateway::start().await;
+    let h = start_proxy(GatewayConfig { protocol: GatewayProtocol::Https, ..gateway.config() }).await;
+    h.config.store(Some(conn_config(&["*"], PASS)));
+    let target = start_target("127.0.0.1").await;
+    let (status, body) = send(&mut client(h.proxy.local_addr()).await, get(&format!("http://{target}/"))).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains(&format!("cannot reach gateway {} (TLS handshake failed", gateway.addr)), "{body}");
+    assert!(gateway.seen().is_empty(), "no plain-text request may reach an https gateway");
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_refusals_become_502s() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    h.config.store(Some(conn_config(&["*"], "wrong-password")));
+    let target = start_target("127.0.0.1").await;
+    let echo = start_echo("127.0.0.1").await;
+
+    let refused = open_tunnel(h.proxy.local_addr(), echo).await.unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 502"), "{refused}");
+    assert!(refused.contains("gateway refused tunnel (HTTP 407)"), "{refused}");
+    let (status, body) = send(&mut client(h.proxy.local_addr()).await, get(&format!("http://{target}/"))).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("HTTP 407"), "{body}");
+    assert!(!body.contains("wrong-password") && !refused.contains("wrong-password"));
+    assert_eq!(gateway.seen().len(), 2);
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400_and_the_proxy_keeps_serving() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let proxy = h.proxy.local_addr();
+    let target = start_target("127.0.0.1").await;
+
+    let garbage = raw(proxy, "THIS IS NOT HTTP\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    for (bad, why) in [
+        ("CONNECT nohostport HTTP/1.1\r\nHost: nohostport\r\nConnection: close\r\n\r\n", "host:port"),
+        ("CONNECT 127.0.0.1:0 HTTP/1.1\r\nHost: 127.0.0.1:0\r\nConnection: close\r\n\r\n", "port 0"),
+        ("GET /no-host HTTP/1.1\r\nConnection: close\r\n\r\n", "missing host"),
+        ("GET https://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n", "http://"),
+    ] {
+        let answer = raw(proxy, bad).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad:?} → {answer:?}");
+        assert!(answer.contains("text/plain") && answer.contains(why), "{bad:?} → {answer:?}");
+    }
+    // A request to the proxy itself would loop forever.
+    let looped = raw(proxy, &format!("GET / HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\n\r\n")).await;
+    assert!(looped.starts_with("HTTP/1.1 400"), "{looped}");
+
+    // A 400 on a keep-alive connection leaves it usable.
+    let mut c = client(proxy).await;
+    let (status, _) = send(&mut c, Request::get("/no-host").body(Full::new(Bytes::new())).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = send(&mut c, get(&format!("http://{target}/after"))).await;
+    assert_eq!(status, StatusCode::OK);
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_a_port_in_use_is_a_proxy_start_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let opts = ProxyOptions {
+        port: Some(port),
+        gateway: GatewayConfig::default(),
+        config: new_handle(),
+        logger: Arc::new(Logger::new(Level::Silent)),
+    };
+    let err = ProxyServer::start(opts).await.unwrap_err();
+    let AluviaError::ProxyStart(reason) = &err else { panic!("expected ProxyStart, got {err:?}") };
+    assert!(reason.contains("in use") && reason.contains(&format!("127.0.0.1:{port}")), "{reason}");
+    assert!(err.to_string().starts_with("Failed to start proxy server: "), "{err}");
+    assert_eq!(err.code(), "ProxyStartError");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_counts_requests_tunnels_and_bytes() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    h.config.store(Some(conn_config(&["127.0.0.3"], PASS)));
+    let target = start_target("127.0.0.1").await;
+    let echo = start_echo("127.0.0.3").await;
+
+    let post = Request::post(format!("http://{target}/count")).body(Full::new(Bytes::from("0123456789"))).unwrap();
+    let (status, body) = send(&mut client(h.proxy.local_addr()).await, post).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut tunnel = open_tunnel(h.proxy.local_addr(), echo).await.unwrap();
+    tunnel_roundtrip(&mut tunnel, b"12345").await;
+
+    let traffic = h.proxy.traffic();
+    assert_eq!(
+        traffic,
+        vec![
+            TrafficEntry {
+                hostname: "127.0.0.1".into(),
+                route: Route::Direct,
+                requests: 1,
+                tunnels: 0,
+                bytes_sent: 10,
+                bytes_received: body.len() as u64,
+            },
+            TrafficEntry {
+                hostname: "127.0.0.3".into(),
+                route: Route::Gateway,
+                requests: 0,
+                tunnels: 1,
+                bytes_sent: 5,
+                bytes_received: ("peer=127.0.0.2\n".len() + 5) as u64,
+            },
+        ]
+    );
+    let json = serde_json::to_value(&traffic[1]).unwrap();
+    assert_eq!(
+        json,
+        json!({"hostname": "127.0.0.3", "route": "gateway", "requests": 0, "tunnels": 1, "bytesSent": 5, "bytesReceived": 20})
+    );
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_is_a_504() {
+    let gateway = Gateway::start().await;
+    let timeouts = Timeouts { response: Duration::from_millis(300), ..Timeouts::default() };
+    let h = start_proxy_with(gateway.config(), timeouts).await;
+    let silent = start_silent().await;
+    let (status, body) = send(&mut client(h.proxy.local_addr()).await, get(&format!("http://{silent}/"))).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(body.starts_with("Gateway Timeout: no response from"), "{body}");
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_open_tunnels_and_closes_the_port() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let addr = h.proxy.local_addr();
+    let echo = start_echo("127.0.0.1").await;
+    let target = start_target("127.0.0.1").await;
+    let mut tunnel = open_tunnel(addr, echo).await.unwrap();
+    tunnel_roundtrip(&mut tunnel, b"alive").await;
+    // An idle keep-alive client connection too.
+    let mut idle = client(addr).await;
+    send(&mut idle, get(&format!("http://{target}/"))).await;
+
+    tokio::time::timeout(STEP, h.proxy.stop()).await.expect("stop() hung");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(STEP, tunnel.read(&mut buf)).await.expect("tunnel still open after stop()");
+    assert!(matches!(read, Ok(0) | Err(_)), "tunnel still carries data: {read:?}");
+    assert!(TcpStream::connect(addr).await.is_err(), "the port still accepts after stop()");
+    // Idempotent.
+    tokio::time::timeout(STEP, h.proxy.stop()).await.expect("second stop() hung");
+}

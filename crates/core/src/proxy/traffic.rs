@@ -1,0 +1,219 @@
+//! Traffic counters per (hostname, route), and the body/stream wrappers that
+//! feed them on the hot path (one relaxed atomic add per frame or read).
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Which way a request or tunnel went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    Direct,
+    Gateway,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Gateway => "gateway",
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A snapshot of the counters of one (hostname, route).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficEntry {
+    pub hostname: String,
+    pub route: Route,
+    /// HTTP requests (not CONNECT) routed this way, counted when attempted.
+    pub requests: u64,
+    /// CONNECT tunnels routed this way, counted when attempted.
+    pub tunnels: u64,
+    /// Payload bytes from the client towards the target (request bodies,
+    /// tunnel upstream bytes).
+    pub bytes_sent: u64,
+    /// Payload bytes from the target back to the client (response bodies,
+    /// tunnel downstream bytes).
+    pub bytes_received: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) tunnels: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+}
+
+/// Which byte counter a wrapper feeds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Direction {
+    /// Client → target.
+    Sent,
+    /// Target → client.
+    Received,
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn add_bytes(&self, dir: Direction, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match dir {
+            Direction::Sent => self.bytes_sent.fetch_add(n, Ordering::Relaxed),
+            Direction::Received => self.bytes_received.fetch_add(n, Ordering::Relaxed),
+        };
+    }
+}
+
+/// All counters, one map per route so lookups borrow the hostname.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    direct: RwLock<HashMap<String, Arc<Counters>>>,
+    gateway: RwLock<HashMap<String, Arc<Counters>>>,
+}
+
+impl Traffic {
+    fn map(&self, route: Route) -> &RwLock<HashMap<String, Arc<Counters>>> {
+        match route {
+            Route::Direct => &self.direct,
+            Route::Gateway => &self.gateway,
+        }
+    }
+
+    /// The counters of `hostname` (already normalized) on `route`.
+    pub(crate) fn counters(&self, hostname: &str, route: Route) -> Arc<Counters> {
+        let map = self.map(route);
+        if let Some(c) = map.read().unwrap_or_else(|e| e.into_inner()).get(hostname) {
+            return c.clone();
+        }
+        map.write().unwrap_or_else(|e| e.into_inner()).entry(hostname.to_string()).or_default().clone()
+    }
+
+    /// A snapshot, sorted by hostname then route.
+    pub(crate) fn snapshot(&self) -> Vec<TrafficEntry> {
+        let mut out = Vec::new();
+        for route in [Route::Direct, Route::Gateway] {
+            let map = self.map(route).read().unwrap_or_else(|e| e.into_inner());
+            out.extend(map.iter().map(|(host, c)| TrafficEntry {
+                hostname: host.clone(),
+                route,
+                requests: c.requests.load(Ordering::Relaxed),
+                tunnels: c.tunnels.load(Ordering::Relaxed),
+                bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+                bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            }));
+        }
+        out.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.route.cmp(&b.route)));
+        out
+    }
+}
+
+/// A body that counts the data bytes passing through it.
+pub(crate) struct CountingBody<B> {
+    inner: B,
+    counters: Arc<Counters>,
+    dir: Direction,
+}
+
+impl<B> CountingBody<B> {
+    pub(crate) fn new(inner: B, counters: Arc<Counters>, dir: Direction) -> Self {
+        CountingBody { inner, counters, dir }
+    }
+}
+
+impl<B> Body for CountingBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.counters.add_bytes(this.dir, data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A stream that counts the bytes read from it (tunnels).
+pub(crate) struct CountingIo<S> {
+    inner: S,
+    counters: Arc<Counters>,
+    dir: Direction,
+}
+
+impl<S> CountingIo<S> {
+    pub(crate) fn new(inner: S, counters: Arc<Counters>, dir: Direction) -> Self {
+        CountingIo { inner, counters, dir }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CountingIo<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled {
+            this.counters.add_bytes(this.dir, (buf.filled().len() - before) as u64);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountingIo<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,330 @@
+//! The gateway: an HTTP/1.1 forward proxy (absolute-form and `CONNECT`) that
+//! authenticates with a connection's proxy credentials and opens upstream
+//! connections from the connection's exit address.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
+use hyper::http::request::Parts;
+use hyper::http::uri::{Authority, PathAndQuery};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::state::HostStats;
+use crate::util::{empty, text_response, Body, BoxError};
+use crate::{exit_address, server, GatewayRun, Inner};
+
+/// How long the gateway waits for a target to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Headers that concern one hop only and are never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+struct Ctx {
+    inner: Arc<Inner>,
+    /// Cancelled when the gateway goes down or the emulator stops.
+    token: CancellationToken,
+    /// Upstream drivers and tunnels of this gateway incarnation.
+    tracker: TaskTracker,
+}
+
+/// Starts serving the gateway on `listener`.
+pub(crate) fn spawn(inner: Arc<Inner>, listener: TcpListener) -> GatewayRun {
+    let token = inner.root.child_token();
+    let tracker = TaskTracker::new();
+    let ctx = Arc::new(Ctx { inner, token: token.clone(), tracker: tracker.clone() });
+    server::serve(listener, token.clone(), tracker.clone(), move |req, _peer| handle(ctx.clone(), req));
+    GatewayRun { token, tracker }
+}
+
+async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    let Some(connection_id) = authenticate(&ctx.inner, req.headers()) else {
+        let mut resp = text_response(StatusCode::PROXY_AUTHENTICATION_REQUIRED, "Proxy authentication required");
+        resp.headers_mut().insert(PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"aluvia\""));
+        return resp;
+    };
+    if req.method() == Method::CONNECT {
+        tunnel(ctx, connection_id, req).await
+    } else {
+        forward(ctx, connection_id, req).await
+    }
+}
+
+/// The id of the live connection whose credentials the request carries.
+fn authenticate(inner: &Inner, headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(PROXY_AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, pass) = decoded.split_once(':')?;
+    inner.state().connections.values().find(|c| c.username == user && c.password == pass).map(|c| c.id)
+}
+
+/// The hostname of an authority, lower-cased, without port or IPv6 brackets.
+fn hostname(authority: &Authority) -> String {
+    let host = authority.host();
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).to_ascii_lowercase()
+}
+
+fn bad_gateway(reason: impl std::fmt::Display) -> Response<Body> {
+    text_response(StatusCode::BAD_GATEWAY, format!("Bad Gateway: {reason}"))
+}
+
+fn bad_request(reason: &str) -> Response<Body> {
+    text_response(StatusCode::BAD_REQUEST, format!("Bad Request: {reason}"))
+}
+
+/// Opens the upstream TCP connection for `connection_id`, from its current exit
+/// address when the target is an IPv4 loopback address.
+async fn connect_upstream(inner: &Inner, connection_id: u64, host: &str, port: u16) -> Result<TcpStream, String> {
+    let exit = {
+        let st = inner.state();
+        let conn = st.connections.get(&connection_id);
+        exit_address(conn.and_then(|c| c.session_id.as_deref()), conn.and_then(|c| c.target_geo.as_deref()))
+    };
+    let attempt = async {
+        let mut addrs: Vec<SocketAddr> =
+            tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+        // IPv4 first, so `localhost` targets see the exit address.
+        addrs.sort_by_key(|a| !a.is_ipv4());
+        let mut last_error = None;
+        for addr in addrs {
+            match connect_from(exit, addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(match last_error {
+            Some(e) => format!("cannot connect to {host}:{port}: {e}"),
+            None => format!("cannot resolve {host}: no addresses"),
+        })
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("timed out connecting to {host}:{port}")),
+    }
+}
+
+async fn connect_from(exit: Ipv4Addr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => {
+            let socket = TcpSocket::new_v4()?;
+            match socket.bind(SocketAddr::from((exit, 0))) {
+                Ok(()) => socket.connect(addr).await?,
+                // Systems that only configure 127.0.0.1 (macOS): go without.
+                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => TcpStream::connect(addr).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        _ => TcpStream::connect(addr).await?,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header lists.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+fn headers_size(headers: &HeaderMap) -> u64 {
+    headers.iter().map(|(name, value)| (name.as_str().len() + value.len() + 4) as u64).sum()
+}
+
+/// Size of the request head as sent upstream (request line + headers + CRLF).
+fn request_head_size(parts: &Parts) -> u64 {
+    let target = parts.uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    (parts.method.as_str().len() + 1 + target + 11) as u64 + headers_size(&parts.headers) + 2
+}
+
+/// Size of the response head (status line + headers + CRLF).
+fn response_head_size(status: StatusCode, headers: &HeaderMap) -> u64 {
+    let reason = status.canonical_reason().unwrap_or("").len();
+    (9 + 3 + 1 + reason + 2) as u64 + headers_size(headers) + 2
+}
+
+/// Forwards an absolute-form request in origin form.
+async fn forward(ctx: Arc<Ctx>, connection_id: u64, req: Request<Incoming>) -> Response<Body> {
+    let uri = req.uri().clone();
+    let Some(authority) = uri.authority().cloned() else {
+        return bad_request("expected an absolute-form request (GET http://host/path) or CONNECT");
+    };
+    match uri.scheme_str() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => {}
+        _ => return bad_request("only http:// targets can be sent in absolute form; use CONNECT"),
+    }
+    let host = hostname(&authority);
+    let port = authority.port_u16().unwrap_or(80);
+
+    let stream = match connect_upstream(&ctx.inner, connection_id, &host, port).await {
+        Ok(stream) => stream,
+        Err(reason) => return bad_gateway(reason),
+    };
+    let (mut sender, conn) =
+        match hyper::client::conn::http1::Builder::new().handshake::<_, Body>(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(e) => return bad_gateway(format!("upstream handshake with {host}:{port} failed: {e}")),
+        };
+    let token = ctx.token.clone();
+    ctx.tracker.spawn(async move {
+        tokio::select! {
+            _ = conn => {}
+            _ = token.cancelled() => {}
+        }
+    });
+
+    let stats = ctx.inner.host_stats(connection_id, &host);
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(HOST) {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(HOST, value);
+        }
+    }
+    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
+    parts.version = Version::HTTP_11;
+
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    stats.add_up(request_head_size(&parts));
+    let up = stats.clone();
+    let body: Body = body
+        .map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                up.add_up(data.len() as u64);
+            }
+            frame
+        })
+        .map_err(BoxError::from)
+        .boxed();
+
+    let resp = match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(resp) => resp,
+        Err(e) => return bad_gateway(format!("upstream {host}:{port} failed: {e}")),
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    stats.add_down(response_head_size(parts.status, &parts.headers));
+    let down = stats;
+    let body: Body = body
+        .map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                down.add_down(data.len() as u64);
+            }
+            frame
+        })
+        .map_err(BoxError::from)
+        .boxed();
+    Response::from_parts(parts, body)
+}
+
+/// Answers `CONNECT host:port` with an empty 200 and splices the upgraded
+/// connection to the target.
+async fn tunnel(ctx: Arc<Ctx>, connection_id: u64, mut req: Request<Incoming>) -> Response<Body> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return bad_request("CONNECT needs a host:port target");
+    };
+    let host = hostname(&authority);
+    let port = authority.port_u16().unwrap_or(443);
+    let upstream = match connect_upstream(&ctx.inner, connection_id, &host, port).await {
+        Ok(stream) => stream,
+        Err(reason) => return bad_gateway(reason),
+    };
+    let stats = ctx.inner.host_stats(connection_id, &host);
+    stats.tunnels.fetch_add(1, Ordering::Relaxed);
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let token = ctx.token.clone();
+    ctx.tracker.spawn(async move {
+        let splice = async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut client = TokioIo::new(upgraded);
+            let mut upstream = Counting { stream: upstream, stats };
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        };
+        tokio::select! {
+            _ = splice => {}
+            _ = token.cancelled() => {}
+        }
+    });
+    Response::new(empty())
+}
+
+/// The upstream side of a tunnel, counting what is written to the target (up)
+/// and read from it (down).
+struct Counting {
+    stream: TcpStream,
+    stats: Arc<HostStats>,
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            this.stats.add_down((buf.filled().len() - before) as u64);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = result {
+            this.stats.add_up(n as u64);
+        }
+        result
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,135 @@
+//! A tiny "protected site" that challenges datacenter (direct) visitors the way
+//! Cloudflare does, and serves a normal page to visitors from a gateway exit
+//! address.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, SERVER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::util::{empty, json_response, now_ms, respond, Body};
+
+#[derive(Default)]
+pub(crate) struct Site {
+    visits: Mutex<Vec<Value>>,
+}
+
+impl Site {
+    fn visits(&self) -> MutexGuard<'_, Vec<Value>> {
+        self.visits.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+const CHALLENGE_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en-US">
+<head>
+<meta charset="UTF-8">
+<meta name="robots" content="noindex,nofollow">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Just a moment...</title>
+</head>
+<body>
+<div class="main-wrapper" role="main">
+<h1>Checking your browser</h1>
+<p>Verify you are human.</p>
+<form id="challenge-form" action="/?__cf_chl_f_tk=emulated" method="POST" enctype="application/x-www-form-urlencoded">
+<input type="hidden" name="md" value="emulated-challenge">
+</form>
+</div>
+</body>
+</html>
+"#;
+
+fn challenge() -> Response<Body> {
+    let mut resp = respond(StatusCode::FORBIDDEN, "text/html", CHALLENGE_PAGE);
+    let headers = resp.headers_mut();
+    headers.insert("cf-mitigated", HeaderValue::from_static("challenge"));
+    headers.insert(SERVER, HeaderValue::from_static("cloudflare"));
+    headers.insert("cache-control", HeaderValue::from_static("private, no-store"));
+    resp
+}
+
+fn shop_page(peer: IpAddr) -> Response<Body> {
+    let html = format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<title>Aluvia Emulator Shop</title>
+</head>
+<body>
+<header><h1>Aluvia Emulator Shop</h1><p id="visitor">You are visiting from {peer}.</p></header>
+<main>
+<article>
+<h2>Field notes: choosing a travel kettle</h2>
+<p>A good travel kettle boils half a litre of water in under four minutes, folds
+flat enough to fit beside a laptop, and switches between voltages without an
+adapter. We tested eleven models over a month of train journeys and hotel stays,
+measuring boil time, noise and how warm the handle became.</p>
+<p>The silicone models were the lightest, but their seams collected limescale
+after a few weeks of hard water. The steel models were heavier and louder, yet
+they kept their shape and were easier to clean with a little vinegar and a soft
+brush. Our favourite balanced both: a steel base with a collapsible wall.</p>
+<p>Whatever you choose, descale it every two weeks, never run it empty, and keep
+the cord loosely coiled so the insulation lasts. Orders placed before noon ship
+the same day, and every kettle comes with a two-year warranty.</p>
+</article>
+</main>
+<footer><p>Served by the Aluvia local emulator to {peer}.</p></footer>
+</body>
+</html>
+"#
+    );
+    respond(StatusCode::OK, "text/html", html)
+}
+
+pub(crate) async fn handle(site: Arc<Site>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path();
+    if path == "/_site/visits" {
+        return match *req.method() {
+            Method::GET => {
+                let visits = Value::Array(site.visits().clone());
+                json_response(StatusCode::OK, &visits)
+            }
+            Method::DELETE => {
+                site.visits().clear();
+                let mut resp = Response::new(empty());
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                resp
+            }
+            _ => {
+                let mut resp = Response::new(empty());
+                *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
+                resp
+            }
+        };
+    }
+    if path.starts_with("/_site/") {
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        return resp;
+    }
+
+    let resp = if path == "/favicon.ico" {
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        resp
+    } else if path == "/strict" || path.starts_with("/strict/") || peer.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
+        // /strict challenges everyone; other pages challenge direct visitors.
+        challenge()
+    } else {
+        shop_page(peer.ip())
+    };
+    let shown_path = req.uri().path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned());
+    site.visits().push(json!({
+        "path": shown_path,
+        "peer": peer.ip().to_string(),
+        "status": resp.status().as_u16(),
+        "time_ms": now_ms(),
+    }));
+    resp
+}

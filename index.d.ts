@@ -1,0 +1,240 @@
+// The public contract of @aluvia/sdk.
+
+import type { Agent as HttpAgent } from 'node:http';
+import type { Agent as HttpsAgent } from 'node:https';
+
+// ------------------------------------------------------------------ options
+
+export type GatewayProtocol = 'http' | 'https';
+export type LogLevel = 'silent' | 'info' | 'debug';
+
+export type AluviaClientOptions = {
+  /** Account API token. Trimmed; empty or whitespace throws MissingApiKeyError. */
+  apiKey: string;
+  /** Reuse this account connection (GET) instead of creating one (POST). Must be finite. */
+  connectionId?: number;
+  /** Default true: start() throws when the config cannot be loaded. False: route everything direct. */
+  strict?: boolean;
+  /** Default `https://api.aluvia.io/v1`. */
+  apiBaseUrl?: string;
+  /** Default 5000; values under 1000 become 1000. */
+  pollIntervalMs?: number;
+  /** API request timeout, default 30000. */
+  timeoutMs?: number;
+  /** Default 'http'. */
+  gatewayProtocol?: GatewayProtocol;
+  /** Default 8080 for http, 8443 for https. */
+  gatewayPort?: number;
+  /** Default `gateway.aluvia.io`. */
+  gatewayHost?: string;
+  /** Local proxy port; default OS-assigned. */
+  localPort?: number;
+  /** Default 'info'; 'debug' prints one JSON line per detection result. */
+  logLevel?: LogLevel;
+  /** Launch Chromium through the proxy and connect Playwright to it. Default false. */
+  startPlaywright?: boolean;
+  /** Only with startPlaywright. Default true. */
+  headless?: boolean;
+  /** With startPlaywright and no value, detection is on with defaults. */
+  blockDetection?: BlockDetectionConfig;
+};
+
+export type PlaywrightProxySettings = {
+  server: string;
+  username?: string;
+  password?: string;
+  bypass?: string;
+};
+
+// ---------------------------------------------------------------- detection
+
+export type DetectionBlockStatus = 'blocked' | 'suspected' | 'clear';
+
+export type DetectionSignal = {
+  name: string;
+  weight: number;
+  details: string;
+  source: 'fast' | 'full';
+};
+
+export type RedirectHop = {
+  url: string;
+  statusCode: number;
+};
+
+export type BlockDetectionResult = {
+  url: string;
+  hostname: string;
+  blockStatus: DetectionBlockStatus;
+  score: number;
+  signals: DetectionSignal[];
+  pass: 'fast' | 'full';
+  persistentBlock: boolean;
+  redirectChain: RedirectHop[];
+};
+
+export type BlockDetectionConfig = {
+  /** Default true. */
+  enabled?: boolean;
+  /** Replaces the 8 default selectors. */
+  challengeSelectors?: string[];
+  /** Appended to the title keywords and the strong text keywords. */
+  extraKeywords?: string[];
+  /** Appended to 403 and 429. */
+  extraStatusCodes?: number[];
+  /** Cap on the wait for network idle before the full pass. Default 3000. */
+  networkIdleTimeoutMs?: number;
+  /** Add the hostname to the rules and reload on `blocked`. Default false. */
+  autoUnblock?: boolean;
+  /** Also on `suspected` (needs autoUnblock). Default false. */
+  autoUnblockOnSuspected?: boolean;
+  /** Fires for every result, `clear` too. A throw is logged, never fatal. */
+  onDetection?: (result: BlockDetectionResult, page: any) => void | Promise<void>;
+};
+
+// ------------------------------------------------------------------- client
+
+/** Requests, tunnels and bytes the local proxy carried for one hostname and route. */
+export type TrafficStat = {
+  hostname: string;
+  route: 'direct' | 'gateway';
+  requests: number;
+  tunnels: number;
+  bytesSent: number;
+  bytesReceived: number;
+};
+
+export type AluviaClientConnection = {
+  host: string;
+  port: number;
+  url: string;
+  asPlaywright(): PlaywrightProxySettings;
+  asPuppeteer(): string[];
+  asSelenium(): string;
+  asNodeAgents(): { http: HttpAgent; https: HttpsAgent };
+  asAxiosConfig(): { proxy: false; httpAgent: HttpAgent; httpsAgent: HttpsAgent };
+  asGotOptions(): { agent: { http: HttpAgent; https: HttpsAgent } };
+  asUndiciDispatcher(): any;
+  asUndiciFetch(): typeof fetch;
+  /** Playwright Browser, with startPlaywright. */
+  browser?: any;
+  /** Playwright BrowserContext, with startPlaywright. */
+  browserContext?: any;
+  /** `http://127.0.0.1:PORT`, with startPlaywright. */
+  cdpUrl?: string;
+  close(): Promise<void>;
+  stop(): Promise<void>;
+};
+
+export declare class AluviaClient {
+  constructor(options: AluviaClientOptions);
+  readonly api: AluviaApi;
+  readonly connectionId: number | undefined;
+  start(): Promise<AluviaClientConnection>;
+  stop(): Promise<void>;
+  updateRules(rules: string[]): Promise<void>;
+  updateSessionId(sessionId: string): Promise<void>;
+  updateTargetGeo(targetGeo: string | null): Promise<void>;
+  /** Ours: traffic carried by the local proxy, per hostname and route. */
+  getTrafficStats(): TrafficStat[];
+}
+
+// --------------------------------------------------------------------- API
+
+export type SuccessEnvelope<T> = { success: true; data: T };
+export type ErrorEnvelope = { success: false; error: { code: string; message: string; details?: unknown } };
+export type Envelope<T> = SuccessEnvelope<T> | ErrorEnvelope;
+
+export type Account = Record<string, unknown>;
+export type AccountUsage = Record<string, unknown>;
+export type AccountPayment = Record<string, unknown>;
+export type AccountConnection = {
+  id?: string | number;
+  connection_id?: string | number;
+  proxy_username?: string;
+  proxy_password?: string;
+  rules?: string[];
+  session_id?: string | null;
+  target_geo?: string | null;
+} & Record<string, unknown>;
+export type AccountConnectionDeleteResult = { connection_id: string; deleted: boolean };
+export type Geo = Record<string, unknown>;
+
+export type AluviaApiOptions = {
+  apiKey: string;
+  apiBaseUrl?: string;
+  timeoutMs?: number;
+  fetch?: typeof fetch;
+};
+
+export type AluviaApiRequest = {
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE' | string;
+  path: string;
+  query?: Record<string, string | number | boolean | null | undefined | Array<string | number | boolean>>;
+  body?: unknown;
+  headers?: Record<string, string>;
+};
+
+export declare class AluviaApi {
+  constructor(options: AluviaApiOptions);
+  account: {
+    get(): Promise<Account>;
+    usage: { get(params?: { start?: string; end?: string }): Promise<AccountUsage> };
+    payments: { list(params?: { start?: string; end?: string }): Promise<AccountPayment[]> };
+    connections: {
+      list(): Promise<AccountConnection[]>;
+      create(body: Record<string, unknown>): Promise<AccountConnection>;
+      get(connectionId: string | number, options?: { etag?: string | null }): Promise<AccountConnection | null>;
+      patch(connectionId: string | number, body: Record<string, unknown>): Promise<AccountConnection>;
+      delete(connectionId: string | number): Promise<AccountConnectionDeleteResult>;
+    };
+  };
+  geos: { list(): Promise<Geo[]> };
+  request(args: AluviaApiRequest): Promise<{ status: number; etag: string | null; body: unknown | null }>;
+}
+
+// ------------------------------------------------------------------ errors
+
+export declare class MissingApiKeyError extends Error {
+  constructor(message?: string);
+}
+export declare class InvalidApiKeyError extends Error {
+  constructor(message: string);
+}
+export declare class ApiError extends Error {
+  constructor(message: string, statusCode?: number);
+  readonly statusCode?: number;
+}
+export declare class ProxyStartError extends Error {
+  constructor(message: string);
+}
+export declare class ConnectError extends Error {
+  constructor(message: string);
+}
+
+// ---------------------------------------------------------------- emulator
+
+export type EmulatorOptions = {
+  /** API port; default any free port. */
+  port?: number;
+  /** Gateway port; default any free port. */
+  gatewayPort?: number;
+  /** Serve the protected demo site. Default true. */
+  site?: boolean;
+  sitePort?: number;
+  /** Default: a generated key. */
+  apiKey?: string;
+};
+
+export type Emulator = {
+  apiBaseUrl: string;
+  apiKey: string;
+  gatewayHost: string;
+  gatewayPort: number;
+  /** The protected demo site, when served. */
+  siteUrl?: string;
+  stop(): Promise<void>;
+};
+
+/** Ours: a local emulator of the Aluvia API and gateway on loopback. */
+export declare function startEmulator(options?: EmulatorOptions): Promise<Emulator>;

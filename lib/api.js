@@ -1,0 +1,78 @@
+'use strict';
+
+const native = require('./native.js');
+const { ApiError, mapped } = require('./errors.js');
+
+// The Aluvia REST client. Requests are built, sent and interpreted by the
+// native engine; with a custom `fetch`, only the sending happens here.
+class AluviaApi {
+  constructor(options = {}) {
+    const { apiKey, apiBaseUrl, timeoutMs, fetch } = options ?? {};
+    if (fetch !== undefined && typeof fetch !== 'function') {
+      throw new TypeError('fetch must be a function');
+    }
+    this._native = mapped(() => new native.BindingApi(apiKey == null ? '' : String(apiKey), apiBaseUrl, timeoutMs));
+    this._fetch = fetch;
+
+    const call = (spec) => this._send(spec, true);
+    this.account = {
+      get: () => call({ kind: 'account.get' }),
+      usage: {
+        get: (params = {}) => call({ kind: 'account.usage.get', start: params?.start, end: params?.end }),
+      },
+      payments: {
+        list: (params = {}) => call({ kind: 'account.payments.list', start: params?.start, end: params?.end }),
+      },
+      connections: {
+        list: () => call({ kind: 'account.connections.list' }),
+        create: (body) => call({ kind: 'account.connections.create', body }),
+        get: (connectionId, opts = {}) => call({ kind: 'account.connections.get', id: connectionId, etag: opts?.etag }),
+        patch: (connectionId, body) => call({ kind: 'account.connections.patch', id: connectionId, body }),
+        delete: (connectionId) => call({ kind: 'account.connections.delete', id: connectionId }),
+      },
+    };
+    this.geos = {
+      list: () => call({ kind: 'geos.list' }),
+    };
+  }
+
+  /** The raw escape hatch: `{ status, etag, body }`, never throws on status. */
+  request(args) {
+    return this._send(args ?? {}, false);
+  }
+
+  async _send(spec, isCall) {
+    if (!this._fetch) {
+      return mapped(() => (isCall ? this._native.call(spec) : this._native.request(spec)));
+    }
+    const req = mapped(() => this._native.prepare(spec, isCall));
+    const timeoutMs = this._native.timeoutMs;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
+    let status;
+    let headers;
+    let text;
+    try {
+      const res = await this._fetch(req.url, {
+        method: req.method,
+        headers: Object.fromEntries(req.headers),
+        body: req.body ?? undefined,
+        signal: controller.signal,
+      });
+      status = res.status;
+      headers = res.headers;
+      text = typeof res.text === 'function' ? await res.text() : '';
+    } catch (err) {
+      if (controller.signal.aborted) throw new ApiError(`Request timed out after ${timeoutMs}ms`, 408);
+      throw new ApiError(`API request failed: ${err?.message ?? String(err)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    const header = (name) => (headers && typeof headers.get === 'function' ? headers.get(name) : null) ?? undefined;
+    return mapped(() =>
+      this._native.interpret(status, header('content-type'), header('etag'), text ?? '', isCall ? spec : undefined),
+    );
+  }
+}
+
+module.exports = { AluviaApi };

@@ -1,0 +1,35 @@
+'use strict';
+
+const native = require('./native.js');
+const { mapped } = require('./errors.js');
+
+/**
+ * Start the local emulator of the Aluvia API and gateway (and, unless
+ * `site: false`, the protected demo site) on loopback.
+ */
+async function startEmulator(opts = {}) {
+  const emu = await mapped(() =>
+    native.startEmulator({
+      port: opts.port,
+      gatewayPort: opts.gatewayPort,
+      site: opts.site,
+      sitePort: opts.sitePort,
+      apiKey: opts.apiKey,
+    }),
+  );
+  return {
+    apiBaseUrl: emu.apiBaseUrl,
+    apiKey: emu.apiKey,
+    gatewayHost: emu.gatewayHost,
+    gatewayPort: emu.gatewayPort,
+    siteUrl: emu.siteUrl ?? undefined,
+    stop: () => mapped(() => emu.stop()),
+  };
+}
+
+/** The exit address the emulator's gateway uses for a session id and geo. */
+function emulatorExitAddress(sessionId, targetGeo) {
+  return native.emulatorExitAddress(sessionId ?? undefined, targetGeo ?? undefined);
+}
+
+module.exports = { startEmulator, emulatorExitAddress };

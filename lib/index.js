@@ -1,0 +1,17 @@
+'use strict';
+
+const errors = require('./errors.js');
+const { AluviaApi } = require('./api.js');
+const { AluviaClient } = require('./client.js');
+const { startEmulator } = require('./emulator.js');
+
+module.exports = {
+  AluviaClient,
+  AluviaApi,
+  MissingApiKeyError: errors.MissingApiKeyError,
+  InvalidApiKeyError: errors.InvalidApiKeyError,
+  ApiError: errors.ApiError,
+  ProxyStartError: errors.ProxyStartError,
+  ConnectError: errors.ConnectError,
+  startEmulator,
+};

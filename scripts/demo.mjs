@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// The Aluvia story on one machine: the local emulator stands in for the
+// Aluvia API and its mobile-IP gateway; a small local site reports the
+// address each visitor arrives from.
+import http from 'node:http';
+import { once } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const { startEmulator, AluviaApi, AluviaClient } = require('../lib/index.js');
+const { emulatorExitAddress } = require('../lib/emulator.js');
+
+const step = (title) => console.log(`\n== ${title}`);
+const show = (label, value) => console.log(`${label}: ${typeof value === 'string' ? value : JSON.stringify(value)}`);
+
+// A site that tells each visitor the address it came from.
+const site = http.createServer((req, res) => res.end(req.socket.remoteAddress));
+site.listen(0, '127.0.0.1');
+await once(site, 'listening');
+const siteUrl = `http://127.0.0.1:${site.address().port}/`;
+
+step('Start the local emulator (API + gateway)');
+const emu = await startEmulator({ site: false });
+show('apiBaseUrl', emu.apiBaseUrl);
+show('gateway', `${emu.gatewayHost}:${emu.gatewayPort}`);
+
+const api = new AluviaApi({ apiKey: emu.apiKey, apiBaseUrl: emu.apiBaseUrl });
+let client;
+try {
+  step('account.get()');
+  show('account', await api.account.get());
+
+  step('account.connections.create({ rules: [] })');
+  const conn = await api.account.connections.create({ rules: [], description: 'demo' });
+  show('connection_id', conn.connection_id);
+  show('rules', conn.rules);
+
+  step('account.connections.patch(id, { rules: ["127.0.0.1"] })');
+  const patched = await api.account.connections.patch(conn.connection_id, { rules: ['127.0.0.1'] });
+  show('rules', patched.rules);
+
+  step('A conditional poll: request() for the ETag, then get(id, { etag }) → null on 304');
+  const raw = await api.request({ method: 'GET', path: `/account/connections/${conn.connection_id}` });
+  show('etag', raw.etag);
+  show('get(id, { etag })', await api.account.connections.get(conn.connection_id, { etag: raw.etag }));
+
+  step('Start the local smart proxy for this connection');
+  client = new AluviaClient({
+    apiKey: emu.apiKey,
+    apiBaseUrl: emu.apiBaseUrl,
+    gatewayHost: emu.gatewayHost,
+    gatewayPort: emu.gatewayPort,
+    connectionId: conn.connection_id,
+    logLevel: 'silent',
+  });
+  const proxy = await client.start();
+  show('proxy', proxy.url);
+  // Plain HTTP through the proxy, one request each: the route is decided per request.
+  const { http: agent } = proxy.asNodeAgents();
+  const visit = () =>
+    new Promise((resolve, reject) => {
+      http
+        .get(siteUrl, { agent }, (res) => {
+          let body = '';
+          res.on('data', (c) => (body += c));
+          res.on('end', () => resolve(body));
+        })
+        .on('error', reject);
+    });
+
+  show('the site sees (rules ["127.0.0.1"], via the gateway)', await visit());
+
+  step('Rotate the IP: PATCH a new session_id');
+  const sessionId = randomUUID();
+  await client.updateSessionId(sessionId);
+  show('session_id', sessionId);
+  show('the site sees', await visit());
+  show('expected exit address', emulatorExitAddress(sessionId, null));
+
+  step('Target a geo: updateTargetGeo("us_ca")');
+  await client.updateTargetGeo('us_ca');
+  show('the site sees', await visit());
+
+  step('Route the site direct again: updateRules([])');
+  await client.updateRules([]);
+  show('the site sees', await visit());
+
+  step('Traffic carried by the local proxy, per hostname and route');
+  show('traffic', client.getTrafficStats());
+
+  step('geos.list()');
+  show('geos', (await api.geos.list()).map((g) => g.code).join(', '));
+
+  step('account.usage.get() — computed from what the gateway carried');
+  show('usage', await api.account.usage.get());
+} finally {
+  await client?.stop();
+  await emu.stop();
+  site.close();
+}
+console.log('\nDone.');

@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// Brings a fresh clone to a runnable state: npm packages, system Chromium
+// (where it can be installed), and the native engine. Safe to run repeatedly:
+// each step is skipped or incremental when already done.
+//
+//   node scripts/setup.mjs            debug build (tests, demo)
+//   node scripts/setup.mjs --release  optimized build (benchmarks)
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const release = process.argv.includes('--release');
+const log = (msg) => process.stderr.write(`[setup] ${msg}\n`);
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], ...opts });
+  if (r.status !== 0) {
+    log(`failed: ${cmd} ${args.join(' ')} (exit ${r.status ?? r.signal})`);
+    process.exit(1);
+  }
+}
+
+// 1. npm packages.
+const lock = join(root, 'package-lock.json');
+const marker = join(root, 'node_modules', '.package-lock.json');
+if (!existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(marker).mtimeMs)) {
+  log('installing npm packages');
+  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+}
+
+// 2. Chromium, from the system's packages when it is missing.
+const chromiumKnown =
+  process.env.ALUVIA_CHROMIUM_PATH ||
+  ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => existsSync(p));
+if (!chromiumKnown) {
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const hasApt = spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status === 0;
+  if (isRoot && hasApt) {
+    log('installing Chromium (apt-get install -y chromium)');
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    run('apt-get', ['update', '-qq'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    run('apt-get', ['install', '-y', '-qq', 'chromium'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  } else {
+    log('Chromium not found; browser features need it (set ALUVIA_CHROMIUM_PATH or install chromium)');
+  }
+}
+
+// 3. The native engine (cargo is incremental: a no-op build takes a second).
+log(`building the native engine (${release ? 'release' : 'debug'})`);
+const napi = join(root, 'node_modules', '.bin', 'napi');
+const args = ['build', '--platform', '--js', 'binding.js', '--dts', 'binding.d.ts'];
+if (release) args.push('--release');
+run(napi, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+execFileSync(process.execPath, ['-e', "require('./lib/native.js')"], { cwd: root, stdio: 'inherit' });

@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+// The whole suite: the Rust core (cargo test) and the JS surface (node --test),
+// each printing its own summary. Exits non-zero when either fails.
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const only = process.argv.slice(2);
+
+function run(cmd, args) {
+  process.stdout.write(`\n$ ${cmd} ${args.join(' ')}\n`);
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  return r.status === 0;
+}
+
+let ok = true;
+if (only.length === 0) {
+  ok = run('cargo', ['test', '-p', 'aluvia-core', '-p', 'aluvia-emulator']) && ok;
+}
+const files = only.length
+  ? only
+  : readdirSync(join(root, '__test__'))
+      .filter((f) => f.endsWith('.test.mjs') || f.endsWith('.test.cjs'))
+      .sort()
+      .map((f) => join('__test__', f));
+ok = run(process.execPath, ['--test', '--test-concurrency=1', ...files]) && ok;
+process.exit(ok ? 0 : 1);

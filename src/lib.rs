@@ -1,0 +1,309 @@
+#![deny(clippy::all)]
+//! The napi binding: a thin layer over `aluvia-core` and `aluvia-emulator`.
+//! Exported types carry a `Binding` prefix; the clean names belong to the JS
+//! API in `lib/`.
+
+use std::sync::Arc;
+
+use aluvia_core::api::{self, ApiClient, ApiRequest, ApiResponse, Call};
+use aluvia_core::client::{Client, ClientOptions, RawClientOptions, RawId};
+use aluvia_core::AluviaError;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use serde_json::Value;
+
+/// Separator between the fields of an error reason; `lib/errors.js` splits on
+/// it once and builds the matching JS class.
+const SEP: char = '\u{1f}';
+
+fn to_napi(e: AluviaError) -> Error {
+    let status = e.status().map(|s| s.to_string()).unwrap_or_default();
+    Error::new(Status::GenericFailure, format!("{SEP}{}{SEP}{status}{SEP}{e}", e.code()))
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    to_napi(AluviaError::Invalid(e.to_string()))
+}
+
+#[napi_derive::module_init]
+fn init() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("[aluvia] internal error: this is a bug in aluvia, please report it");
+        default_hook(info);
+    }));
+    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("aluvia").build() {
+        create_custom_tokio_runtime(rt);
+    }
+}
+
+// ---------------------------------------------------------------- REST API
+
+#[napi(object)]
+pub struct BindingPreparedRequest {
+    pub url: String,
+    pub method: String,
+    pub headers: Vec<Vec<String>>,
+    pub body: Option<String>,
+}
+
+/// `{ status, etag, body }` with `null` for what is absent.
+fn raw_value(response: &ApiResponse) -> Result<Value> {
+    serde_json::to_value(response).map_err(json_err)
+}
+
+#[napi]
+pub struct BindingApi {
+    client: ApiClient,
+}
+
+fn parse_call(spec: Value) -> Result<Call> {
+    serde_json::from_value(spec).map_err(json_err)
+}
+
+fn parse_request(spec: Value) -> Result<ApiRequest> {
+    serde_json::from_value(spec).map_err(json_err)
+}
+
+#[napi]
+impl BindingApi {
+    #[napi(constructor)]
+    pub fn new(api_key: String, api_base_url: Option<String>, timeout_ms: Option<f64>) -> Result<Self> {
+        let timeout = timeout_ms.filter(|t| t.is_finite() && *t >= 0.0).map(|t| t as u64);
+        let client = ApiClient::new(&api_key, api_base_url.as_deref(), timeout).map_err(to_napi)?;
+        Ok(BindingApi { client })
+    }
+
+    /// A documented helper call (`{kind: 'account.get', ...}`), unwrapped.
+    #[napi]
+    pub async fn call(&self, spec: Value) -> Result<Option<Value>> {
+        let call = parse_call(spec)?;
+        let request = call.try_request().map_err(to_napi)?;
+        let response = self.client.send(&request).await.map_err(to_napi)?;
+        api::finish(&call, &response).map_err(to_napi)
+    }
+
+    /// The raw escape hatch: never throws on status.
+    #[napi]
+    pub async fn request(&self, spec: Value) -> Result<Value> {
+        let request = parse_request(spec)?;
+        let response = self.client.send(&request).await.map_err(to_napi)?;
+        raw_value(&response)
+    }
+
+    /// What to send for a helper call or a raw request, for a caller-supplied `fetch`.
+    #[napi]
+    pub fn prepare(&self, spec: Value, is_call: bool) -> Result<BindingPreparedRequest> {
+        let request = if is_call { parse_call(spec)?.try_request().map_err(to_napi)? } else { parse_request(spec)? };
+        let p = self.client.prepare(&request).map_err(to_napi)?;
+        Ok(BindingPreparedRequest {
+            url: p.url,
+            method: p.method,
+            headers: p.headers.into_iter().map(|(k, v)| vec![k, v]).collect(),
+            body: p.body,
+        })
+    }
+
+    /// Interpret what a caller-supplied `fetch` received; with a call spec,
+    /// also unwrap it as the helper would.
+    #[napi]
+    pub fn interpret(
+        &self,
+        status: u32,
+        content_type: Option<String>,
+        etag: Option<String>,
+        text: String,
+        call_spec: Option<Value>,
+    ) -> Result<Value> {
+        let status = u16::try_from(status).map_err(|_| to_napi(AluviaError::api("invalid HTTP status", None)))?;
+        let response = api::interpret(status, content_type.as_deref(), etag, &text);
+        match call_spec {
+            Some(spec) => Ok(api::finish(&parse_call(spec)?, &response).map_err(to_napi)?.unwrap_or(Value::Null)),
+            None => raw_value(&response),
+        }
+    }
+
+    #[napi(getter)]
+    pub fn timeout_ms(&self) -> f64 {
+        self.client.timeout_ms() as f64
+    }
+}
+
+// ------------------------------------------------------------------ client
+
+#[napi(object)]
+pub struct BindingClientOptions {
+    pub api_key: String,
+    pub connection_id: Option<Either<f64, String>>,
+    pub strict: Option<bool>,
+    pub api_base_url: Option<String>,
+    pub poll_interval_ms: Option<f64>,
+    pub timeout_ms: Option<f64>,
+    pub gateway_protocol: Option<String>,
+    pub gateway_port: Option<f64>,
+    pub gateway_host: Option<String>,
+    pub local_port: Option<f64>,
+    pub log_level: Option<String>,
+}
+
+#[napi(object)]
+pub struct BindingProxyInfo {
+    pub host: String,
+    pub port: u32,
+    pub url: String,
+}
+
+#[napi]
+pub struct BindingClient {
+    inner: Arc<Client>,
+}
+
+#[napi]
+impl BindingClient {
+    #[napi(constructor)]
+    pub fn new(options: BindingClientOptions) -> Result<Self> {
+        let raw = RawClientOptions {
+            api_key: options.api_key,
+            connection_id: options.connection_id.map(|id| match id {
+                Either::A(n) => RawId::Number(n),
+                Either::B(s) => RawId::Text(s),
+            }),
+            strict: options.strict,
+            api_base_url: options.api_base_url,
+            poll_interval_ms: options.poll_interval_ms,
+            timeout_ms: options.timeout_ms,
+            gateway_protocol: options.gateway_protocol,
+            gateway_port: options.gateway_port,
+            gateway_host: options.gateway_host,
+            local_port: options.local_port,
+            log_level: options.log_level,
+        };
+        let opts = ClientOptions::validate(raw).map_err(to_napi)?;
+        Ok(BindingClient { inner: Arc::new(Client::new(opts).map_err(to_napi)?) })
+    }
+
+    #[napi]
+    pub async fn start(&self) -> Result<BindingProxyInfo> {
+        let info = self.inner.start().await.map_err(to_napi)?;
+        Ok(BindingProxyInfo { host: info.host, port: info.port as u32, url: info.url })
+    }
+
+    #[napi]
+    pub async fn stop(&self) -> Result<()> {
+        self.inner.stop().await;
+        Ok(())
+    }
+
+    /// The connection id as the API knows it (a number when numeric).
+    #[napi(getter)]
+    pub fn connection_id(&self) -> Option<Value> {
+        self.inner.control().connection_id().map(|id| aluvia_core::control::id_value(&id))
+    }
+
+    #[napi]
+    pub async fn update_rules(&self, rules: Vec<String>) -> Result<()> {
+        self.inner.control().update_rules(rules).await.map(drop).map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn update_session_id(&self, session_id: String) -> Result<()> {
+        self.inner.control().update_session_id(session_id).await.map(drop).map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn update_target_geo(&self, geo: Option<String>) -> Result<()> {
+        self.inner.control().update_target_geo(geo).await.map(drop).map_err(to_napi)
+    }
+
+    /// Traffic per hostname and route.
+    #[napi]
+    pub fn traffic(&self) -> Result<Value> {
+        serde_json::to_value(self.inner.traffic()).map_err(json_err)
+    }
+}
+
+// ---------------------------------------------------------------- emulator
+
+#[napi(object)]
+pub struct BindingEmulatorOptions {
+    pub port: Option<u32>,
+    pub gateway_port: Option<u32>,
+    pub site: Option<bool>,
+    pub site_port: Option<u32>,
+    pub api_key: Option<String>,
+}
+
+#[napi]
+pub struct BindingEmulator {
+    inner: Arc<aluvia_emulator::Emulator>,
+}
+
+fn port_opt(name: &str, v: Option<u32>) -> Result<u16> {
+    match v {
+        None => Ok(0),
+        Some(p) => u16::try_from(p)
+            .map_err(|_| to_napi(AluviaError::Invalid(format!("{name} must be an integer from 0 to 65535, got {p}")))),
+    }
+}
+
+#[napi]
+pub async fn start_emulator(options: Option<BindingEmulatorOptions>) -> Result<BindingEmulator> {
+    let o = options.unwrap_or(BindingEmulatorOptions {
+        port: None,
+        gateway_port: None,
+        site: None,
+        site_port: None,
+        api_key: None,
+    });
+    let opts = aluvia_emulator::EmulatorOptions {
+        api_port: port_opt("port", o.port)?,
+        gateway_port: port_opt("gatewayPort", o.gateway_port)?,
+        site: o.site.unwrap_or(true),
+        site_port: port_opt("sitePort", o.site_port)?,
+        api_key: o.api_key,
+    };
+    let emulator = aluvia_emulator::Emulator::start(opts)
+        .await
+        .map_err(|e| to_napi(AluviaError::Internal(format!("Failed to start the emulator: {e}"))))?;
+    Ok(BindingEmulator { inner: Arc::new(emulator) })
+}
+
+#[napi]
+impl BindingEmulator {
+    #[napi(getter)]
+    pub fn api_base_url(&self) -> String {
+        self.inner.api_base_url()
+    }
+
+    #[napi(getter)]
+    pub fn api_key(&self) -> String {
+        self.inner.api_key()
+    }
+
+    #[napi(getter)]
+    pub fn gateway_host(&self) -> String {
+        self.inner.gateway_host()
+    }
+
+    #[napi(getter)]
+    pub fn gateway_port(&self) -> u32 {
+        self.inner.gateway_port() as u32
+    }
+
+    #[napi(getter)]
+    pub fn site_url(&self) -> Option<String> {
+        self.inner.site_url()
+    }
+
+    #[napi]
+    pub async fn stop(&self) -> Result<()> {
+        self.inner.stop().await;
+        Ok(())
+    }
+}
+
+/// The source address the emulator's gateway uses for a (session, geo) pair.
+#[napi]
+pub fn emulator_exit_address(session_id: Option<String>, target_geo: Option<String>) -> String {
+    aluvia_emulator::exit_address(session_id.as_deref(), target_geo.as_deref()).to_string()
+}
