@@ -135,6 +135,10 @@ export declare class AluviaClient {
   updateRules(rules: string[]): Promise<void>;
   updateSessionId(sessionId: string): Promise<void>;
   updateTargetGeo(targetGeo: string | null): Promise<void>;
+  /** Hostnames that stayed blocked even through the gateway. */
+  getBlockedHostnames(): string[];
+  /** Forget persistently blocked hostnames and retried URLs. */
+  clearBlockedHostnames(): void;
   /** Ours: traffic carried by the local proxy, per hostname and route. */
   getTrafficStats(): TrafficStat[];
 }

@@ -4,7 +4,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
-import { sdk, require, whoami, recorder, admin, viaProxy, viaTunnel, root } from './helpers.mjs';
+import { sdk, require, whoami, recorder, admin, viaProxy, viaTunnel, root, emulatorClientOptions } from './helpers.mjs';
 
 const { AluviaClient, AluviaApi, ApiError, InvalidApiKeyError, ProxyStartError } = sdk;
 const { emulatorExitAddress } = require('../lib/emulator.js');
@@ -25,14 +25,7 @@ after(async () => {
 });
 
 function clientOptions(extra = {}) {
-  return {
-    apiKey: emu.apiKey,
-    apiBaseUrl: emu.apiBaseUrl,
-    gatewayHost: emu.gatewayHost,
-    gatewayPort: emu.gatewayPort,
-    logLevel: 'silent',
-    ...extra,
-  };
+  return emulatorClientOptions(emu, extra);
 }
 
 async function withClient(extra, fn) {

@@ -184,3 +184,15 @@ export function viaTunnel(proxyUrl, targetHostPort, path = '/', connectHeaders =
     req.end();
   });
 }
+
+/** AluviaClient options pointing at an emulator, quiet by default. */
+export function emulatorClientOptions(emu, extra = {}) {
+  return {
+    apiKey: emu.apiKey,
+    apiBaseUrl: emu.apiBaseUrl,
+    gatewayHost: emu.gatewayHost,
+    gatewayPort: emu.gatewayPort,
+    logLevel: 'silent',
+    ...extra,
+  };
+}

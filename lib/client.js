@@ -4,15 +4,24 @@ const native = require('./native.js');
 const { mapped } = require('./errors.js');
 const { AluviaApi } = require('./api.js');
 const { createAdapters } = require('./adapters.js');
+const { loadPlaywright, pageForTarget } = require('./playwright.js');
+
+// blockDetection as the engine takes it: everything but the callback.
+function detectionOptions(config) {
+  if (config == null) return undefined;
+  if (typeof config !== 'object') throw new TypeError('blockDetection must be an object');
+  const { onDetection, ...rest } = config;
+  if (onDetection !== undefined && typeof onDetection !== 'function') {
+    throw new TypeError('blockDetection.onDetection must be a function');
+  }
+  return rest;
+}
 
 // AluviaClient: options are validated and everything runs in the native
 // engine; this class only builds the Node-facing connection object.
 class AluviaClient {
   constructor(options) {
     const o = options ?? {};
-    if (o.startPlaywright) {
-      throw new Error('startPlaywright is not available in this version of @aluvia/sdk');
-    }
     this._native = mapped(
       () =>
         new native.BindingClient({
@@ -27,8 +36,18 @@ class AluviaClient {
           gatewayHost: o.gatewayHost,
           localPort: o.localPort,
           logLevel: o.logLevel,
+          startPlaywright: o.startPlaywright,
+          headless: o.headless,
+          blockDetection: detectionOptions(o.blockDetection),
         }),
     );
+    this._startPlaywright = Boolean(o.startPlaywright);
+    this._onDetection = typeof o.blockDetection?.onDetection === 'function' ? o.blockDetection.onDetection : null;
+    this._logLevel = o.logLevel ?? 'info';
+    this._pwBrowser = null;
+    if (this._startPlaywright) {
+      this._native.setDetectionCallback((payload) => this._deliver(payload));
+    }
     this.api = new AluviaApi({ apiKey: o.apiKey, apiBaseUrl: o.apiBaseUrl, timeoutMs: o.timeoutMs });
     this._connection = null;
     this._starting = null;
@@ -51,6 +70,10 @@ class AluviaClient {
   }
 
   async _start() {
+    const playwright = this._startPlaywright ? loadPlaywright() : null;
+    if (this._startPlaywright && !playwright) {
+      throw new Error('Playwright is required for startPlaywright. Install it: npm install playwright');
+    }
     const info = await mapped(() => this._native.start());
     const { adapters, destroy } = createAdapters(info.url);
     const connection = {
@@ -61,6 +84,19 @@ class AluviaClient {
       close: () => this._close(destroy),
       stop: () => this._close(destroy),
     };
+    if (info.cdpUrl) {
+      try {
+        const browser = await playwright.chromium.connectOverCDP(info.cdpUrl);
+        this._pwBrowser = browser;
+        connection.browser = browser;
+        connection.browserContext = browser.contexts()[0] ?? (await browser.newContext());
+        connection.cdpUrl = info.cdpUrl;
+      } catch (err) {
+        await mapped(() => this._native.closeBrowser());
+        await mapped(() => this._native.stop());
+        throw err;
+      }
+    }
     // A listening proxy keeps the process alive, as a Node server would.
     this._keepAlive = setInterval(() => {}, 2 ** 31 - 1);
     this._connection = connection;
@@ -68,8 +104,41 @@ class AluviaClient {
   }
 
   async _close(destroyAdapters) {
+    const browser = this._pwBrowser;
+    this._pwBrowser = null;
+    if (browser) await browser.close().catch(() => {});
+    await mapped(() => this._native.closeBrowser());
     await destroyAdapters();
     await this.stop();
+  }
+
+  // A detection result from the engine: hand it to onDetection with the
+  // Playwright page of its target. A throwing callback is logged, never fatal.
+  async _deliver(payload) {
+    if (!this._onDetection) return;
+    let event;
+    try {
+      event = JSON.parse(payload);
+    } catch {
+      return;
+    }
+    const browser = this._pwBrowser ?? (await this._starting?.catch(() => null), this._pwBrowser);
+    const page = browser ? await pageForTarget(browser, event.targetId) : undefined;
+    try {
+      await this._onDetection(event.result, page);
+    } catch (err) {
+      if (this._logLevel !== 'silent') console.error(`[aluvia] onDetection threw: ${err?.stack ?? err}`);
+    }
+  }
+
+  /** Hostnames that stayed blocked even through the gateway. */
+  getBlockedHostnames() {
+    return this._native.blockedHostnames();
+  }
+
+  /** Forget persistently blocked hostnames and retried URLs. */
+  clearBlockedHostnames() {
+    this._native.clearBlockedHostnames();
   }
 
   /** Stop the proxy and config polling. */

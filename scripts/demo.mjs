@@ -21,7 +21,7 @@ await once(site, 'listening');
 const siteUrl = `http://127.0.0.1:${site.address().port}/`;
 
 step('Start the local emulator (API + gateway)');
-const emu = await startEmulator({ site: false });
+const emu = await startEmulator();
 show('apiBaseUrl', emu.apiBaseUrl);
 show('gateway', `${emu.gatewayHost}:${emu.gatewayPort}`);
 
@@ -88,6 +88,37 @@ try {
 
   step('Traffic carried by the local proxy, per hostname and route');
   show('traffic', client.getTrafficStats());
+
+  await client.stop();
+  client = null;
+
+  step('A headless browser on a site that blocks datacenter traffic (startPlaywright, autoUnblock)');
+  show('site', emu.siteUrl);
+  const browserClient = new AluviaClient({
+    apiKey: emu.apiKey,
+    apiBaseUrl: emu.apiBaseUrl,
+    gatewayHost: emu.gatewayHost,
+    gatewayPort: emu.gatewayPort,
+    logLevel: 'silent',
+    startPlaywright: true,
+    blockDetection: {
+      autoUnblock: true,
+      onDetection: (r) =>
+        show(`detection (${r.pass} pass)`, `${r.blockStatus} score=${r.score} signals=${r.signals.map((x) => x.name).join(',') || '-'}`),
+    },
+  });
+  const session = await browserClient.start();
+  try {
+    const tab = await session.browserContext.newPage();
+    await tab.goto(emu.siteUrl);
+    for (let i = 0; i < 100 && (await tab.title()) !== 'Aluvia Emulator Shop'; i++) await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 500));
+    show('page title after auto-unblock', await tab.title());
+    show('rules now', (await api.account.connections.get(browserClient.connectionId)).rules);
+    show('traffic', browserClient.getTrafficStats().filter((t) => t.hostname === '127.0.0.1'));
+  } finally {
+    await session.close();
+  }
 
   step('geos.list()');
   show('geos', (await api.geos.list()).map((g) => g.code).join(', '));

@@ -9,6 +9,7 @@ use aluvia_core::api::{self, ApiClient, ApiRequest, ApiResponse, Call};
 use aluvia_core::client::{Client, ClientOptions, RawClientOptions, RawId};
 use aluvia_core::AluviaError;
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::Value;
 
@@ -144,6 +145,10 @@ pub struct BindingClientOptions {
     pub gateway_host: Option<String>,
     pub local_port: Option<f64>,
     pub log_level: Option<String>,
+    pub start_playwright: Option<bool>,
+    pub headless: Option<bool>,
+    /// `blockDetection` without `onDetection`.
+    pub block_detection: Option<Value>,
 }
 
 #[napi(object)]
@@ -151,7 +156,11 @@ pub struct BindingProxyInfo {
     pub host: String,
     pub port: u32,
     pub url: String,
+    pub cdp_url: Option<String>,
 }
+
+/// Called with `JSON.stringify({ targetId, result })` for every detection result.
+type DetectionCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
 
 #[napi]
 pub struct BindingClient {
@@ -177,6 +186,9 @@ impl BindingClient {
             gateway_host: options.gateway_host,
             local_port: options.local_port,
             log_level: options.log_level,
+            start_playwright: options.start_playwright,
+            headless: options.headless,
+            block_detection: options.block_detection,
         };
         let opts = ClientOptions::validate(raw).map_err(to_napi)?;
         Ok(BindingClient { inner: Arc::new(Client::new(opts).map_err(to_napi)?) })
@@ -185,7 +197,56 @@ impl BindingClient {
     #[napi]
     pub async fn start(&self) -> Result<BindingProxyInfo> {
         let info = self.inner.start().await.map_err(to_napi)?;
-        Ok(BindingProxyInfo { host: info.host, port: info.port as u32, url: info.url })
+        Ok(BindingProxyInfo { host: info.host, port: info.port as u32, url: info.url, cdp_url: info.cdp_url })
+    }
+
+    /// Where detection results go (a weak callback: it never keeps Node alive).
+    #[napi]
+    pub fn set_detection_callback(&self, callback: DetectionCallback) {
+        let callback = Arc::new(callback);
+        self.inner.set_detection_sink(Some(Arc::new(move |event: aluvia_core::browser::DetectionEvent| {
+            let payload = serde_json::json!({ "targetId": event.target_id, "result": event.result });
+            callback.call(payload.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
+        })));
+    }
+
+    #[napi]
+    pub async fn close_browser(&self) -> Result<()> {
+        self.inner.close_browser().await;
+        Ok(())
+    }
+
+    /// Navigate the browser's first page and wait for the navigation.
+    #[napi]
+    pub async fn goto_first(&self, url: String) -> Result<()> {
+        match self.inner.browser() {
+            Some(b) => b.goto_first(&url).await.map_err(to_napi),
+            None => Err(to_napi(AluviaError::Invalid("no browser was started".into()))),
+        }
+    }
+
+    /// Resolves when the browser's CDP connection is gone.
+    #[napi]
+    pub async fn wait_browser_disconnected(&self) -> Result<()> {
+        if let Some(b) = self.inner.browser() {
+            b.wait_disconnected().await;
+        }
+        Ok(())
+    }
+
+    #[napi]
+    pub fn blocked_hostnames(&self) -> Vec<String> {
+        self.inner.blocked_hostnames()
+    }
+
+    #[napi]
+    pub fn clear_blocked_hostnames(&self) {
+        self.inner.clear_blocked_hostnames()
+    }
+
+    #[napi(getter)]
+    pub fn browser_pid(&self) -> Option<u32> {
+        self.inner.browser().and_then(|b| b.pid())
     }
 
     #[napi]

@@ -7,8 +7,10 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::api::ApiClient;
+use crate::browser::{BrowserOptions, BrowserSession, DetectionSink};
 use crate::config::{new_handle, GatewayConfig, GatewayProtocol};
 use crate::control::ControlPlane;
+use crate::detection::DetectionConfig;
 use crate::error::{AluviaError, Result};
 use crate::log::{Level, Logger};
 use crate::proxy::{ProxyOptions, ProxyServer, TrafficEntry};
@@ -30,6 +32,10 @@ pub struct RawClientOptions {
     pub gateway_host: Option<String>,
     pub local_port: Option<f64>,
     pub log_level: Option<String>,
+    pub start_playwright: Option<bool>,
+    pub headless: Option<bool>,
+    /// `blockDetection` without its callback.
+    pub block_detection: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +56,9 @@ pub struct ClientOptions {
     pub gateway: GatewayConfig,
     pub local_port: Option<u16>,
     pub log_level: Level,
+    pub start_browser: bool,
+    pub headless: bool,
+    pub detection: DetectionConfig,
 }
 
 fn port(name: &str, value: Option<f64>) -> Result<Option<u16>> {
@@ -116,6 +125,13 @@ impl ClientOptions {
             gateway: GatewayConfig { protocol, host: gateway_host, port: gateway_port },
             local_port: port("localPort", raw.local_port)?,
             log_level,
+            start_browser: raw.start_playwright.unwrap_or(false),
+            headless: raw.headless.unwrap_or(true),
+            detection: match raw.block_detection {
+                None | Some(serde_json::Value::Null) => DetectionConfig::default(),
+                Some(v) => serde_json::from_value(v)
+                    .map_err(|e| AluviaError::Invalid(format!("Invalid blockDetection option: {e}")))?,
+            },
         })
     }
 }
@@ -126,6 +142,8 @@ pub struct ProxyInfo {
     pub host: String,
     pub port: u16,
     pub url: String,
+    /// With a browser: its CDP endpoint `http://127.0.0.1:PORT`.
+    pub cdp_url: Option<String>,
 }
 
 pub struct Client {
@@ -136,6 +154,8 @@ pub struct Client {
     proxy: Mutex<Option<Arc<ProxyServer>>>,
     /// The running proxy for synchronous reads (traffic figures).
     running: std::sync::Mutex<Option<Arc<ProxyServer>>>,
+    browser: std::sync::Mutex<Option<Arc<BrowserSession>>>,
+    sink: std::sync::Mutex<Option<DetectionSink>>,
 }
 
 impl Client {
@@ -144,7 +164,15 @@ impl Client {
         let logger = Arc::new(Logger::new(options.log_level));
         let control =
             Arc::new(ControlPlane::new(api, new_handle(), Arc::clone(&logger), options.connection_id.clone()));
-        Ok(Client { options, logger, control, proxy: Mutex::new(None), running: std::sync::Mutex::new(None) })
+        Ok(Client {
+            options,
+            logger,
+            control,
+            proxy: Mutex::new(None),
+            running: std::sync::Mutex::new(None),
+            browser: std::sync::Mutex::new(None),
+            sink: std::sync::Mutex::new(None),
+        })
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -164,7 +192,7 @@ impl Client {
     pub async fn start(&self) -> Result<ProxyInfo> {
         let mut slot = self.proxy.lock().await;
         if let Some(proxy) = slot.as_ref() {
-            return Ok(info(proxy));
+            return Ok(info(proxy, self.browser().as_deref()));
         }
         self.control.init(self.options.strict).await?;
         let proxy = ProxyServer::start(ProxyOptions {
@@ -174,8 +202,31 @@ impl Client {
             logger: Arc::clone(&self.logger),
         })
         .await?;
+        let browser = if self.options.start_browser {
+            let launched = BrowserSession::launch(BrowserOptions {
+                proxy_url: format!("http://{}", proxy.local_addr()),
+                headless: self.options.headless,
+                detection: self.options.detection.clone(),
+                sink: self.sink.lock().ok().and_then(|s| s.clone()),
+                control: Arc::clone(&self.control),
+                logger: Arc::clone(&self.logger),
+            })
+            .await;
+            match launched {
+                Ok(b) => Some(Arc::new(b)),
+                Err(e) => {
+                    proxy.stop().await;
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         self.control.start_polling(self.options.poll_interval_ms);
-        let out = info(&proxy);
+        let out = info(&proxy, browser.as_deref());
+        if let Ok(mut slot) = self.browser.lock() {
+            *slot = browser;
+        }
         let proxy = Arc::new(proxy);
         if let Ok(mut running) = self.running.lock() {
             *running = Some(Arc::clone(&proxy));
@@ -196,6 +247,35 @@ impl Client {
         }
     }
 
+    /// Where detection results go; set before start().
+    pub fn set_detection_sink(&self, sink: Option<DetectionSink>) {
+        if let Ok(mut s) = self.sink.lock() {
+            *s = sink;
+        }
+    }
+
+    pub fn browser(&self) -> Option<Arc<BrowserSession>> {
+        self.browser.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// Close the browser, if one was launched. Idempotent.
+    pub async fn close_browser(&self) {
+        let browser = self.browser.lock().ok().and_then(|mut b| b.take());
+        if let Some(b) = browser {
+            b.close().await;
+        }
+    }
+
+    pub fn blocked_hostnames(&self) -> Vec<String> {
+        self.browser().map(|b| b.detector().blocked_hostnames()).unwrap_or_default()
+    }
+
+    pub fn clear_blocked_hostnames(&self) {
+        if let Some(b) = self.browser() {
+            b.detector().clear_blocked_hostnames();
+        }
+    }
+
     pub async fn is_running(&self) -> bool {
         self.proxy.lock().await.is_some()
     }
@@ -206,9 +286,14 @@ impl Client {
     }
 }
 
-fn info(proxy: &ProxyServer) -> ProxyInfo {
+fn info(proxy: &ProxyServer, browser: Option<&BrowserSession>) -> ProxyInfo {
     let port = proxy.local_addr().port();
-    ProxyInfo { host: "127.0.0.1".into(), port, url: format!("http://127.0.0.1:{port}") }
+    ProxyInfo {
+        host: "127.0.0.1".into(),
+        port,
+        url: format!("http://127.0.0.1:{port}"),
+        cdp_url: browser.map(|b| b.cdp_url().to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+/// Tunnel copy buffer per direction: large reads keep bulk transfers cheap.
+const TUNNEL_BUFFER: usize = 64 * 1024;
+
 use super::traffic::{Counters, CountingBody, CountingIo, Direction, Route, Traffic};
 use super::upstream::{authority_host, bare_host, Connector, DialError, Dialer};
 use super::{stopped, Timeouts, Tracker};
@@ -451,7 +454,9 @@ impl Shared {
                 let Ok(client) = on_upgrade.await else { return };
                 let mut client = CountingIo::new(TokioIo::new(client), counters.clone(), Direction::Sent);
                 let mut upstream = CountingIo::new(upstream, counters, Direction::Received);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                let _ =
+                    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, TUNNEL_BUFFER, TUNNEL_BUFFER)
+                        .await;
             };
             tokio::select! {
                 _ = splice => {}

@@ -148,7 +148,7 @@ fn pooled_client(dialer: &Arc<Dialer>, via_gateway: bool) -> PooledClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(16)
+        .pool_max_idle_per_host(256)
         .http1_preserve_header_case(true)
         .build(Connector { dialer: dialer.clone(), via_gateway })
 }

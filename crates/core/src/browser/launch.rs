@@ -1,0 +1,224 @@
+//! Finding and starting Chromium. We start the process ourselves (not through
+//! chromiumoxide's launcher) so that it dies with us, listens on 127.0.0.1
+//! only, and uses a user-data-dir of its own that is removed on close.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{AluviaError, Result};
+
+/// Where we look for Chromium, in order. Each entry names the place as the
+/// error message will show it.
+pub fn candidates() -> Vec<(String, Option<PathBuf>)> {
+    let mut out = Vec::new();
+    let env = std::env::var_os("ALUVIA_CHROMIUM_PATH").filter(|v| !v.is_empty());
+    out.push(("ALUVIA_CHROMIUM_PATH".to_string(), env.map(PathBuf::from)));
+    let pw_root = std::env::var_os("PLAYWRIGHT_BROWSERS_PATH")
+        .filter(|v| !v.is_empty() && v != "0")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ms-playwright")));
+    if let Some(root) = pw_root {
+        out.push((format!("Playwright's Chromium in {}", root.display()), playwright_chromium(&root)));
+    }
+    out.push(("/usr/bin/chromium".to_string(), Some(PathBuf::from("/usr/bin/chromium"))));
+    for name in ["chromium-browser", "google-chrome"] {
+        out.push((format!("{name} on PATH"), which(name)));
+    }
+    out
+}
+
+fn playwright_chromium(root: &Path) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("chromium-")))
+        .collect();
+    dirs.sort();
+    dirs.into_iter().rev().find_map(|d| {
+        ["chrome-linux/chrome", "chrome-linux64/chrome", "chrome-mac/Chromium.app/Contents/MacOS/Chromium"]
+            .iter()
+            .map(|rel| d.join(rel))
+            .find(|p| is_executable(p))
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// The first Chromium found, or one error naming every place looked at.
+pub fn find_chromium() -> Result<PathBuf> {
+    let list = candidates();
+    for (_, path) in &list {
+        if let Some(p) = path {
+            if is_executable(p) {
+                return Ok(p.clone());
+            }
+        }
+    }
+    let looked: Vec<String> = list.into_iter().map(|(name, _)| name).collect();
+    Err(AluviaError::Internal(format!(
+        "Chromium was not found. Looked at: {}. Install Chromium (on Debian: apt-get install chromium) or set ALUVIA_CHROMIUM_PATH.",
+        looked.join(", ")
+    )))
+}
+
+pub struct LaunchOptions {
+    pub executable: PathBuf,
+    /// `http://127.0.0.1:PORT` of the local proxy.
+    pub proxy_url: String,
+    pub headless: bool,
+    pub user_data_dir: PathBuf,
+}
+
+pub struct Launched {
+    pub child: Child,
+    pub ws_url: String,
+    pub cdp_port: u16,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Start Chromium and wait for its DevTools address.
+pub fn spawn(opts: &LaunchOptions) -> Result<Launched> {
+    let proxy = opts.proxy_url.trim_start_matches("http://");
+    let mut args: Vec<String> = vec![
+        "--remote-debugging-port=0".into(),
+        "--remote-debugging-address=127.0.0.1".into(),
+        format!("--user-data-dir={}", opts.user_data_dir.display()),
+        format!("--proxy-server=http://{proxy}"),
+        // Without this, loopback hosts bypass the proxy.
+        "--proxy-bypass-list=<-loopback>".into(),
+        "--no-first-run".into(),
+        "--no-default-browser-check".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-quic".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-features=Translate,MediaRouter,DialMediaRouteProvider,OptimizationHints,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,PrivacySandboxSettings4".into(),
+        "--disable-client-side-phishing-detection".into(),
+        "--disable-default-apps".into(),
+        "--disable-domain-reliability".into(),
+        "--disable-breakpad".into(),
+        "--no-pings".into(),
+        "--metrics-recording-only".into(),
+        "--password-store=basic".into(),
+        "--use-mock-keychain".into(),
+        "--mute-audio".into(),
+    ];
+    if opts.headless {
+        args.push("--headless".into());
+        args.push("--hide-scrollbars".into());
+    }
+    if is_root() {
+        args.push("--no-sandbox".into());
+    }
+    args.push("about:blank".into());
+
+    let mut cmd = Command::new(&opts.executable);
+    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Chromium dies with the thread that started it (a runtime
+                // worker, alive as long as the process).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() == 1 {
+                    return Err(std::io::Error::other("parent exited"));
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        AluviaError::Internal(format!("Failed to start Chromium at {}: {e}", opts.executable.display()))
+    })?;
+
+    let Some(stderr) = child.stderr.take() else {
+        let _ = child.kill();
+        return Err(AluviaError::Internal("Chromium's stderr is not available".into()));
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<std::result::Result<String, String>>();
+    std::thread::Builder::new()
+        .name("aluvia-chromium-stderr".into())
+        .spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            let mut tail: Vec<String> = Vec::new();
+            let mut sent = false;
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if !sent {
+                            if let Some(idx) = line.find("ws://") {
+                                let _ = tx.send(Ok(line[idx..].trim().to_string()));
+                                sent = true;
+                            } else {
+                                tail.push(line.trim_end().to_string());
+                                if tail.len() > 5 {
+                                    tail.remove(0);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !sent {
+                let _ = tx.send(Err(tail.join(" | ")));
+            }
+        })
+        .map_err(|e| AluviaError::Internal(format!("cannot start a thread: {e}")))?;
+
+    let fail = |child: &mut Child, msg: String| {
+        let _ = child.kill();
+        let _ = child.wait();
+        AluviaError::Internal(msg)
+    };
+    let ws_url = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(url)) => url,
+        Ok(Err(tail)) => {
+            return Err(fail(&mut child, format!("Chromium exited before it was ready: {tail}")));
+        }
+        Err(_) => return Err(fail(&mut child, "Chromium did not report its DevTools address within 30 s".into())),
+    };
+    let cdp_port = url::Url::parse(&ws_url).ok().and_then(|u| u.port()).unwrap_or(0);
+    if cdp_port == 0 {
+        return Err(fail(&mut child, format!("unexpected DevTools address from Chromium: {ws_url}")));
+    }
+    Ok(Launched { child, ws_url, cdp_port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_in_documented_order() {
+        let names: Vec<String> = candidates().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names[0], "ALUVIA_CHROMIUM_PATH");
+        assert!(names[1].starts_with("Playwright's Chromium"));
+        assert_eq!(names[2], "/usr/bin/chromium");
+        assert_eq!(names[3], "chromium-browser on PATH");
+        assert_eq!(names[4], "google-chrome on PATH");
+    }
+}

@@ -1,0 +1,541 @@
+//! The daemon launcher: a detached child in its own session with its output
+//! appended to the session's log file, and a pipe on its fd 3 on which it says
+//! `ready` once its first navigation is done. The parent returns as soon as
+//! that line arrives, fails as soon as the pipe closes without it (the child
+//! died), and gives up after a timeout.
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::dir::LockDir;
+use super::process::is_process_alive;
+
+/// The environment variable naming the child's end of the ready pipe.
+pub const READY_FD_ENV: &str = "ALUVIA_READY_FD";
+
+/// How long `session start` waits for the daemon to be ready.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The fd number the child finds the ready pipe on.
+const READY_FD: RawFd = 3;
+
+/// What the child writes, followed by a newline.
+const READY_LINE: &[u8] = b"ready";
+
+/// How to start a session daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonSpawn {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Added to (or overriding) this process's environment.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Opened for appending (created 0600); the child's stdout and stderr.
+    pub log_path: PathBuf,
+    /// Normally [`DEFAULT_READY_TIMEOUT`].
+    pub ready_timeout: Duration,
+    /// The lock directory and name this parent claimed for the daemon, if any:
+    /// right after the spawn the lock's pid is switched to the daemon's, so
+    /// the name stays held even if the parent goes away before the daemon's
+    /// first write; and the lock is removed when the daemon dies while starting.
+    pub claimed_lock: Option<(LockDir, String)>,
+}
+
+/// Why [`spawn_daemon`] did not return a ready daemon.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchError {
+    /// The ready pipe closed without the ready line: the daemon exited (or
+    /// closed its fd 3) before it was ready.
+    #[error("Browser process exited unexpectedly.")]
+    DiedWhileStarting { pid: u32 },
+    /// Not ready in time; the daemon is left running.
+    #[error("Browser is still initializing (timeout).")]
+    Timeout { pid: u32 },
+    /// It could not be started (or waited on) at all.
+    #[error("Could not start the browser session daemon: {0}")]
+    Spawn(String),
+}
+
+enum Outcome {
+    Ready,
+    Closed,
+    TimedOut,
+}
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// A pipe whose two ends are close-on-exec and not among fds 0-2.
+fn ready_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        // SAFETY: fds has room for the two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+            return Err(last_error());
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        // SAFETY: fds has room for the two descriptors.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } == -1 {
+            return Err(last_error());
+        }
+        for fd in fds {
+            // SAFETY: fd was just returned by pipe.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    // SAFETY: both fds are fresh and owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+/// A process started with a closed stdin/out/err could get a pipe end on fd
+/// 0-2, which the child's stdio setup would then overwrite: move it up.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: fd is valid; the duplicate is a fresh descriptor.
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, READY_FD + 1) };
+    if dup == -1 {
+        return Err(last_error());
+    }
+    // SAFETY: dup is fresh and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
+    let open = || {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&spec.log_path)?;
+        // Exactly 0600, whatever the umask or an older file said.
+        file.set_permissions(Permissions::from_mode(0o600))?;
+        Ok::<_, io::Error>(file)
+    };
+    open().map_err(|e| LaunchError::Spawn(format!("could not open log file {}: {e}", spec.log_path.display())))
+}
+
+/// Starts the daemon and waits until it is ready: `Ok(pid)` as soon as it
+/// writes the ready line ([`signal_ready`]), `DiedWhileStarting` as soon as
+/// the pipe closes without it, `Timeout` after `spec.ready_timeout` (the
+/// daemon keeps running). The child runs in its own session (`setsid`), with
+/// stdin from /dev/null, stdout and stderr appended to `spec.log_path`, the
+/// pipe on fd 3 and `ALUVIA_READY_FD=3`. A background thread reaps it, so it
+/// never lingers as a zombie of this process.
+///
+/// Must be called within a tokio runtime with I/O enabled.
+pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<u32, LaunchError> {
+    let log = open_log(&spec)?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| LaunchError::Spawn(format!("could not open log file {}: {e}", spec.log_path.display())))?;
+    let (read_end, write_end) =
+        ready_pipe().map_err(|e| LaunchError::Spawn(format!("could not create the ready pipe: {e}")))?;
+    let write_fd = write_end.as_raw_fd();
+
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(READY_FD_ENV, READY_FD.to_string())
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err));
+    // SAFETY: the closure only makes async-signal-safe syscalls. It runs after
+    // the child's stdio is in place, so fd 3 is free to take.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(last_error());
+            }
+            if write_fd == READY_FD {
+                // Already fd 3: only let it survive the exec.
+                if libc::fcntl(READY_FD, libc::F_SETFD, 0) == -1 {
+                    return Err(last_error());
+                }
+            } else if libc::dup2(write_fd, READY_FD) == -1 {
+                return Err(last_error());
+            }
+            Ok(())
+        });
+    }
+    let child =
+        cmd.spawn().map_err(|e| LaunchError::Spawn(format!("could not run {}: {e}", spec.program.display())))?;
+    // Only the child may hold the write end now, so its exit closes the pipe.
+    drop(write_end);
+    let pid = child.id();
+    reap_in_background(child);
+
+    if let Some((dir, name)) = &spec.claimed_lock {
+        let _ = dir.update(name, |lock| lock.pid = pid);
+    }
+
+    let outcome = wait_ready(read_end, spec.ready_timeout)
+        .await
+        .map_err(|e| LaunchError::Spawn(format!("could not wait for the daemon (pid {pid}): {e}")))?;
+    match outcome {
+        Outcome::Ready => Ok(pid),
+        Outcome::TimedOut => Err(LaunchError::Timeout { pid }),
+        Outcome::Closed => {
+            if let Some((dir, name)) = &spec.claimed_lock {
+                // The pipe closes as the process exits; the reaper follows shortly.
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while is_process_alive(pid) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if !is_process_alive(pid) {
+                    let _ = dir.remove_if_owned(name, pid);
+                }
+            }
+            Err(LaunchError::DiedWhileStarting { pid })
+        }
+    }
+}
+
+fn reap_in_background(mut child: Child) {
+    // If no thread can be started the child is reaped when this process exits.
+    let _ = std::thread::Builder::new().name("aluvia-daemon-reaper".into()).spawn(move || {
+        let _ = child.wait();
+    });
+}
+
+async fn wait_ready(read_end: OwnedFd, timeout: Duration) -> io::Result<Outcome> {
+    // SAFETY: read_end is a valid fd we own.
+    let flags = unsafe { libc::fcntl(read_end.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags == -1 || unsafe { libc::fcntl(read_end.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } == -1 {
+        return Err(last_error());
+    }
+    // SAFETY: the AsyncFd owns read_end, a valid open fd that stays the same
+    // until the AsyncFd is dropped. (`register_with_interest`: tokio >= 1.54.)
+    let pipe = unsafe { AsyncFd::register_with_interest(read_end, Interest::READABLE) }?;
+    let read_lines = async {
+        let mut pending = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            let mut guard = pipe.readable().await?;
+            let read = guard.try_io(|fd| {
+                // SAFETY: chunk is a writable buffer of the given length.
+                let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+                if n < 0 {
+                    Err(last_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match read {
+                Ok(Ok(0)) => return Ok(Outcome::Closed),
+                Ok(Ok(n)) => {
+                    pending.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        if line[..end].trim_ascii() == READY_LINE {
+                            return Ok(Outcome::Ready);
+                        }
+                    }
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, read_lines).await {
+        Ok(outcome) => outcome,
+        Err(_) => Ok(Outcome::TimedOut),
+    }
+}
+
+/// Whether this process has already used (or given up) its ready fd.
+static READY_FD_DONE: Mutex<bool> = Mutex::new(false);
+
+/// The ready fd named by `ALUVIA_READY_FD`, if it is set and names a pipe
+/// (an inherited variable naming some other fd is ignored).
+fn ready_fd_from_env() -> io::Result<Option<RawFd>> {
+    let Some(value) = std::env::var_os(READY_FD_ENV) else { return Ok(None) };
+    let fd: RawFd = value.to_str().and_then(|v| v.trim().parse().ok()).filter(|fd| *fd >= 0).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{READY_FD_ENV} is not a file descriptor: {value:?}"))
+    })?;
+    // SAFETY: fstat only writes into the zeroed struct.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } == -1 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Ok(None);
+    }
+    Ok(Some(fd))
+}
+
+/// For the daemon, early: marks the ready fd close-on-exec so that the
+/// processes it starts (Chromium) do not inherit it and keep the pipe open
+/// after the daemon dies. A no-op without `ALUVIA_READY_FD`.
+pub fn prepare_ready_fd() -> io::Result<()> {
+    let done = READY_FD_DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *done {
+        return Ok(());
+    }
+    if let Some(fd) = ready_fd_from_env()? {
+        // SAFETY: fd is an open pipe.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+            return Err(last_error());
+        }
+    }
+    Ok(())
+}
+
+/// For the daemon, once it is ready (after its final lock write): writes
+/// `ready\n` to the fd named by `ALUVIA_READY_FD`, then closes it. Idempotent;
+/// a no-op without the variable. A parent that stopped waiting (closed pipe)
+/// is not an error.
+pub fn signal_ready() -> io::Result<()> {
+    let mut done = READY_FD_DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *done {
+        return Ok(());
+    }
+    let Some(fd) = ready_fd_from_env()? else {
+        return Ok(());
+    };
+    let mut line = READY_LINE.to_vec();
+    line.push(b'\n');
+    let mut written = 0;
+    let result = loop {
+        if written == line.len() {
+            break Ok(());
+        }
+        // SAFETY: the slice is valid for its length.
+        let n = unsafe { libc::write(fd, line[written..].as_ptr().cast(), line.len() - written) };
+        if n >= 0 {
+            written += n as usize;
+            continue;
+        }
+        let e = last_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EPIPE) => break Ok(()),
+            _ => break Err(e),
+        }
+    };
+    // SAFETY: fd is ours to close; it is not used again (done is set).
+    unsafe { libc::close(fd) };
+    *done = true;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::lock::{LockData, LockRead};
+    use crate::session::process::{terminate, Termination};
+    use crate::session::testutil::TempDir;
+    use std::os::unix::fs::MetadataExt;
+
+    fn sh(dir: &TempDir, script: &str, timeout: Duration) -> DaemonSpawn {
+        DaemonSpawn {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("ALUVIA_TEST_VAR".into(), "from-parent".into())],
+            cwd: dir.path().to_path_buf(),
+            log_path: dir.path().join("daemon.log"),
+            ready_timeout: timeout,
+            claimed_lock: None,
+        }
+    }
+
+    fn log(dir: &TempDir) -> String {
+        std::fs::read_to_string(dir.path().join("daemon.log")).unwrap()
+    }
+
+    async fn wait_dead(pid: u32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_process_alive(pid) {
+            assert!(Instant::now() < deadline, "pid {pid} still alive");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn session_daemon_ready() {
+        let dir = TempDir::new("daemon-ready");
+        std::fs::write(dir.path().join("daemon.log"), "earlier run\n").unwrap();
+        std::fs::set_permissions(dir.path().join("daemon.log"), Permissions::from_mode(0o644)).unwrap();
+        let started = Instant::now();
+        let script = "echo hi; echo \"$ALUVIA_TEST_VAR $ALUVIA_READY_FD $(pwd)\"; echo oops >&2; echo ready >&3; \
+                      exec sleep 30";
+        let pid = spawn_daemon(sh(&dir, script, Duration::from_secs(20))).await.unwrap();
+        // Promptly: no polling interval in the way.
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(is_process_alive(pid));
+        // SAFETY: plain syscalls.
+        assert_eq!(unsafe { libc::getsid(pid as i32) }, pid as i32, "its own session");
+        assert_ne!(unsafe { libc::getsid(0) }, pid as i32);
+        let log_text = log(&dir);
+        let cwd = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(log_text, format!("earlier run\nhi\nfrom-parent 3 {}\noops\n", cwd.display()));
+        let mode = std::fs::metadata(dir.path().join("daemon.log")).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "an existing log is made 0600 too");
+        assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
+        wait_dead(pid).await;
+    }
+
+    #[tokio::test]
+    async fn session_daemon_new_log_is_0600() {
+        let dir = TempDir::new("daemon-log");
+        let pid = spawn_daemon(sh(&dir, "echo ready >&3", Duration::from_secs(20))).await.unwrap();
+        wait_dead(pid).await;
+        let mode = std::fs::metadata(dir.path().join("daemon.log")).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn session_daemon_died_while_starting() {
+        let dir = TempDir::new("daemon-died");
+        let started = Instant::now();
+        let err = spawn_daemon(sh(&dir, "echo starting; echo not-ready >&3; exit 1", Duration::from_secs(20)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LaunchError::DiedWhileStarting { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "Browser process exited unexpectedly.");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(log(&dir), "starting\n");
+    }
+
+    #[tokio::test]
+    async fn session_daemon_died_removes_its_claimed_lock() {
+        let dir = TempDir::new("daemon-claim");
+        let locks = dir.lock_dir();
+        let name = locks.claim(Some("dying"), LockData::default()).unwrap();
+        let mut spec = sh(&dir, "exit 3", Duration::from_secs(20));
+        spec.claimed_lock = Some((locks.clone(), name));
+        let err = spawn_daemon(spec).await.unwrap_err();
+        let LaunchError::DiedWhileStarting { pid } = err else { panic!("{err:?}") };
+        assert_ne!(pid, std::process::id());
+        assert_eq!(locks.read("dying").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn session_daemon_claimed_lock_gets_the_daemon_pid() {
+        let dir = TempDir::new("daemon-pid");
+        let locks = dir.lock_dir();
+        let name = locks.claim(Some("mine"), LockData::default()).unwrap();
+        let mut spec = sh(&dir, "echo ready >&3; exec sleep 30", Duration::from_secs(20));
+        spec.claimed_lock = Some((locks.clone(), name));
+        let pid = spawn_daemon(spec).await.unwrap();
+        let Some(LockRead::Valid(lock)) = locks.read("mine").unwrap() else { panic!() };
+        assert_eq!(lock.pid, pid);
+        assert_eq!(lock.session.as_deref(), Some("mine"));
+        assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
+    }
+
+    #[tokio::test]
+    async fn session_daemon_timeout_leaves_it_running() {
+        let dir = TempDir::new("daemon-timeout");
+        let started = Instant::now();
+        let err = spawn_daemon(sh(&dir, "exec sleep 30", Duration::from_millis(300))).await.unwrap_err();
+        let elapsed = started.elapsed();
+        let LaunchError::Timeout { pid } = err else { panic!("{err:?}") };
+        assert_eq!(err.to_string(), "Browser is still initializing (timeout).");
+        assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+        assert!(is_process_alive(pid));
+        // SAFETY: plain syscall.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        wait_dead(pid).await;
+    }
+
+    #[tokio::test]
+    async fn session_daemon_spawn_failure() {
+        let dir = TempDir::new("daemon-spawn");
+        let mut spec = sh(&dir, "", Duration::from_secs(1));
+        spec.program = dir.path().join("no-such-program");
+        let err = spawn_daemon(spec).await.unwrap_err();
+        assert!(matches!(&err, LaunchError::Spawn(m) if m.contains("no-such-program")), "{err:?}");
+        let mut spec = sh(&dir, "", Duration::from_secs(1));
+        spec.log_path = dir.path().join("missing-dir").join("x.log");
+        let err = spawn_daemon(spec).await.unwrap_err();
+        assert!(matches!(&err, LaunchError::Spawn(m) if m.contains("missing-dir")), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn session_daemon_force_kill_takes_its_group() {
+        let dir = TempDir::new("daemon-kill");
+        let grandchild = dir.path().join("grandchild.pid");
+        let script = format!("trap '' TERM; sleep 30 & echo $! > '{}'; echo ready >&3; wait", grandchild.display());
+        let pid = spawn_daemon(sh(&dir, &script, Duration::from_secs(20))).await.unwrap();
+        let sleeper: u32 = std::fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
+        assert!(is_process_alive(sleeper));
+        let started = Instant::now();
+        assert_eq!(terminate(pid, Duration::from_millis(300)).await.unwrap(), Termination::ForceKilled);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        wait_dead(pid).await;
+        wait_dead(sleeper).await;
+    }
+
+    const CHILD_ENV: &str = "ALUVIA_TEST_READY_CHILD";
+
+    /// Run as a daemon by `session_daemon_signal_ready_from_rust`; passes
+    /// trivially otherwise.
+    #[test]
+    fn session_daemon_ready_child() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        prepare_ready_fd().unwrap();
+        // SAFETY: plain syscall.
+        let flags = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        println!("child up");
+        signal_ready().unwrap();
+        signal_ready().unwrap();
+        // SAFETY: plain syscall: the fd is closed now.
+        assert_eq!(unsafe { libc::fcntl(READY_FD, libc::F_GETFD) }, -1);
+        println!("child signalled");
+        std::thread::sleep(Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn session_daemon_signal_ready_from_rust() {
+        let dir = TempDir::new("daemon-rust");
+        let spec = DaemonSpawn {
+            program: std::env::current_exe().unwrap(),
+            args: ["--exact", "session::daemon::tests::session_daemon_ready_child", "--nocapture", "--test-threads=1"]
+                .map(String::from)
+                .to_vec(),
+            env: vec![(CHILD_ENV.into(), "1".into())],
+            cwd: dir.path().to_path_buf(),
+            log_path: dir.path().join("daemon.log"),
+            ready_timeout: Duration::from_secs(20),
+            claimed_lock: None,
+        };
+        let pid = spawn_daemon(spec).await.unwrap();
+        assert!(log(&dir).contains("child up"), "{}", log(&dir));
+        // The child's own checks after signalling.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log(&dir).contains("child signalled") && !log(&dir).contains("panicked") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(log(&dir).contains("child signalled"), "{}", log(&dir));
+        assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
+    }
+
+    #[test]
+    fn session_signal_ready_without_env_is_a_noop() {
+        if std::env::var_os(READY_FD_ENV).is_none() {
+            signal_ready().unwrap();
+            prepare_ready_fd().unwrap();
+        }
+    }
+}

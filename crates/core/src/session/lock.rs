@@ -1,0 +1,671 @@
+//! Lock files: `cli-{name}.lock` JSON in the lock directory, written with
+//! temp file + fsync + rename, and mutated under an exclusive `fs2` lock on
+//! the directory's `.dir.lock` so that read-modify-write, stale cleanup and
+//! name claims never interleave (between threads or processes).
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::dir::LockDir;
+use super::naming::{generate_name, validate_session_name, NameState};
+use super::process::is_process_alive;
+use crate::error::{AluviaError, Result};
+
+const DIR_LOCK_FILE: &str = ".dir.lock";
+const LOCK_PREFIX: &str = "cli-";
+const LOCK_SUFFIX: &str = ".lock";
+const TMP_PREFIX: &str = ".cli-";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// A lock file's JSON. Optional fields are left out when `None`; fields this
+/// version does not know are kept in `extra` and written back.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LockData {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdp_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_detection: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_unblock: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_detection: Option<Value>,
+    /// Ours: the session's traffic counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Value>,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A lock file as read: reading never fails on bad content.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // `Valid` is the common case; boxing it buys nothing.
+pub enum LockRead {
+    Valid(LockData),
+    /// Not a valid lock file (bad JSON, no pid, unreadable): reported and skipped.
+    Corrupt {
+        name: String,
+        reason: String,
+    },
+}
+
+/// Parses lock file content.
+pub fn parse_lock(name: &str, bytes: &[u8]) -> LockRead {
+    match serde_json::from_slice::<LockData>(bytes) {
+        Ok(data) => LockRead::Valid(data),
+        Err(e) => LockRead::Corrupt { name: name.to_string(), reason: format!("invalid lock file: {e}") },
+    }
+}
+
+/// Why [`LockDir::claim`] did not hand out a name.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("Invalid session name. Use only letters, numbers, hyphens, and underscores.")]
+    InvalidName,
+    /// A live process holds the name; `lock` is its lock file.
+    #[error("A browser session named '{name}' is already running.")]
+    NameInUse { name: String, lock: Box<LockData> },
+    #[error(transparent)]
+    Io(#[from] AluviaError),
+}
+
+impl From<ClaimError> for AluviaError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Io(e) => e,
+            other => AluviaError::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// What [`LockDir::live_sessions`] found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveSessions {
+    /// Lock files of live processes, sorted by name.
+    pub live: Vec<LockData>,
+    /// `(name, reason)` of lock files that are not valid: to be reported; left in place.
+    pub corrupt: Vec<(String, String)>,
+}
+
+/// Held while the directory's exclusive lock is taken; released on drop.
+struct DirGuard(File);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = fs2::FileExt::unlock(&self.0);
+    }
+}
+
+fn internal(what: &str, path: &Path, e: impl std::fmt::Display) -> AluviaError {
+    AluviaError::Internal(format!("Could not {what} {}: {e}", path.display()))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if validate_session_name(name) {
+        Ok(())
+    } else {
+        Err(AluviaError::Invalid("Invalid session name. Use only letters, numbers, hyphens, and underscores.".into()))
+    }
+}
+
+impl LockDir {
+    /// Takes the directory's exclusive lock, opening its own file description
+    /// each time so that threads of one process contend like processes do.
+    fn lock_exclusive(&self) -> Result<DirGuard> {
+        let path = self.path().join(DIR_LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| internal("open", &path, e))?;
+        loop {
+            match fs2::FileExt::lock_exclusive(&file) {
+                Ok(()) => return Ok(DirGuard(file)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(internal("lock", &path, e)),
+            }
+        }
+    }
+
+    fn read_unlocked(&self, name: &str) -> Result<Option<LockRead>> {
+        let path = self.lock_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(parse_lock(name, &bytes))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(internal("read lock file", &path, e)),
+        }
+    }
+
+    fn write_unlocked(&self, name: &str, data: &LockData) -> Result<()> {
+        let path = self.lock_path(name);
+        let json = serde_json::to_vec(data).map_err(|e| internal("serialize lock file", &path, e))?;
+        let tmp = self.path().join(format!(
+            "{TMP_PREFIX}{name}{LOCK_SUFFIX}.{}.{:016x}{TMP_SUFFIX}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let written = (|| -> io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            // Exactly 0600 whatever the umask.
+            file.set_permissions(Permissions::from_mode(0o600))?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        written.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            internal("write lock file", &path, e)
+        })
+    }
+
+    fn remove_unlocked(&self, name: &str) -> Result<()> {
+        let path = self.lock_path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(internal("remove lock file", &path, e)),
+        }
+    }
+
+    /// Writes `cli-{name}.lock` atomically (a unique 0600 temp file in the same
+    /// directory, fsync, rename). The final file is 0600.
+    pub fn write(&self, name: &str, data: &LockData) -> Result<()> {
+        check_name(name)?;
+        let _guard = self.lock_exclusive()?;
+        self.write_unlocked(name, data)
+    }
+
+    /// Read-modify-write under the directory lock. `false` (and `f` not
+    /// called) when the lock file is missing or corrupt.
+    pub fn update<F: FnOnce(&mut LockData)>(&self, name: &str, f: F) -> Result<bool> {
+        check_name(name)?;
+        let _guard = self.lock_exclusive()?;
+        match self.read_unlocked(name)? {
+            Some(LockRead::Valid(mut data)) => {
+                f(&mut data);
+                self.write_unlocked(name, &data)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// `None` when there is no lock file by that name.
+    pub fn read(&self, name: &str) -> Result<Option<LockRead>> {
+        check_name(name)?;
+        self.read_unlocked(name)
+    }
+
+    /// Removes the lock file (never the log); a missing file is fine.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        let _guard = self.lock_exclusive()?;
+        self.remove_unlocked(name)
+    }
+
+    /// Removes the lock file only if it names `pid` (a daemon cleaning up
+    /// after itself must not remove a name someone else has since claimed).
+    /// `true` when it was removed.
+    pub fn remove_if_owned(&self, name: &str, pid: u32) -> Result<bool> {
+        check_name(name)?;
+        let _guard = self.lock_exclusive()?;
+        match self.read_unlocked(name)? {
+            Some(LockRead::Valid(data)) if data.pid == pid => {
+                self.remove_unlocked(name)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Every `cli-{name}.lock` (with a valid name), sorted by name. A file that
+    /// cannot be read or parsed is listed as [`LockRead::Corrupt`].
+    pub fn list(&self) -> Result<Vec<(String, LockRead)>> {
+        let entries = fs::read_dir(self.path()).map_err(|e| internal("list lock directory", self.path(), e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| internal("list lock directory", self.path(), e))?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name
+                .to_str()
+                .and_then(|f| f.strip_prefix(LOCK_PREFIX))
+                .and_then(|f| f.strip_suffix(LOCK_SUFFIX))
+                .filter(|n| validate_session_name(n))
+            else {
+                continue;
+            };
+            match self.read_unlocked(name) {
+                Ok(Some(read)) => out.push((name.to_string(), read)),
+                Ok(None) => {} // removed since the directory was read
+                Err(e) => {
+                    out.push((name.to_string(), LockRead::Corrupt { name: name.to_string(), reason: e.to_string() }))
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The live sessions, sorted by name, with `session` filled in from the
+    /// file name when the lock file lacks it. Lock files of dead processes are
+    /// removed (and so are temp files left by writers that died); corrupt lock
+    /// files are returned as `(name, reason)` and left in place.
+    pub fn live_sessions(&self) -> Result<LiveSessions> {
+        let _guard = self.lock_exclusive()?;
+        let mut live = Vec::new();
+        let mut corrupt = Vec::new();
+        for (name, read) in self.list()? {
+            match read {
+                LockRead::Valid(mut data) if is_process_alive(data.pid) => {
+                    data.session.get_or_insert(name);
+                    live.push(data);
+                }
+                LockRead::Valid(_) => self.remove_unlocked(&name)?,
+                LockRead::Corrupt { name, reason } => corrupt.push((name, reason)),
+            }
+        }
+        self.remove_orphaned_temp_files();
+        Ok(LiveSessions { live, corrupt })
+    }
+
+    /// Best effort: `.cli-{name}.lock.{pid}.{hex}.tmp` whose writer is dead.
+    fn remove_orphaned_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(self.path()) else { return };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(pid) = file_name
+                .to_str()
+                .filter(|f| f.starts_with(TMP_PREFIX))
+                .and_then(|f| f.strip_suffix(TMP_SUFFIX))
+                .and_then(|f| f.rsplit('.').nth(1))
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !is_process_alive(pid) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Claims a session name and writes its early lock file (`initial`, with
+    /// `session` set to the name and `pid` defaulting to this process when 0),
+    /// all under the directory's exclusive lock, so of two racing claims for
+    /// one name exactly one wins.
+    ///
+    /// A custom name must be valid; held by a live process → `NameInUse`; a
+    /// stale or corrupt lock file is replaced. `None` generates a name per the
+    /// naming algorithm (a corrupt lock file counts as taken there; a stale one
+    /// is replaced).
+    pub fn claim(&self, requested: Option<&str>, mut initial: LockData) -> Result<String, ClaimError> {
+        if requested.is_some_and(|name| !validate_session_name(name)) {
+            return Err(ClaimError::InvalidName);
+        }
+        let _guard = self.lock_exclusive()?;
+        let name = match requested {
+            Some(name) => name.to_string(),
+            None => {
+                let mut failure = None;
+                let name = generate_name(|candidate| match self.read_unlocked(candidate) {
+                    Ok(None) => NameState::Free,
+                    Ok(Some(LockRead::Valid(data))) if !is_process_alive(data.pid) => NameState::Stale,
+                    Ok(Some(_)) => NameState::Taken,
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        NameState::Taken
+                    }
+                });
+                if let Some(e) = failure {
+                    return Err(e.into());
+                }
+                name
+            }
+        };
+        // Checked again for every name: the `session-{ts}` fallback is not
+        // checked by the generator.
+        if let Some(LockRead::Valid(lock)) = self.read_unlocked(&name)? {
+            if is_process_alive(lock.pid) {
+                return Err(ClaimError::NameInUse { name, lock: Box::new(lock) });
+            }
+        }
+        if initial.pid == 0 {
+            initial.pid = std::process::id();
+        }
+        initial.session = Some(name.clone());
+        self.write_unlocked(&name, &initial)?;
+        Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::testutil::{dead_pid, TempDir};
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Arc, Barrier};
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    fn early(pid: u32) -> LockData {
+        LockData {
+            pid,
+            proxy_url: Some("http://127.0.0.1:54321".into()),
+            block_detection: Some(true),
+            auto_unblock: Some(false),
+            ..LockData::default()
+        }
+    }
+
+    #[test]
+    fn session_lock_json_shape() {
+        let data = LockData { pid: 7, session: Some("a".into()), ready: Some(true), ..LockData::default() };
+        assert_eq!(serde_json::to_string(&data).unwrap(), r#"{"pid":7,"session":"a","ready":true}"#);
+        let full = r#"{"pid":12345,"session":"swift-falcon","connectionId":3449,"cdpUrl":"http://127.0.0.1:38209","proxyUrl":"http://127.0.0.1:54321","url":"https://example.com","ready":true,"blockDetection":true,"autoUnblock":false,"lastDetection":{"score":0.85},"traffic":{"bytes":1},"future":[1,2]}"#;
+        let LockRead::Valid(data) = parse_lock("swift-falcon", full.as_bytes()) else { panic!() };
+        assert_eq!(data.connection_id, Some(Value::from(3449)));
+        assert_eq!(data.cdp_url.as_deref(), Some("http://127.0.0.1:38209"));
+        assert_eq!(data.extra.get("future"), Some(&serde_json::json!([1, 2])));
+        // Written back byte for byte, unknown field included.
+        assert_eq!(serde_json::to_string(&data).unwrap(), full);
+    }
+
+    #[test]
+    fn session_lock_corrupt_content() {
+        for bad in [&b""[..], b"{", b"null", b"{\"session\":\"x\"}", b"{\"pid\":-1}", b"{\"pid\":\"1\"}", b"\xff"] {
+            match parse_lock("x", bad) {
+                LockRead::Corrupt { name, reason } => {
+                    assert_eq!(name, "x");
+                    assert!(reason.starts_with("invalid lock file: "), "{reason}");
+                }
+                LockRead::Valid(d) => panic!("{bad:?} parsed as {d:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn session_lock_write_read_update_remove() {
+        let tmp = TempDir::new("lock-rw");
+        let dir = tmp.lock_dir();
+        assert_eq!(mode_of(dir.path()), 0o700);
+        assert_eq!(dir.read("alpha").unwrap(), None);
+
+        let data = LockData { session: Some("alpha".into()), ..early(4242) };
+        dir.write("alpha", &data).unwrap();
+        assert_eq!(mode_of(&dir.lock_path("alpha")), 0o600);
+        assert_eq!(dir.read("alpha").unwrap(), Some(LockRead::Valid(data.clone())));
+
+        // The final write keeps lastDetection set meanwhile.
+        assert!(dir.update("alpha", |d| d.last_detection = Some(serde_json::json!({"score": 0.9}))).unwrap());
+        assert!(dir
+            .update("alpha", |d| {
+                d.ready = Some(true);
+                d.cdp_url = Some("http://127.0.0.1:9222".into());
+            })
+            .unwrap());
+        let Some(LockRead::Valid(now)) = dir.read("alpha").unwrap() else { panic!() };
+        assert_eq!(now.ready, Some(true));
+        assert_eq!(now.pid, 4242);
+        assert_eq!(now.last_detection, Some(serde_json::json!({"score": 0.9})));
+        assert_eq!(mode_of(&dir.lock_path("alpha")), 0o600);
+
+        // No temp files left behind.
+        let names: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+
+        assert!(!dir.update("missing", |_| panic!("not called")).unwrap());
+        fs::write(dir.log_path("alpha"), b"log").unwrap();
+        dir.remove("alpha").unwrap();
+        dir.remove("alpha").unwrap();
+        assert_eq!(dir.read("alpha").unwrap(), None);
+        assert!(dir.log_path("alpha").exists(), "the log stays");
+        assert!(!dir.update("alpha", |_| panic!("not called")).unwrap());
+    }
+
+    #[test]
+    fn session_lock_rejects_bad_names() {
+        let tmp = TempDir::new("lock-names");
+        let dir = tmp.lock_dir();
+        assert!(matches!(dir.write("../x", &early(1)), Err(AluviaError::Invalid(_))));
+        assert!(matches!(dir.read("a/b"), Err(AluviaError::Invalid(_))));
+        assert!(matches!(dir.remove(""), Err(AluviaError::Invalid(_))));
+        assert!(matches!(dir.claim(Some("bad name"), early(0)), Err(ClaimError::InvalidName)));
+        assert!(matches!(dir.claim(Some(""), early(0)), Err(ClaimError::InvalidName)));
+        let err: AluviaError = dir.claim(Some("x/y"), early(0)).unwrap_err().into();
+        assert_eq!(
+            err,
+            AluviaError::Invalid("Invalid session name. Use only letters, numbers, hyphens, and underscores.".into())
+        );
+        assert!(dir.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn session_list_and_live_sessions() {
+        let tmp = TempDir::new("lock-live");
+        let dir = tmp.lock_dir();
+        let me = std::process::id();
+        let dead = dead_pid();
+        dir.write("live-b", &early(me)).unwrap();
+        dir.write("live-a", &LockData { session: Some("live-a".into()), ..early(me) }).unwrap();
+        dir.write("stale", &early(dead)).unwrap();
+        fs::write(dir.lock_path("broken"), b"{not json").unwrap();
+        // Not lock files: ignored.
+        fs::write(dir.path().join("cli-bad name.lock"), b"{}").unwrap();
+        fs::write(dir.path().join("other.lock"), b"{}").unwrap();
+        fs::write(dir.log_path("live-a"), b"log").unwrap();
+        // A temp file orphaned by a dead writer, and one of a live writer.
+        let orphan = dir.path().join(format!(".cli-x.lock.{dead}.0123456789abcdef.tmp"));
+        let in_flight = dir.path().join(format!(".cli-y.lock.{me}.0123456789abcdef.tmp"));
+        fs::write(&orphan, b"{").unwrap();
+        fs::write(&in_flight, b"{").unwrap();
+
+        let listed = dir.list().unwrap();
+        let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["broken", "live-a", "live-b", "stale"]);
+        assert!(matches!(&listed[0].1, LockRead::Corrupt { name, .. } if name == "broken"));
+
+        let LiveSessions { live, corrupt } = dir.live_sessions().unwrap();
+        let live_names: Vec<_> = live.iter().map(|d| d.session.as_deref().unwrap()).collect();
+        assert_eq!(live_names, ["live-a", "live-b"]);
+        assert!(live.iter().all(|d| d.pid == me));
+        assert_eq!(corrupt.len(), 1);
+        assert_eq!(corrupt[0].0, "broken");
+        assert!(corrupt[0].1.contains("invalid lock file"), "{}", corrupt[0].1);
+
+        assert!(!dir.lock_path("stale").exists(), "stale lock removed");
+        assert!(dir.lock_path("broken").exists(), "corrupt lock kept");
+        assert!(dir.path().join("cli-bad name.lock").exists());
+        assert!(!orphan.exists());
+        assert!(in_flight.exists());
+        assert!(dir.log_path("live-a").exists());
+    }
+
+    #[test]
+    fn session_claim_custom_name() {
+        let tmp = TempDir::new("claim");
+        let dir = tmp.lock_dir();
+        let me = std::process::id();
+
+        let name = dir.claim(Some("my-scraper"), early(0)).unwrap();
+        assert_eq!(name, "my-scraper");
+        let Some(LockRead::Valid(lock)) = dir.read("my-scraper").unwrap() else { panic!() };
+        assert_eq!(lock.pid, me, "pid 0 means this process");
+        assert_eq!(lock.session.as_deref(), Some("my-scraper"));
+        assert_eq!(lock.proxy_url.as_deref(), Some("http://127.0.0.1:54321"));
+        assert_eq!(lock.ready, None);
+        assert_eq!(mode_of(&dir.lock_path("my-scraper")), 0o600);
+
+        // Held by a live pid (ours).
+        match dir.claim(Some("my-scraper"), early(0)) {
+            Err(ClaimError::NameInUse { name, lock: holder }) => {
+                assert_eq!(name, "my-scraper");
+                assert_eq!(*holder, lock);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err: AluviaError = dir.claim(Some("my-scraper"), early(0)).unwrap_err().into();
+        assert_eq!(err.to_string(), "A browser session named 'my-scraper' is already running.");
+
+        // Stale: reclaimed.
+        let dead = dead_pid();
+        dir.write("old", &LockData { url: Some("https://old".into()), ..early(dead) }).unwrap();
+        assert_eq!(dir.claim(Some("old"), early(me)).unwrap(), "old");
+        let Some(LockRead::Valid(lock)) = dir.read("old").unwrap() else { panic!() };
+        assert_eq!(lock.pid, me);
+        assert_eq!(lock.url, None, "the stale content is gone");
+
+        // Corrupt: replaced.
+        fs::write(dir.lock_path("junk"), b"garbage").unwrap();
+        assert_eq!(dir.claim(Some("junk"), early(me)).unwrap(), "junk");
+        assert!(matches!(dir.read("junk").unwrap(), Some(LockRead::Valid(_))));
+    }
+
+    #[test]
+    fn session_claim_generated_name() {
+        let tmp = TempDir::new("claim-gen");
+        let dir = tmp.lock_dir();
+        let me = std::process::id();
+        let first = dir.claim(None, early(me)).unwrap();
+        let (adjective, noun) = first.split_once('-').unwrap();
+        assert!(crate::session::ADJECTIVES.contains(&adjective) && crate::session::NOUNS.contains(&noun), "{first}");
+
+        // Occupy every base name with a live pid: the next claim gets `-1`.
+        let adjectives = crate::session::ADJECTIVES;
+        for a in adjectives {
+            for n in crate::session::NOUNS {
+                let name = format!("{a}-{n}");
+                if name != first {
+                    // Plain writes: 400 fsyncs would make this test slow.
+                    fs::write(dir.lock_path(&name), serde_json::to_vec(&early(me)).unwrap()).unwrap();
+                }
+            }
+        }
+        let next = dir.claim(None, early(me)).unwrap();
+        assert!(next.ends_with("-1"), "{next}");
+
+        // All base names stale: reused without a suffix.
+        let dead = dead_pid();
+        for (name, _) in dir.list().unwrap() {
+            fs::write(dir.lock_path(&name), serde_json::to_vec(&early(dead)).unwrap()).unwrap();
+        }
+        let reused = dir.claim(None, early(me)).unwrap();
+        assert!(!reused.ends_with("-1"), "{reused}");
+        let Some(LockRead::Valid(lock)) = dir.read(&reused).unwrap() else { panic!() };
+        assert_eq!(lock.pid, me);
+    }
+
+    #[test]
+    fn session_claim_race_threads_one_winner() {
+        let tmp = TempDir::new("claim-race");
+        let dir = tmp.lock_dir();
+        let barrier = Arc::new(Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let dir = dir.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let initial = LockData { url: Some(format!("https://t{i}")), ..early(0) };
+                    dir.claim(Some("same"), initial).map(|_| i)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let winners: Vec<usize> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        assert!(results.iter().all(|r| matches!(r, Ok(_) | Err(ClaimError::NameInUse { .. }))), "{results:?}");
+        let Some(LockRead::Valid(lock)) = dir.read("same").unwrap() else { panic!() };
+        assert_eq!(lock.url, Some(format!("https://t{}", winners[0])));
+    }
+
+    #[test]
+    fn session_claim_race_threads_generated_names_distinct() {
+        let tmp = TempDir::new("claim-race-gen");
+        let dir = tmp.lock_dir();
+        let barrier = Arc::new(Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    dir.claim(None, early(0))
+                })
+            })
+            .collect();
+        let mut names: Vec<String> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 8);
+        assert_eq!(dir.live_sessions().unwrap().live.len(), 8);
+    }
+
+    const CHILD_ENV: &str = "ALUVIA_TEST_CLAIM_CHILD";
+
+    /// Run as a child process by `session_claim_race_processes_one_winner`;
+    /// passes trivially otherwise.
+    #[test]
+    fn session_claim_child_process() {
+        let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+        let (path, holder) = spec.rsplit_once(':').unwrap();
+        let dir = LockDir::open_at(path.into()).unwrap();
+        // The lock names the (live) test parent so that a finished child does
+        // not leave a stale lock behind for the slower ones.
+        let code = match dir.claim(Some("same"), early(holder.parse().unwrap())) {
+            Ok(_) => 0,
+            Err(ClaimError::NameInUse { .. }) => 3,
+            Err(_) => 4,
+        };
+        std::process::exit(code);
+    }
+
+    #[test]
+    fn session_claim_race_processes_one_winner() {
+        let tmp = TempDir::new("claim-procs");
+        let dir = tmp.lock_dir();
+        let exe = std::env::current_exe().unwrap();
+        let spec = format!("{}:{}", dir.path().display(), std::process::id());
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args(["--exact", "session::lock::tests::session_claim_child_process", "--test-threads=1", "-q"])
+                    .env(CHILD_ENV, &spec)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let codes: Vec<i32> = children.into_iter().map(|mut c| c.wait().unwrap().code().unwrap()).collect();
+        assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
+        assert_eq!(codes.iter().filter(|c| **c == 3).count(), 3, "{codes:?}");
+    }
+}

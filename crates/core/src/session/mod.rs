@@ -1,0 +1,78 @@
+//! The machinery behind the CLI's background browser sessions: the lock
+//! directory (`{os tmpdir}/aluvia-sdk`), its lock files and logs, session
+//! naming, liveness checks and stale cleanup, and the daemon launcher.
+//!
+//! - [`LockDir`] opens (and refuses an unsafe) lock directory; it reads, writes,
+//!   updates, lists and removes `cli-{name}.lock` files, and claims names
+//!   atomically under an exclusive `fs2` lock on `.dir.lock` in that directory.
+//! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
+//! - [`is_process_alive`] and [`terminate`] deal with daemon processes.
+//! - [`spawn_daemon`] starts a detached daemon and waits on a pipe until it calls
+//!   [`signal_ready`]; [`kill_when_parent_dies`] ties a child (Chromium) to its
+//!   parent's life.
+//!
+//! Unix only.
+#![cfg(unix)]
+
+mod daemon;
+mod dir;
+mod lock;
+mod naming;
+mod process;
+
+pub use daemon::{
+    prepare_ready_fd, signal_ready, spawn_daemon, DaemonSpawn, LaunchError, DEFAULT_READY_TIMEOUT, READY_FD_ENV,
+};
+pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
+pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead};
+pub use naming::{generate_name, validate_session_name, NameState, ADJECTIVES, MAX_NAME_ATTEMPTS, NOUNS};
+pub use process::{is_process_alive, kill_when_parent_dies, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL};
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::LockDir;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(tag: &str) -> TempDir {
+            static COUNTER: AtomicU32 = AtomicU32::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!(
+                "aluvia-session-test-{tag}-{}-{n}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            std::fs::DirBuilder::new().mode(0o700).create(&path).expect("create test dir");
+            TempDir(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+
+        /// A lock directory inside this temp dir.
+        pub fn lock_dir(&self) -> LockDir {
+            LockDir::open_at(self.0.join("aluvia-sdk")).expect("open lock dir")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The pid of a process that has exited and been reaped.
+    pub fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait true");
+        pid
+    }
+}
