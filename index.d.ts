@@ -216,6 +216,30 @@ export declare class ConnectError extends Error {
   constructor(message: string);
 }
 
+// ----------------------------------------------------------------- connect
+
+export type ConnectResult = {
+  /** Playwright Browser connected over CDP to the session's Chromium. */
+  browser: any;
+  /** The first browser context (or a new one). */
+  context: any;
+  /** The first page of that context (or a new one). */
+  page: any;
+  sessionName: string;
+  /** `http://127.0.0.1:PORT` */
+  cdpUrl: string;
+  connectionId: number | undefined;
+  /** Closes this CDP connection only; the session keeps running. */
+  disconnect(): Promise<void>;
+};
+
+/**
+ * Connect to a running CLI session (`aluvia session start`): by name, or the
+ * only one running. Needs `playwright` or `playwright-core`. Throws
+ * `ConnectError`.
+ */
+export declare function connect(sessionName?: string): Promise<ConnectResult>;
+
 // ---------------------------------------------------------------- emulator
 
 export type EmulatorOptions = {

@@ -3,6 +3,7 @@ import cjs from './lib/index.js';
 export const {
   AluviaClient,
   AluviaApi,
+  connect,
   MissingApiKeyError,
   InvalidApiKeyError,
   ApiError,

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 const SECTIONS = [
   () => import('./proxy.mjs'),
   () => import('./browser.mjs'),
-  // () => import('./cli.mjs'),       // CLI session start (to come)
+  () => import('./cli.mjs'),
 ];
 
 const root = join(benchDir, '..');

@@ -39,6 +39,16 @@ class ConnectError extends Error {
   }
 }
 
+// A CLI error with context fields: `output` is the whole JSON the CLI prints
+// (`{ error, ...context }`). Internal to the CLI and the MCP server.
+class CliError extends Error {
+  constructor(output) {
+    super(output.error);
+    this.name = 'CliError';
+    this.output = output;
+  }
+}
+
 const SEP = '\u001f';
 
 // Native errors arrive as "SEP code SEP status SEP message" (see src/lib.rs).
@@ -58,6 +68,15 @@ function fromNative(err) {
       return new ProxyStartError(message);
     case 'ConnectError':
       return new ConnectError(message);
+    case 'CliError': {
+      let output;
+      try {
+        output = JSON.parse(message);
+      } catch {
+        output = { error: message };
+      }
+      return new CliError(output);
+    }
     case 'InvalidArgument':
       return new Error(message);
     default: {
@@ -90,6 +109,7 @@ module.exports = {
   ApiError,
   ProxyStartError,
   ConnectError,
+  CliError,
   fromNative,
   mapped,
 };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use aluvia_core::api::{self, ApiClient, ApiRequest, ApiResponse, Call};
 use aluvia_core::client::{Client, ClientOptions, RawClientOptions, RawId};
+use aluvia_core::session;
 use aluvia_core::AluviaError;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -26,6 +27,13 @@ fn json_err(e: serde_json::Error) -> Error {
     to_napi(AluviaError::Invalid(e.to_string()))
 }
 
+/// Worker threads of the addon's runtime: `ALUVIA_WORKER_THREADS`, else 1.
+/// The engine is I/O-bound; one worker avoids cross-thread wake-ups and
+/// leaves the other cores to Node and Chromium.
+fn worker_threads() -> usize {
+    std::env::var("ALUVIA_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(1)
+}
+
 #[napi_derive::module_init]
 fn init() {
     let default_hook = std::panic::take_hook();
@@ -33,7 +41,12 @@ fn init() {
         eprintln!("[aluvia] internal error: this is a bug in aluvia, please report it");
         default_hook(info);
     }));
-    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("aluvia").build() {
+    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .enable_all()
+        .thread_name("aluvia")
+        .build()
+    {
         create_custom_tokio_runtime(rt);
     }
 }
@@ -165,6 +178,7 @@ type DetectionCallback = ThreadsafeFunction<String, (), String, Status, false, t
 #[napi]
 pub struct BindingClient {
     inner: Arc<Client>,
+    lock_sync: std::sync::Mutex<Option<session::LockSync>>,
 }
 
 #[napi]
@@ -191,7 +205,10 @@ impl BindingClient {
             block_detection: options.block_detection,
         };
         let opts = ClientOptions::validate(raw).map_err(to_napi)?;
-        Ok(BindingClient { inner: Arc::new(Client::new(opts).map_err(to_napi)?) })
+        Ok(BindingClient {
+            inner: Arc::new(Client::new(opts).map_err(to_napi)?),
+            lock_sync: std::sync::Mutex::new(None),
+        })
     }
 
     #[napi]
@@ -251,7 +268,28 @@ impl BindingClient {
 
     #[napi]
     pub async fn stop(&self) -> Result<()> {
+        if let Some(sync) = self.lock_sync.lock().ok().and_then(|mut s| s.take()) {
+            sync.stop();
+        }
         self.inner.stop().await;
+        Ok(())
+    }
+
+    /// For the session daemon, before start(): keep lock `name` (owned by
+    /// this process) current with `lastDetection` on every detection result
+    /// and `traffic` at most once a second. Replaces any detection callback.
+    #[napi]
+    pub async fn sync_session_lock(&self, name: String) -> Result<()> {
+        let dir = session::LockDir::open_default().map_err(to_napi)?;
+        let weak = Arc::downgrade(&self.inner);
+        let (sink, sync) =
+            session::start_lock_sync(dir, name, std::process::id(), session::TRAFFIC_INTERVAL, move || {
+                weak.upgrade().and_then(|c| serde_json::to_value(c.traffic()).ok())
+            });
+        self.inner.set_detection_sink(Some(sink));
+        if let Ok(mut slot) = self.lock_sync.lock() {
+            *slot = Some(sync);
+        }
         Ok(())
     }
 
@@ -281,6 +319,255 @@ impl BindingClient {
     pub fn traffic(&self) -> Result<Value> {
         serde_json::to_value(self.inner.traffic()).map_err(json_err)
     }
+}
+
+// ---------------------------------------------------------------- sessions
+//
+// The CLI's background sessions: lock files, names, the daemon launcher and
+// process control. Every error the CLI prints with context fields crosses as
+// code `CliError` with the whole JSON output as its message (`lib/errors.js`
+// parses it); `connect()` errors cross as `ConnectError`.
+
+fn coded(code: &str, message: &str) -> Error {
+    Error::new(Status::GenericFailure, format!("{SEP}{code}{SEP}{SEP}{message}"))
+}
+
+fn cli_error(output: Value) -> Error {
+    coded("CliError", &output.to_string())
+}
+
+fn lock_dir() -> Result<session::LockDir> {
+    session::LockDir::open_default().map_err(to_napi)
+}
+
+fn lock_json(lock: &session::LockData) -> Result<Value> {
+    serde_json::to_value(lock).map_err(json_err)
+}
+
+/// Runs blocking file work (it may wait on the directory lock) off the JS thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| to_napi(AluviaError::Internal(format!("session task failed: {e}"))))?
+}
+
+/// `{ sessions: [lock…], corrupt: [{ name, reason }] }`: the live sessions
+/// sorted by name (stale lock files removed), and lock files that are not
+/// valid (reported, left in place).
+#[napi]
+pub async fn session_list() -> Result<Value> {
+    blocking(|| {
+        let found = lock_dir()?.live_sessions().map_err(to_napi)?;
+        let sessions = found.live.iter().map(lock_json).collect::<Result<Vec<_>>>()?;
+        let corrupt: Vec<Value> = found
+            .corrupt
+            .into_iter()
+            .map(|(name, reason)| serde_json::json!({ "name": name, "reason": reason }))
+            .collect();
+        Ok(serde_json::json!({ "sessions": sessions, "corrupt": corrupt }))
+    })
+    .await
+}
+
+/// The lock of session `name`, or of the only live one, for `purpose`
+/// (`close`, `get`, `update` or `connect`); the exact CLI or `connect()`
+/// error otherwise.
+#[napi]
+pub async fn session_resolve(name: Option<String>, purpose: String) -> Result<Value> {
+    let purpose = session::Purpose::parse(&purpose)
+        .ok_or_else(|| to_napi(AluviaError::Invalid(format!("unknown purpose '{purpose}'"))))?;
+    blocking(move || {
+        let dir = lock_dir()?;
+        match session::resolve_session(&dir, name.as_deref(), purpose) {
+            Ok(lock) => lock_json(&lock),
+            Err(session::ResolveError::Cli(output)) => Err(cli_error(output)),
+            Err(session::ResolveError::Connect(message)) => Err(coded("ConnectError", &message)),
+            Err(session::ResolveError::Io(e)) => Err(to_napi(e)),
+        }
+    })
+    .await
+}
+
+/// The lock file of `name` as it is (no liveness check); `null` when missing or corrupt.
+#[napi]
+pub async fn session_read(name: String) -> Result<Option<Value>> {
+    blocking(move || match lock_dir()?.read(&name).map_err(to_napi)? {
+        Some(session::LockRead::Valid(lock)) => lock_json(&lock).map(Some),
+        _ => Ok(None),
+    })
+    .await
+}
+
+/// The lock-file view of a session for CLI output: the name-in-use context.
+fn session_context(name: &str, lock: &session::LockData) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("browserSession".into(), Value::from(name));
+    out.insert("pid".into(), Value::from(lock.pid));
+    out.insert("startUrl".into(), lock.url.clone().map(Value::from).unwrap_or(Value::Null));
+    out.insert("cdpUrl".into(), lock.cdp_url.clone().map(Value::from).unwrap_or(Value::Null));
+    out.insert("connectionId".into(), lock.connection_id.clone().unwrap_or(Value::Null));
+    out
+}
+
+/// Claims a name (a custom one, or a generated one when `None`) and writes
+/// its early lock file from `initial` (`pid` defaults to this process).
+#[napi]
+pub async fn session_claim(name: Option<String>, initial: Value) -> Result<String> {
+    blocking(move || {
+        let initial: session::LockData = serde_json::from_value(initial).map_err(json_err)?;
+        let dir = lock_dir()?;
+        match dir.claim(name.as_deref(), initial) {
+            Ok(name) => Ok(name),
+            Err(session::ClaimError::NameInUse { name, lock }) => {
+                let mut out = serde_json::Map::new();
+                out.insert(
+                    "error".into(),
+                    Value::from(format!("A browser session named '{name}' is already running.")),
+                );
+                out.extend(session_context(&name, &lock));
+                Err(cli_error(Value::Object(out)))
+            }
+            Err(session::ClaimError::InvalidName) => Err(cli_error(serde_json::json!({
+                "error": "Invalid session name. Use only letters, numbers, hyphens, and underscores."
+            }))),
+            Err(session::ClaimError::Io(e)) => Err(to_napi(e)),
+        }
+    })
+    .await
+}
+
+/// Merges `patch` (camelCase lock fields; `null` removes one) into the lock
+/// file of `name` when it is owned by this process. `false` when it is
+/// missing, corrupt or someone else's.
+#[napi]
+pub async fn session_update(name: String, patch: Value) -> Result<bool> {
+    let Value::Object(patch) = patch else {
+        return Err(to_napi(AluviaError::Invalid("patch must be an object".into())));
+    };
+    blocking(move || {
+        let dir = lock_dir()?;
+        let me = std::process::id();
+        let mut failure = None;
+        let updated = dir
+            .update(&name, |lock| {
+                if lock.pid != me {
+                    return;
+                }
+                let Ok(Value::Object(mut current)) = serde_json::to_value(&*lock) else { return };
+                for (k, v) in patch {
+                    if k == "pid" {
+                        continue;
+                    }
+                    if v.is_null() {
+                        current.remove(&k);
+                    } else {
+                        current.insert(k, v);
+                    }
+                }
+                match serde_json::from_value(Value::Object(current)) {
+                    Ok(next) => *lock = next,
+                    Err(e) => failure = Some(e),
+                }
+            })
+            .map_err(to_napi)?;
+        if let Some(e) = failure {
+            return Err(json_err(e));
+        }
+        Ok(updated)
+    })
+    .await
+}
+
+/// Removes the lock file of `name` if it names `pid`; `true` when removed.
+#[napi]
+pub async fn session_remove(name: String, pid: u32) -> Result<bool> {
+    blocking(move || lock_dir()?.remove_if_owned(&name, pid).map_err(to_napi)).await
+}
+
+/// Removes the lock file of `name` if it names `pid`, synchronously (for exit paths).
+#[napi]
+pub fn session_remove_sync(name: String, pid: u32) -> Result<bool> {
+    lock_dir()?.remove_if_owned(&name, pid).map_err(to_napi)
+}
+
+/// The daemon log file of session `name`.
+#[napi]
+pub fn session_log_path(name: String) -> Result<String> {
+    Ok(lock_dir()?.log_path(&name).to_string_lossy().into_owned())
+}
+
+#[napi(object)]
+pub struct BindingDaemonSpawn {
+    /// The claimed session name: its lock's pid becomes the daemon's; the log is `cli-{name}.log`.
+    pub name: String,
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: std::collections::HashMap<String, String>,
+    pub cwd: String,
+    /// Default 60000.
+    pub ready_timeout_ms: Option<u32>,
+}
+
+/// Spawns the daemon of claimed session `name` and waits until it is ready
+/// (its pid), or fails with the CLI's error and `browserSession` + `logFile`.
+#[napi]
+pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<u32> {
+    let dir = lock_dir()?;
+    let log_path = dir.log_path(&spec.name);
+    let log_file = log_path.to_string_lossy().into_owned();
+    let name = spec.name.clone();
+    let launch = session::DaemonSpawn {
+        program: spec.program.into(),
+        args: spec.args,
+        env: spec.env.into_iter().collect(),
+        cwd: spec.cwd.into(),
+        log_path,
+        ready_timeout: spec
+            .ready_timeout_ms
+            .map(|ms| std::time::Duration::from_millis(ms.into()))
+            .unwrap_or(session::DEFAULT_READY_TIMEOUT),
+        claimed_lock: Some((dir.clone(), name.clone())),
+    };
+    match session::spawn_daemon(launch).await {
+        Ok(pid) => Ok(pid),
+        Err(e @ (session::LaunchError::DiedWhileStarting { .. } | session::LaunchError::Timeout { .. })) => {
+            Err(cli_error(serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file })))
+        }
+        Err(e @ session::LaunchError::Spawn(_)) => {
+            let _ = dir.remove(&name);
+            Err(to_napi(AluviaError::Internal(e.to_string())))
+        }
+    }
+}
+
+/// For the daemon, first thing: keeps its ready fd away from its children.
+#[napi]
+pub fn daemon_prepare_ready_fd() -> Result<()> {
+    session::prepare_ready_fd().map_err(|e| to_napi(AluviaError::Internal(e.to_string())))
+}
+
+/// For the daemon, after its final lock write: tells `session start` it is ready.
+#[napi]
+pub fn daemon_signal_ready() -> Result<()> {
+    session::signal_ready().map_err(|e| to_napi(AluviaError::Internal(e.to_string())))
+}
+
+#[napi]
+pub fn process_alive(pid: u32) -> bool {
+    session::is_process_alive(pid)
+}
+
+/// SIGTERM, up to `graceMs` of waiting, then SIGKILL (to the process group
+/// when it leads one): `exited`, `forceKilled` or `notRunning`.
+#[napi]
+pub async fn process_terminate(pid: u32, grace_ms: u32) -> Result<String> {
+    let outcome = session::terminate(pid, std::time::Duration::from_millis(grace_ms.into())).await.map_err(to_napi)?;
+    Ok(match outcome {
+        session::Termination::Exited => "exited",
+        session::Termination::ForceKilled => "forceKilled",
+        session::Termination::NotRunning => "notRunning",
+    }
+    .into())
 }
 
 // ---------------------------------------------------------------- emulator

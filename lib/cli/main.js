@@ -3,7 +3,19 @@
 const { parseArgs } = require('./args.js');
 const { COMMANDS, helpText } = require('./help.js');
 
-const VALUE_FLAGS = new Set(['port', 'gateway-port', 'site-port']);
+const commands = require('./commands.js');
+
+const VALUE_FLAGS = new Set([
+  'port',
+  'gateway-port',
+  'site-port',
+  'run',
+  'browser-session',
+  'connection-id',
+  'remove',
+  'start',
+  'end',
+]);
 
 function print(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -54,6 +66,52 @@ async function emulatorCommand(flags) {
   await emu.stop();
 }
 
+// A command's handler and its options from argv.
+function dispatch([command, sub, arg], flags) {
+  const env = process.env;
+  const browserSession = flags['browser-session'];
+  const keyMissing = commands.settings(env).error;
+  if (keyMissing && ['session', 'account', 'geos'].includes(command)) return { error: keyMissing };
+  switch (command) {
+    case 'session':
+      switch (sub) {
+        case 'start':
+          return commands.sessionStart({
+            url: arg,
+            autoUnblock: flags['auto-unblock'],
+            run: flags.run,
+            headful: flags.headful,
+            browserSession,
+            connectionId: flags['connection-id'],
+            disableBlockDetection: flags['disable-block-detection'],
+            env,
+          });
+        case 'close':
+          return commands.sessionClose({ browserSession, all: flags.all, env });
+        case 'list':
+          return commands.sessionList({ env });
+        case 'get':
+          return commands.sessionGet({ browserSession, env });
+        case 'rotate-ip':
+          return commands.sessionRotateIp({ browserSession, env });
+        case 'set-geo':
+          return commands.sessionSetGeo({ geo: arg, clear: flags.clear, browserSession, env });
+        case 'set-rules':
+          return commands.sessionSetRules({ rules: arg, remove: flags.remove, browserSession, env });
+        default:
+          return { error: `Unknown session subcommand: '${sub ?? ''}'. Run "aluvia help" for usage.` };
+      }
+    case 'account':
+      if (sub === undefined) return commands.account({ env });
+      if (sub === 'usage') return commands.accountUsage({ start: flags.start, end: flags.end, env });
+      return { error: `Unknown account subcommand: '${sub}'.` };
+    case 'geos':
+      return commands.geos({ env });
+    default:
+      return { error: `Unknown command: '${command}'. Run "aluvia help" for usage.` };
+  }
+}
+
 async function main(argv) {
   const { positionals, flags, help } = parseArgs(argv, VALUE_FLAGS);
   const [command] = positionals;
@@ -63,13 +121,13 @@ async function main(argv) {
       else process.stdout.write(`${helpText()}\n`);
       return;
     }
-    switch (command) {
-      case 'emulator':
-        await emulatorCommand(flags);
-        return;
-      default:
-        fail(`Unknown command: '${command}'. Run "aluvia help" for usage.`);
+    if (command === 'emulator') {
+      await emulatorCommand(flags);
+      return;
     }
+    const result = await dispatch(positionals, flags);
+    print(result);
+    if (result.error !== undefined) process.exitCode = 1;
   } catch (err) {
     fail(err?.message ?? String(err));
   }

@@ -90,8 +90,8 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Start Chromium and wait for its DevTools address.
-pub fn spawn(opts: &LaunchOptions) -> Result<Launched> {
+/// Start Chromium and wait (without blocking the runtime) for its DevTools address.
+pub async fn spawn(opts: &LaunchOptions) -> Result<Launched> {
     let proxy = opts.proxy_url.trim_start_matches("http://");
     let mut args: Vec<String> = vec![
         "--remote-debugging-port=0".into(),
@@ -114,6 +114,11 @@ pub fn spawn(opts: &LaunchOptions) -> Result<Launched> {
         "--disable-domain-reliability".into(),
         "--disable-breakpad".into(),
         "--no-pings".into(),
+        "--disable-extensions".into(),
+        "--disable-component-extensions-with-background-pages".into(),
+        "--disable-field-trial-config".into(),
+        "--no-service-autorun".into(),
+        "--disable-search-engine-choice-screen".into(),
         "--metrics-recording-only".into(),
         "--password-store=basic".into(),
         "--use-mock-keychain".into(),
@@ -156,7 +161,8 @@ pub fn spawn(opts: &LaunchOptions) -> Result<Launched> {
         let _ = child.kill();
         return Err(AluviaError::Internal("Chromium's stderr is not available".into()));
     };
-    let (tx, rx) = std::sync::mpsc::channel::<std::result::Result<String, String>>();
+    let (tx, rx) = tokio::sync::oneshot::channel::<std::result::Result<String, String>>();
+    let mut tx = Some(tx);
     std::thread::Builder::new()
         .name("aluvia-chromium-stderr".into())
         .spawn(move || {
@@ -171,7 +177,9 @@ pub fn spawn(opts: &LaunchOptions) -> Result<Launched> {
                     Ok(_) => {
                         if !sent {
                             if let Some(idx) = line.find("ws://") {
-                                let _ = tx.send(Ok(line[idx..].trim().to_string()));
+                                if let Some(tx) = tx.take() {
+                                    let _ = tx.send(Ok(line[idx..].trim().to_string()));
+                                }
                                 sent = true;
                             } else {
                                 tail.push(line.trim_end().to_string());
@@ -184,7 +192,9 @@ pub fn spawn(opts: &LaunchOptions) -> Result<Launched> {
                 }
             }
             if !sent {
-                let _ = tx.send(Err(tail.join(" | ")));
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(Err(tail.join(" | ")));
+                }
             }
         })
         .map_err(|e| AluviaError::Internal(format!("cannot start a thread: {e}")))?;
@@ -194,11 +204,12 @@ pub fn spawn(opts: &LaunchOptions) -> Result<Launched> {
         let _ = child.wait();
         AluviaError::Internal(msg)
     };
-    let ws_url = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(url)) => url,
-        Ok(Err(tail)) => {
+    let ws_url = match tokio::time::timeout(Duration::from_secs(30), rx).await {
+        Ok(Ok(Ok(url))) => url,
+        Ok(Ok(Err(tail))) => {
             return Err(fail(&mut child, format!("Chromium exited before it was ready: {tail}")));
         }
+        Ok(Err(_)) => return Err(fail(&mut child, "Chromium exited before it was ready".into())),
         Err(_) => return Err(fail(&mut child, "Chromium did not report its DevTools address within 30 s".into())),
     };
     let cdp_port = url::Url::parse(&ws_url).ok().and_then(|u| u.port()).unwrap_or(0);

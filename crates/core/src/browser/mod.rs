@@ -1,6 +1,7 @@
 //! Chromium through the local proxy, driven over CDP with chromiumoxide, with
 //! block detection on every page target.
 
+mod cdp;
 pub mod launch;
 mod watch;
 
@@ -9,12 +10,9 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chromiumoxide::cdp::browser_protocol::target::CreateTargetParams;
-use chromiumoxide::handler::HandlerConfig;
-use chromiumoxide::Browser;
-use futures::StreamExt;
-use tokio::sync::watch as tokio_watch;
-use tokio::task::JoinHandle;
+use serde_json::json;
+
+use self::cdp::Cdp;
 
 use crate::control::ControlPlane;
 use crate::detection::{DetectionConfig, DetectionResult};
@@ -32,6 +30,9 @@ pub struct DetectionEvent {
 
 pub type DetectionSink = Arc<dyn Fn(DetectionEvent) + Send + Sync>;
 
+/// A page attached before the connection was published, with its events.
+type EarlyPage = (cdp::Attached, tokio::sync::mpsc::UnboundedReceiver<cdp::Event>);
+
 pub struct BrowserOptions {
     pub proxy_url: String,
     pub headless: bool,
@@ -42,12 +43,10 @@ pub struct BrowserOptions {
 }
 
 pub struct BrowserSession {
-    browser: Arc<Browser>,
+    cdp: Cdp,
     child: Mutex<Option<Child>>,
     cdp_url: String,
     user_data_dir: PathBuf,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-    disconnected: tokio_watch::Receiver<bool>,
     detector: Arc<Detector>,
 }
 
@@ -71,7 +70,9 @@ impl BrowserSession {
             proxy_url: opts.proxy_url.clone(),
             headless: opts.headless,
             user_data_dir: user_data_dir.clone(),
-        }) {
+        })
+        .await
+        {
             Ok(l) => l,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&user_data_dir);
@@ -79,19 +80,27 @@ impl BrowserSession {
             }
         };
         let mut child = launched.child;
-        let config = HandlerConfig {
-            ignore_https_errors: false,
-            // Surfacing (and logging) messages chromiumoxide cannot parse keeps
-            // the page events flowing with newer Chromium releases.
-            ignore_invalid_messages: false,
-            viewport: None,
-            cache_enabled: true,
-            request_intercept: false,
-            request_timeout: Duration::from_secs(30),
-            ..HandlerConfig::default()
-        };
-        let (browser, mut handler) = match Browser::connect_with_config(launched.ws_url.clone(), config).await {
-            Ok(pair) => pair,
+        let detector = Arc::new(Detector::new(opts.detection, opts.control, opts.sink, opts.logger));
+        let watcher = Arc::clone(&detector);
+        let cdp_slot: Arc<Mutex<Option<Cdp>>> = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&cdp_slot);
+        // Pages attached before `connect` returns wait (paused) in this queue.
+        let early: Arc<Mutex<Vec<EarlyPage>>> = Arc::new(Mutex::new(Vec::new()));
+        let early_in = Arc::clone(&early);
+        let connected = Cdp::connect(&launched.ws_url, move |attached, events| {
+            let cdp = slot.lock().ok().and_then(|s| s.clone());
+            match cdp {
+                Some(cdp) => watch::on_attach(cdp, Arc::clone(&watcher), attached, events),
+                None => {
+                    if let Ok(mut q) = early_in.lock() {
+                        q.push((attached, events));
+                    }
+                }
+            }
+        })
+        .await;
+        let cdp = match connected {
+            Ok(cdp) => cdp,
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -99,32 +108,22 @@ impl BrowserSession {
                 return Err(AluviaError::Internal(format!("Failed to connect to Chromium over CDP: {e}")));
             }
         };
-        let (gone_tx, gone_rx) = tokio_watch::channel(false);
-        let logger = Arc::clone(&opts.logger);
-        let handler_task = tokio::spawn(async move {
-            while let Some(event) = handler.next().await {
-                if let Err(e) = event {
-                    let text = match &e {
-                        chromiumoxide::error::CdpError::InvalidMessage(t, err) => {
-                            format!("{err}: {}", t.chars().take(300).collect::<String>())
-                        }
-                        other => other.to_string(),
-                    };
-                    logger.debug(format!("cdp: {text}"));
-                }
+        {
+            // Hold the queue while publishing the connection, so that no page
+            // is attached in between and left behind.
+            let mut q = early.lock().map_err(|_| AluviaError::Internal("poisoned lock".into()))?;
+            if let Ok(mut s) = cdp_slot.lock() {
+                *s = Some(cdp.clone());
             }
-            let _ = gone_tx.send(true);
-        });
-        let browser = Arc::new(browser);
-        let detector = Arc::new(Detector::new(opts.detection, opts.control, opts.sink, opts.logger));
-        let watch_task = tokio::spawn(watch::watch_browser(Arc::clone(&browser), Arc::clone(&detector)));
+            for (attached, events) in q.drain(..) {
+                watch::on_attach(cdp.clone(), Arc::clone(&detector), attached, events);
+            }
+        }
         Ok(BrowserSession {
-            browser,
+            cdp,
             child: Mutex::new(Some(child)),
             cdp_url: format!("http://127.0.0.1:{}", launched.cdp_port),
             user_data_dir,
-            tasks: Mutex::new(vec![handler_task, watch_task]),
-            disconnected: gone_rx,
             detector,
         })
     }
@@ -141,42 +140,82 @@ impl BrowserSession {
         &self.detector
     }
 
+    /// The first attached page's session, waiting up to `wait` for one.
+    async fn first_page(&self, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(s) = self.cdp.page_sessions().into_iter().next() {
+                return Some(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Navigate the first page (opening one if there is none) and wait until
     /// the navigation is done.
     pub async fn goto_first(&self, url: &str) -> Result<()> {
-        let pages = self.browser.pages().await.unwrap_or_default();
-        let nav = |e: chromiumoxide::error::CdpError| AluviaError::Internal(format!("Navigation to {url} failed: {e}"));
-        match pages.into_iter().next() {
-            Some(page) => {
-                page.goto(url).await.map_err(nav)?;
-            }
+        let fail = |e: String| AluviaError::Internal(format!("Navigation to {url} failed: {e}"));
+        // Chromium starts with one tab; its attach may still be on the way.
+        let session = match self.first_page(Duration::from_secs(3)).await {
+            Some(s) => s,
             None => {
-                self.browser.new_page(CreateTargetParams::new(url)).await.map_err(nav)?;
+                self.cdp.call("Target.createTarget", None, json!({ "url": "about:blank" })).await.map_err(fail)?;
+                self.first_page(Duration::from_secs(2)).await.ok_or_else(|| fail("no page could be opened".into()))?
             }
+        };
+        let mut events = self.cdp.subscribe(&session).ok_or_else(|| fail("the page went away".into()))?;
+        // The watcher enables these too, maybe not yet: both calls are idempotent.
+        for (method, params) in
+            [("Page.enable", json!({})), ("Page.setLifecycleEventsEnabled", json!({ "enabled": true }))]
+        {
+            self.cdp.call(method, Some(&session), params).await.map_err(fail)?;
         }
-        Ok(())
+        let nav = self.cdp.call("Page.navigate", Some(&session), json!({ "url": url })).await.map_err(fail)?;
+        if let Some(err) = nav.get("errorText").and_then(|e| e.as_str()).filter(|e| !e.is_empty()) {
+            return Err(fail(err.to_string()));
+        }
+        // The load of this navigation (not of whatever the tab was loading before).
+        let loader = nav.get("loaderId").and_then(|l| l.as_str()).unwrap_or_default().to_string();
+        let loaded = async {
+            while let Some((method, p)) = events.recv().await {
+                let done = match method.as_str() {
+                    "Page.lifecycleEvent" => {
+                        p["name"] == "load" && (loader.is_empty() || p["loaderId"].as_str() == Some(loader.as_str()))
+                    }
+                    "Page.loadEventFired" => loader.is_empty(),
+                    _ => false,
+                };
+                if done {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(Duration::from_secs(60), loaded).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(fail("the page went away".into())),
+            Err(_) => Err(fail("no load event within 60 s".into())),
+        }
     }
 
     /// Resolves when the CDP connection to Chromium is gone (crash, window
     /// closed by the user, or close()).
     pub async fn wait_disconnected(&self) {
-        let mut rx = self.disconnected.clone();
-        let _ = rx.wait_for(|gone| *gone).await;
+        self.cdp.wait_gone().await;
     }
 
     pub fn is_disconnected(&self) -> bool {
-        *self.disconnected.borrow()
+        self.cdp.is_gone()
     }
 
     /// Close the browser: ask politely, then kill; remove the profile.
     pub async fn close(&self) {
         let child = self.child.lock().ok().and_then(|mut c| c.take());
         let Some(mut child) = child else { return };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            self.browser.execute(chromiumoxide::cdp::browser_protocol::browser::CloseParams::default()),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.cdp.call("Browser.close", None, json!({}))).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
             match child.try_wait() {
@@ -191,11 +230,6 @@ impl BrowserSession {
                 }
             }
         }
-        if let Ok(mut tasks) = self.tasks.lock() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
-        }
         let dir = self.user_data_dir.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     }
@@ -206,11 +240,6 @@ impl Drop for BrowserSession {
         if let Some(mut child) = self.child.lock().ok().and_then(|mut c| c.take()) {
             let _ = child.kill();
             let _ = child.wait();
-        }
-        if let Ok(mut tasks) = self.tasks.lock() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
         }
         let _ = std::fs::remove_dir_all(&self.user_data_dir);
     }

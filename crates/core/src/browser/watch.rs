@@ -1,21 +1,15 @@
 //! Block detection on every page target: pages we open, pages a script opens
 //! through Playwright, and pages another process opens over CDP.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
-use chromiumoxide::cdp::browser_protocol::network::{EventRequestWillBeSent, EventResponseReceived, ResourceType};
-use chromiumoxide::cdp::browser_protocol::page::{
-    EventDomContentEventFired, EventLifecycleEvent, EventLoadEventFired, EventNavigatedWithinDocument, ReloadParams,
-};
-use chromiumoxide::cdp::browser_protocol::target::{EventTargetCreated, TargetId};
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
-use chromiumoxide::{Browser, Page};
-use futures::StreamExt;
-use tokio::sync::watch;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
 
+use super::cdp::{Attached, Cdp, Event};
 use super::{DetectionEvent, DetectionSink};
 use crate::control::ControlPlane;
 use crate::detection::{
@@ -69,7 +63,7 @@ impl Detector {
     }
 
     /// Deliver one result: decide on auto-unblock, tell the sink, then act.
-    async fn emit(&self, mut result: DetectionResult, page: &Page) {
+    async fn emit(&self, mut result: DetectionResult, page: &PageRef) {
         let _turn = self.acting.lock().await;
         let decision = match self.unblocker.lock() {
             Ok(mut u) => u.decide(&result, &self.cfg),
@@ -82,7 +76,7 @@ impl Detector {
             self.logger.debug_line(line);
         }
         if let Some(sink) = &self.sink {
-            sink(DetectionEvent { target_id: page.target_id().inner().clone(), result: result.clone() });
+            sink(DetectionEvent { target_id: page.target_id.clone(), result: result.clone() });
         }
         if let UnblockDecision::AddRuleAndReload { hostname } = decision {
             let current = self.control.config().load().as_ref().map(|c| c.raw_rules.clone()).unwrap_or_default();
@@ -93,7 +87,7 @@ impl Detector {
                     self.logger.warn(format!("auto-unblock: could not add {hostname} to the rules: {e}"));
                 }
             }
-            if let Err(e) = page.execute(ReloadParams::default()).await {
+            if let Err(e) = page.call("Page.reload", json!({})).await {
                 self.logger.warn(format!("auto-unblock: could not reload the page on {hostname}: {e}"));
             } else {
                 self.logger.info(format!("auto-unblock: {hostname} now goes through the gateway; page reloaded"));
@@ -102,91 +96,75 @@ impl Detector {
     }
 }
 
-/// Watch every page target of the browser, now and later.
-pub(super) async fn watch_browser(browser: Arc<Browser>, detector: Arc<Detector>) {
-    let seen: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
-    let created = browser.event_listener::<EventTargetCreated>().await;
-    for page in browser.pages().await.unwrap_or_default() {
-        spawn_page(&seen, page.target_id().clone(), Some(page), &browser, &detector);
+/// A page target as our CDP session sees it.
+#[derive(Clone)]
+pub(super) struct PageRef {
+    cdp: Cdp,
+    session: String,
+    target_id: String,
+}
+
+impl PageRef {
+    async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+        self.cdp.call(method, Some(&self.session), params).await
     }
-    let Ok(mut created) = created else { return };
-    while let Some(ev) = created.next().await {
-        if ev.target_info.r#type == "page" {
-            spawn_page(&seen, ev.target_info.target_id.clone(), None, &browser, &detector);
+
+    /// Evaluate an expression in the main frame, returning its value.
+    async fn evaluate<T: serde::de::DeserializeOwned>(&self, expression: &str) -> Option<T> {
+        let out =
+            self.call("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true })).await.ok()?;
+        if out.get("exceptionDetails").is_some() {
+            return None;
         }
+        serde_json::from_value(out.get("result")?.get("value")?.clone()).ok()
+    }
+
+    async fn collect(&self, cfg: &DetectionConfig, with_inner_text: bool) -> Option<PageFacts> {
+        self.evaluate(&detection::collect_script(cfg, with_inner_text)).await
     }
 }
 
-fn spawn_page(
-    seen: &Arc<Mutex<HashSet<String>>>,
-    target_id: TargetId,
-    page: Option<Page>,
-    browser: &Arc<Browser>,
-    detector: &Arc<Detector>,
-) {
-    let fresh = seen.lock().map(|mut s| s.insert(target_id.inner().clone())).unwrap_or(false);
-    if !fresh {
-        return;
-    }
-    let browser = Arc::clone(browser);
-    let detector = Arc::clone(detector);
+/// Called by the CDP I/O task for every page attached: subscribe first (the
+/// receiver is already ours), then enable what we need and let the page run.
+pub(super) fn on_attach(cdp: Cdp, detector: Arc<Detector>, attached: Attached, events: mpsc::UnboundedReceiver<Event>) {
+    let page = PageRef { cdp, session: attached.session_id.clone(), target_id: attached.target_id.clone() };
     tokio::spawn(async move {
-        let t0 = Instant::now();
-        let page = match page {
-            Some(p) => Some(p),
-            None => get_page(&browser, &target_id).await,
-        };
-        match page {
-            Some(page) => {
-                detector.logger.debug(format!("watching page {} (attached in {:?})", target_id.inner(), t0.elapsed()));
-                watch_page(page, detector).await;
+        for (method, params) in [
+            ("Page.enable", json!({})),
+            ("Network.enable", json!({})),
+            ("Page.setLifecycleEventsEnabled", json!({ "enabled": true })),
+        ] {
+            if let Err(e) = page.call(method, params).await {
+                detector.logger.debug(format!("page {}: {method} failed: {e}", page.target_id));
             }
-            None => detector.logger.debug(format!("page {} could not be attached", target_id.inner())),
         }
+        if attached.waiting {
+            let _ = page.call("Runtime.runIfWaitingForDebugger", json!({})).await;
+        }
+        detector.logger.debug(format!("watching page {}", page.target_id));
+        watch_page(page, detector, events, !attached.waiting).await;
     });
 }
 
-async fn get_page(browser: &Browser, target_id: &TargetId) -> Option<Page> {
-    for _ in 0..200 {
-        if let Ok(page) = browser.get_page(target_id.clone()).await {
-            return Some(page);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn is_main_document(page: &Page, kind: Option<&ResourceType>, frame: Option<&str>) -> bool {
-    matches!(kind, Some(ResourceType::Document)) && frame == Some(page.target_id().inner().as_str())
+fn status_of(v: &Value) -> u16 {
+    v.get("status").and_then(Value::as_f64).map(|s| s as u16).unwrap_or(0)
 }
 
-fn response_facts(resp: &chromiumoxide::cdp::browser_protocol::network::Response) -> ResponseFacts {
+fn response_facts(resp: &Value) -> ResponseFacts {
     let headers = resp
-        .headers
-        .inner()
-        .as_object()
+        .get("headers")
+        .and_then(Value::as_object)
         .map(|h| {
             h.iter()
                 .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
                 .collect()
         })
         .unwrap_or_default();
-    ResponseFacts { status: u16::try_from(resp.status).unwrap_or(0), headers }
-}
-
-/// Evaluate an expression in the page's main frame, returning its value.
-async fn evaluate<T: serde::de::DeserializeOwned>(page: &Page, expression: &str) -> Option<T> {
-    let params = EvaluateParams::builder().expression(expression).return_by_value(true).build().ok()?;
-    let out = tokio::time::timeout(Duration::from_secs(10), page.execute(params)).await.ok()?.ok()?;
-    if out.result.exception_details.is_some() {
-        return None;
-    }
-    serde_json::from_value(out.result.result.value.clone()?).ok()
-}
-
-/// Evaluate the collection script in the page's main frame.
-async fn collect(page: &Page, cfg: &DetectionConfig, with_inner_text: bool) -> Option<PageFacts> {
-    evaluate(page, &detection::collect_script(cfg, with_inner_text)).await
+    ResponseFacts { status: status_of(resp), headers }
 }
 
 /// What one page navigation has seen so far.
@@ -200,102 +178,77 @@ struct Navigation {
     skip_full: bool,
 }
 
-async fn watch_page(page: Page, detector: Arc<Detector>) {
-    let (Ok(mut requests), Ok(mut responses), Ok(mut dcl), Ok(mut load), Ok(mut lifecycle), Ok(mut within)) = (
-        page.event_listener::<EventRequestWillBeSent>().await,
-        page.event_listener::<EventResponseReceived>().await,
-        page.event_listener::<EventDomContentEventFired>().await,
-        page.event_listener::<EventLoadEventFired>().await,
-        page.event_listener::<EventLifecycleEvent>().await,
-        page.event_listener::<EventNavigatedWithinDocument>().await,
-    ) else {
-        return;
-    };
+async fn watch_page(
+    page: PageRef,
+    detector: Arc<Detector>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    maybe_loaded: bool,
+) {
     let page = Arc::new(page);
-    let main_frame = page.target_id().inner().clone();
+    let main_frame = page.target_id.clone();
     let generation = Arc::new(AtomicU64::new(0));
     let (idle_tx, idle_rx) = watch::channel(String::new());
     let mut nav = Navigation::default();
     let mut pending_chain: Vec<RedirectHop> = Vec::new();
     let mut last_spa: Option<Instant> = None;
-    // A page may have loaded before we got to it (another client opened and
-    // navigated it at once): give it a full pass now.
-    if evaluate::<bool>(&page, "document.readyState === 'complete' && location.href !== 'about:blank'").await
-        == Some(true)
+    let full_pass = |nav: &Navigation| FullPass {
+        page: Arc::clone(&page),
+        detector: Arc::clone(&detector),
+        generation: Arc::clone(&generation),
+        expected: generation.load(Ordering::SeqCst),
+        url: nav.url.clone(),
+        response: nav.response.clone(),
+        chain: nav.chain.clone(),
+        loader: nav.loader.clone(),
+        idle: idle_rx.clone(),
+    };
+    // A page that existed before we attached may be loaded already.
+    if maybe_loaded
+        && page.evaluate::<bool>("document.readyState === 'complete' && location.href !== 'about:blank'").await
+            == Some(true)
     {
         nav.skip_full = true;
-        tokio::spawn(
-            FullPass {
-                page: Arc::clone(&page),
-                detector: Arc::clone(&detector),
-                generation: Arc::clone(&generation),
-                expected: generation.load(Ordering::SeqCst),
-                url: String::new(),
-                response: None,
-                chain: Vec::new(),
-                loader: String::new(),
-                idle: idle_rx.clone(),
-            }
-            .run(),
-        );
+        tokio::spawn(full_pass(&nav).run());
     }
-    loop {
-        tokio::select! {
-            Some(ev) = requests.next() => {
-                if is_main_document(&page, ev.r#type.as_ref(), ev.frame_id.as_ref().map(|f| f.inner().as_str())) {
-                    match &ev.redirect_response {
-                        Some(r) => pending_chain.push(RedirectHop { url: r.url.clone(), status_code: u16::try_from(r.status).unwrap_or(0) }),
-                        None => pending_chain.clear(),
-                    }
+    while let Some((method, p)) = events.recv().await {
+        let main_document = || str_of(&p, "type") == "Document" && str_of(&p, "frameId") == main_frame;
+        match method.as_str() {
+            "Network.requestWillBeSent" if main_document() => match p.get("redirectResponse") {
+                Some(r) => {
+                    pending_chain.push(RedirectHop { url: str_of(r, "url").to_string(), status_code: status_of(r) })
                 }
+                None => pending_chain.clear(),
+            },
+            "Network.responseReceived" if main_document() => {
+                generation.fetch_add(1, Ordering::SeqCst);
+                let resp = p.get("response").cloned().unwrap_or(Value::Null);
+                nav = Navigation {
+                    url: str_of(&resp, "url").to_string(),
+                    response: Some(response_facts(&resp)),
+                    chain: std::mem::take(&mut pending_chain),
+                    loader: str_of(&p, "loaderId").to_string(),
+                    ..Navigation::default()
+                };
             }
-            Some(ev) = responses.next() => {
-                if is_main_document(&page, Some(&ev.r#type), ev.frame_id.as_ref().map(|f| f.inner().as_str())) {
-                    generation.fetch_add(1, Ordering::SeqCst);
-                    nav = Navigation {
-                        url: ev.response.url.clone(),
-                        response: Some(response_facts(&ev.response)),
-                        chain: std::mem::take(&mut pending_chain),
-                        loader: ev.loader_id.inner().clone(),
-                        ..Navigation::default()
-                    };
-                }
-            }
-            Some(_) = dcl.next() => {
+            "Page.domContentEventFired" => {
                 if let (false, Some(resp)) = (nav.fast_done, nav.response.as_ref()) {
                     nav.fast_done = true;
                     let result = detection::fast_pass(&nav.url, resp, &nav.chain, &detector.cfg);
-                    if result.score >= 0.9 {
+                    if detection::fast_pass_is_decisive(&result) {
                         nav.skip_full = true;
                         detector.emit(result, &page).await;
                     }
                 }
             }
-            Some(_) = load.next() => {
-                if nav.skip_full {
-                    continue;
-                }
+            "Page.loadEventFired" if !nav.skip_full => {
                 nav.skip_full = true;
-                let task = FullPass {
-                    page: Arc::clone(&page),
-                    detector: Arc::clone(&detector),
-                    generation: Arc::clone(&generation),
-                    expected: generation.load(Ordering::SeqCst),
-                    url: nav.url.clone(),
-                    response: nav.response.clone(),
-                    chain: nav.chain.clone(),
-                    loader: nav.loader.clone(),
-                    idle: idle_rx.clone(),
-                };
-                tokio::spawn(task.run());
+                tokio::spawn(full_pass(&nav).run());
             }
-            Some(ev) = lifecycle.next() => {
-                if ev.frame_id.inner() == &main_frame && ev.name == "networkIdle" {
-                    let _ = idle_tx.send(ev.loader_id.inner().clone());
-                }
+            "Page.lifecycleEvent" if str_of(&p, "frameId") == main_frame && str_of(&p, "name") == "networkIdle" => {
+                let _ = idle_tx.send(str_of(&p, "loaderId").to_string());
             }
-            Some(ev) = within.next() => {
-                if ev.frame_id.inner() != &main_frame {
+            "Page.navigatedWithinDocument" => {
+                if str_of(&p, "frameId") != main_frame {
                     continue;
                 }
                 let now = Instant::now();
@@ -305,23 +258,23 @@ async fn watch_page(page: Page, detector: Arc<Detector>) {
                 last_spa = Some(now);
                 let page = Arc::clone(&page);
                 let detector = Arc::clone(&detector);
-                let url = ev.url.clone();
+                let url = str_of(&p, "url").to_string();
                 tokio::spawn(async move {
                     // Let the view render before reading it.
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    if let Some(facts) = collect(&page, &detector.cfg, false).await {
+                    if let Some(facts) = page.collect(&detector.cfg, false).await {
                         let result = detection::spa_pass(&url, &facts, &detector.cfg);
                         detector.emit(result, &page).await;
                     }
                 });
             }
-            else => break,
+            _ => {}
         }
     }
 }
 
 struct FullPass {
-    page: Arc<Page>,
+    page: Arc<PageRef>,
     detector: Arc<Detector>,
     generation: Arc<AtomicU64>,
     expected: u64,
@@ -341,26 +294,26 @@ impl FullPass {
         if self.response.is_none() {
             // We attached after the document response: recover what the page knows.
             let script = "({ href: location.href, status: ((performance.getEntriesByType('navigation')[0]) || {}).responseStatus || 0 })";
-            let Some(info) = evaluate::<serde_json::Value>(&self.page, script).await else { return };
-            if let Some(href) = info.get("href").and_then(|h| h.as_str()) {
-                self.url = href.to_string();
-            }
-            let status = info.get("status").and_then(|s| s.as_u64()).and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+            let Some(info) = self.page.evaluate::<Value>(script).await else { return };
+            self.url = str_of(&info, "href").to_string();
+            let status = status_of(&json!({ "status": info.get("status").cloned().unwrap_or(Value::Null) }));
             if status > 0 {
                 self.response = Some(ResponseFacts { status, headers: Vec::new() });
             }
         }
         let cap = Duration::from_millis(self.detector.cfg.network_idle_timeout_ms);
         let loader = self.loader.clone();
-        let _ = tokio::time::timeout(cap, self.idle.wait_for(|l| *l == loader)).await;
+        if !loader.is_empty() {
+            let _ = tokio::time::timeout(cap, self.idle.wait_for(|l| *l == loader)).await;
+        }
         if !self.current() {
             return;
         }
         let cfg = &self.detector.cfg;
-        let Some(facts) = collect(&self.page, cfg, false).await else { return };
+        let Some(facts) = self.page.collect(cfg, false).await else { return };
         let (mut result, recheck) = detection::full_pass(&self.url, self.response.as_ref(), &facts, &self.chain, cfg);
         if recheck {
-            if let Some(inner) = collect(&self.page, cfg, true).await {
+            if let Some(inner) = self.page.collect(cfg, true).await {
                 result = detection::rescore_with_inner_text(&result, &inner, &self.url, &self.chain, cfg);
             }
         }

@@ -19,6 +19,8 @@ mod dir;
 mod lock;
 mod naming;
 mod process;
+mod resolve;
+mod sync;
 
 pub use daemon::{
     prepare_ready_fd, signal_ready, spawn_daemon, DaemonSpawn, LaunchError, DEFAULT_READY_TIMEOUT, READY_FD_ENV,
@@ -27,6 +29,8 @@ pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
 pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead};
 pub use naming::{generate_name, validate_session_name, NameState, ADJECTIVES, MAX_NAME_ATTEMPTS, NOUNS};
 pub use process::{is_process_alive, kill_when_parent_dies, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL};
+pub use resolve::{resolve_session, Purpose, ResolveError};
+pub use sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
 
 #[cfg(test)]
 pub(crate) mod testutil {

@@ -1,0 +1,168 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { sdk, root, serve, require } from './helpers.mjs';
+import { Sandbox, processes } from './sessions.mjs';
+
+const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
+const { StdioClientTransport } = require('@modelcontextprotocol/sdk/client/stdio.js');
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+
+const TOOL_NAMES = [
+  'session_start',
+  'session_close',
+  'session_list',
+  'session_get',
+  'session_rotate_ip',
+  'session_set_geo',
+  'session_set_rules',
+  'account_get',
+  'account_usage',
+  'geos_list',
+];
+
+let emu;
+let site;
+let box;
+
+before(async () => {
+  emu = await sdk.startEmulator();
+  site = await serve((req, res) => {
+    res.setHeader('content-type', 'text/html');
+    res.end(`<title>Local ${req.url}</title><p>${'A calm page about nothing in particular. '.repeat(20)}</p>`);
+  });
+  box = new Sandbox(emu, 'mcp');
+});
+
+after(async () => {
+  await box?.dispose();
+  await site?.close();
+  await emu?.stop();
+});
+
+async function connectClient(env = {}) {
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [join(root, 'bin', 'aluvia-mcp.js')],
+    env: { ...process.env, ...box.env, ...env },
+    stderr: 'pipe',
+  });
+  let stderr = '';
+  transport.stderr?.on('data', (c) => (stderr += c));
+  const client = new Client({ name: 'aluvia-test', version: '1.0.0' });
+  await client.connect(transport);
+  return { client, stderr: () => stderr };
+}
+
+async function call(client, name, args = {}) {
+  const res = await client.callTool({ name, arguments: args });
+  assert.equal(res.content.length, 1);
+  assert.equal(res.content[0].type, 'text');
+  return { isError: Boolean(res.isError), json: JSON.parse(res.content[0].text) };
+}
+
+test('the server lists exactly the ten tools with their parameter schemas', async () => {
+  const { client, stderr } = await connectClient();
+  try {
+    assert.equal(client.getServerVersion().name, 'aluvia');
+    assert.equal(client.getServerVersion().version, pkg.version);
+    const { tools } = await client.listTools();
+    assert.deepEqual(tools.map((t) => t.name).sort(), [...TOOL_NAMES].sort());
+    const schema = (n) => tools.find((t) => t.name === n).inputSchema;
+    assert.deepEqual(schema('session_start').required, ['url']);
+    assert.equal(schema('session_start').properties.connectionId.type, 'integer');
+    for (const p of ['url', 'browserSession']) assert.equal(schema('session_start').properties[p].type, 'string');
+    for (const p of ['headful', 'autoUnblock', 'disableBlockDetection']) {
+      assert.equal(schema('session_start').properties[p].type, 'boolean');
+    }
+    assert.deepEqual(Object.keys(schema('session_close').properties).sort(), ['all', 'browserSession']);
+    assert.deepEqual(Object.keys(schema('session_set_geo').properties).sort(), ['browserSession', 'clear', 'geo']);
+    assert.deepEqual(Object.keys(schema('session_set_rules').properties).sort(), ['browserSession', 'remove', 'rules']);
+    assert.deepEqual(Object.keys(schema('account_usage').properties).sort(), ['end', 'start']);
+    for (const n of ['session_list', 'account_get', 'geos_list']) assert.deepEqual(schema(n).properties, {});
+    assert.match(stderr(), /Aluvia MCP server running on stdio/);
+  } finally {
+    await client.close();
+  }
+});
+
+test('account, usage and geos on the happy path; the documented errors', async () => {
+  const { client } = await connectClient();
+  try {
+    const account = await call(client, 'account_get');
+    assert.equal(account.isError, false);
+    assert.equal(typeof account.json.account.account_id, 'number');
+    const usage = await call(client, 'account_usage', { start: '2026-01-01' });
+    assert.equal(usage.isError, false);
+    assert.equal(usage.json.usage.start, '2026-01-01');
+    const geos = await call(client, 'geos_list');
+    assert.ok(geos.json.geos.some((g) => g.code === 'us_ca'));
+    assert.equal(geos.json.count, geos.json.geos.length);
+
+    assert.deepEqual(await call(client, 'session_start', {}), { isError: true, json: { error: 'URL is required.' } });
+    const none = await call(client, 'session_get');
+    assert.equal(none.isError, true);
+    assert.equal(none.json.error, 'No running browser sessions found.');
+  } finally {
+    await client.close();
+  }
+  const { client: keyless } = await connectClient({ ALUVIA_API_KEY: '' });
+  try {
+    const r = await call(keyless, 'geos_list');
+    assert.deepEqual(r, { isError: true, json: { error: 'ALUVIA_API_KEY environment variable is required.' } });
+  } finally {
+    await keyless.close();
+  }
+});
+
+test('two parallel session_start calls, the session tools, ambiguity, close all: no Chromium remains', async () => {
+  const { client } = await connectClient();
+  try {
+    const [a, b] = await Promise.all([
+      call(client, 'session_start', { url: `${site.url}/a`, browserSession: 'mcp-a' }),
+      call(client, 'session_start', { url: `${site.url}/b`, browserSession: 'mcp-b', autoUnblock: true }),
+    ]);
+    assert.equal(a.isError, false, JSON.stringify(a.json));
+    assert.equal(b.isError, false, JSON.stringify(b.json));
+    assert.equal(a.json.browserSession, 'mcp-a');
+    assert.equal(b.json.autoUnblock, true);
+    const list = await call(client, 'session_list');
+    assert.deepEqual(list.json.sessions.map((s) => s.browserSession).sort(), ['mcp-a', 'mcp-b']);
+
+    const ambiguous = await call(client, 'session_get');
+    assert.equal(ambiguous.isError, true);
+    assert.equal(ambiguous.json.error, 'Multiple sessions running. Specify --browser-session <name>.');
+    assert.deepEqual([...ambiguous.json.browserSessions].sort(), ['mcp-a', 'mcp-b']);
+
+    const got = await call(client, 'session_get', { browserSession: 'mcp-a' });
+    assert.equal(got.isError, false);
+    assert.equal(got.json.browserSession, 'mcp-a');
+    assert.ok('lastDetection' in got.json);
+
+    const rotated = await call(client, 'session_rotate_ip', { browserSession: 'mcp-a' });
+    assert.match(rotated.json.sessionId, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    const geo = await call(client, 'session_set_geo', { browserSession: 'mcp-a', geo: 'us_ny' });
+    assert.equal(geo.json.targetGeo, 'us_ny');
+    const both = await call(client, 'session_set_geo', { browserSession: 'mcp-a', geo: 'us_ny', clear: true });
+    assert.equal(both.isError, true);
+    const cleared = await call(client, 'session_set_geo', { browserSession: 'mcp-a', clear: true });
+    assert.equal(cleared.json.targetGeo, null);
+    const rules = await call(client, 'session_set_rules', { browserSession: 'mcp-b', rules: 'a.com,b.com' });
+    assert.deepEqual(rules.json.rules.slice(-2), ['a.com', 'b.com']);
+    const removed = await call(client, 'session_set_rules', { browserSession: 'mcp-b', remove: 'a.com' });
+    assert.ok(!removed.json.rules.includes('a.com'));
+
+    const pids = list.json.sessions.map((s) => s.pid);
+    const closed = await call(client, 'session_close', { all: true });
+    assert.equal(closed.isError, false);
+    assert.equal(closed.json.message, 'All browser sessions closed.');
+    assert.deepEqual([...closed.json.closed].sort(), ['mcp-a', 'mcp-b']);
+    assert.equal(closed.json.count, 2);
+    for (const pid of pids) assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' });
+    assert.equal(processes().filter((p) => p.args.includes(box.tmp)).length, 0, 'no Chromium of these sessions remains');
+    assert.deepEqual((await call(client, 'session_list')).json, { sessions: [], count: 0 });
+  } finally {
+    await client.close();
+  }
+});

@@ -1,0 +1,143 @@
+//! Keeps a running daemon's lock file current: `lastDetection` on every
+//! detection result, and (ours) `traffic` at most once per interval when it
+//! changed. One task does every write, in order, off the async threads.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::dir::LockDir;
+use crate::browser::{DetectionEvent, DetectionSink};
+use crate::detection::last_detection_json;
+
+/// How often `traffic` is refreshed in the lock file (at most).
+pub const TRAFFIC_INTERVAL: Duration = Duration::from_secs(1);
+
+enum Write {
+    Detection(Value),
+    Traffic(Value),
+}
+
+/// The writer task; dropping it (or calling [`LockSync::stop`]) ends it.
+pub struct LockSync {
+    task: JoinHandle<()>,
+}
+
+impl LockSync {
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for LockSync {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Starts the writer for lock `name` owned by `pid` (a lock file that is
+/// missing, corrupt or claimed by another pid is left alone). Returns the
+/// detection sink to hand to the client and the task. `traffic` is polled
+/// every `interval`. Must be called within a tokio runtime.
+pub fn start_lock_sync(
+    dir: LockDir,
+    name: String,
+    pid: u32,
+    interval: Duration,
+    traffic: impl Fn() -> Option<Value> + Send + 'static,
+) -> (DetectionSink, LockSync) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
+    let sink_tx = tx.clone();
+    let sink: DetectionSink = std::sync::Arc::new(move |event: DetectionEvent| {
+        let _ = sink_tx.send(Write::Detection(last_detection_json(&event.result, now_ms())));
+    });
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_traffic: Option<Value> = None;
+        loop {
+            let write = tokio::select! {
+                w = rx.recv() => match w { Some(w) => w, None => return },
+                _ = tick.tick() => match traffic() {
+                    Some(t) if last_traffic.as_ref() != Some(&t) => Write::Traffic(t),
+                    _ => continue,
+                },
+            };
+            if let Write::Traffic(t) = &write {
+                last_traffic = Some(t.clone());
+            }
+            let dir = dir.clone();
+            let name = name.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                dir.update(&name, |lock| {
+                    if lock.pid != pid {
+                        return;
+                    }
+                    match write {
+                        Write::Detection(d) => lock.last_detection = Some(d),
+                        Write::Traffic(t) => lock.traffic = Some(t),
+                    }
+                })
+            })
+            .await;
+        }
+    });
+    drop(tx);
+    (sink, LockSync { task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::testutil::TempDir;
+    use crate::session::LockData;
+    use crate::session::LockRead;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn session_lock_sync_writes_traffic_when_changed() {
+        let tmp = TempDir::new("sync");
+        let dir = tmp.lock_dir();
+        let pid = std::process::id();
+        dir.write("s", &LockData { pid, ready: Some(true), ..LockData::default() }).unwrap();
+        let counter = Arc::new(AtomicU64::new(1));
+        let c = Arc::clone(&counter);
+        let (_sink, sync) = start_lock_sync(dir.clone(), "s".into(), pid, Duration::from_millis(20), move || {
+            Some(serde_json::json!({ "bytes": c.load(Ordering::Relaxed) }))
+        });
+        let read = |dir: &LockDir| match dir.read("s").unwrap() {
+            Some(LockRead::Valid(d)) => d,
+            other => panic!("{other:?}"),
+        };
+        for _ in 0..100 {
+            if read(&dir).traffic.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(read(&dir).traffic, Some(serde_json::json!({ "bytes": 1 })));
+        counter.store(2, Ordering::Relaxed);
+        for _ in 0..100 {
+            if read(&dir).traffic == Some(serde_json::json!({ "bytes": 2 })) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(read(&dir).traffic, Some(serde_json::json!({ "bytes": 2 })));
+        assert_eq!(read(&dir).ready, Some(true));
+        sync.stop();
+        // Another owner's lock is left alone.
+        dir.write("s", &LockData { pid: pid + 1, ..LockData::default() }).unwrap();
+        let (_sink, _sync) =
+            start_lock_sync(dir.clone(), "s".into(), pid, Duration::from_millis(5), || Some(Value::from(1)));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(read(&dir).traffic, None);
+    }
+}

@@ -1,0 +1,284 @@
+'use strict';
+
+// The CLI's command handlers. Each takes a plain options object and resolves
+// to the one JSON object the command prints: `{ error, ...context }` on
+// failure, never throwing, printing or exiting, so that the MCP server can
+// call them concurrently. Files, processes and names are handled by the
+// native engine (src/lib.rs → crates/core/src/session).
+
+const path = require('node:path');
+const { randomUUID } = require('node:crypto');
+const native = require('../native.js');
+const { mapped, CliError } = require('../errors.js');
+
+const DAEMON = path.join(__dirname, 'daemon.js');
+/** `session close`: how long to wait after SIGTERM before SIGKILL. */
+const CLOSE_GRACE_MS = 10_000;
+
+const ENV_KEYS = [
+  'ALUVIA_API_KEY',
+  'ALUVIA_API_BASE_URL',
+  'ALUVIA_GATEWAY_HOST',
+  'ALUVIA_GATEWAY_PORT',
+  'ALUVIA_GATEWAY_PROTOCOL',
+];
+
+/** Client/API options from the environment, or `{ error }` without a key. */
+function settings(env = process.env) {
+  const apiKey = env.ALUVIA_API_KEY;
+  if (!apiKey || !apiKey.trim()) return { error: 'ALUVIA_API_KEY environment variable is required.' };
+  const port = env.ALUVIA_GATEWAY_PORT;
+  return {
+    apiKey,
+    apiBaseUrl: env.ALUVIA_API_BASE_URL || undefined,
+    gatewayHost: env.ALUVIA_GATEWAY_HOST || undefined,
+    gatewayPort: port ? Number(port) : undefined,
+    gatewayProtocol: env.ALUVIA_GATEWAY_PROTOCOL || undefined,
+  };
+}
+
+function apiFor(s) {
+  const { AluviaApi } = require('../api.js');
+  return new AluviaApi({ apiKey: s.apiKey, apiBaseUrl: s.apiBaseUrl });
+}
+
+/** An error as the CLI prints it. */
+function failure(err) {
+  if (err instanceof CliError) return { ...err.output };
+  return { error: err?.message ?? String(err) };
+}
+
+/** Runs `body(settings)` after the key check; any throw becomes `{ error }`. */
+async function guarded(o, body) {
+  const s = settings(o?.env);
+  if (s.error) return s;
+  try {
+    return await body(s);
+  } catch (err) {
+    return failure(err);
+  }
+}
+
+const resolve = (name, purpose) => mapped(() => native.sessionResolve(name ?? null, purpose));
+
+/** The fields `session list` shows for a lock file. */
+function listFields(lock) {
+  return {
+    browserSession: lock.session,
+    pid: lock.pid,
+    startUrl: lock.url ?? null,
+    cdpUrl: lock.cdpUrl ?? null,
+    connectionId: lock.connectionId ?? null,
+    blockDetection: lock.blockDetection ?? null,
+    autoUnblock: lock.autoUnblock ?? null,
+  };
+}
+
+function parseConnectionId(v) {
+  if (v === undefined) return undefined;
+  const text = v === true ? '' : String(v);
+  if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
+    throw new CliError({ error: `Invalid --connection-id: '${text}' must be a positive integer.` });
+  }
+  return Number(text);
+}
+
+/**
+ * `session start <url>`: claims a name, spawns the daemon and waits (60 s at
+ * most) until its browser has navigated. Options: url, autoUnblock, run,
+ * headful, browserSession, connectionId, disableBlockDetection, cwd, env,
+ * readyTimeoutMs.
+ */
+function sessionStart(o = {}) {
+  return guarded(o, async () => {
+    if (!o.url || o.url === true) return { error: 'URL is required. Usage: aluvia session start <url> [options]' };
+    const connectionId = parseConnectionId(o.connectionId);
+    const blockDetection = !o.disableBlockDetection;
+    const autoUnblock = blockDetection && Boolean(o.autoUnblock);
+    const cwd = o.cwd ?? process.cwd();
+    const run = o.run && o.run !== true ? path.resolve(cwd, String(o.run)) : undefined;
+    const requested = o.browserSession === undefined ? null : String(o.browserSession === true ? '' : o.browserSession);
+    const name = await mapped(() => native.sessionClaim(requested, { pid: 0, blockDetection, autoUnblock }));
+    const env = {};
+    const source = o.env ?? process.env;
+    for (const k of ENV_KEYS) if (source[k] !== undefined) env[k] = source[k];
+    const spec = { name, url: String(o.url), blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run };
+    const pid = await mapped(() =>
+      native.daemonSpawn({
+        name,
+        program: process.execPath,
+        args: [DAEMON, JSON.stringify(spec)],
+        env,
+        cwd,
+        readyTimeoutMs: o.readyTimeoutMs,
+      }),
+    );
+    // With --run the daemon may already be done (and its lock gone).
+    const lock = (await mapped(() => native.sessionRead(name))) ?? {};
+    return {
+      browserSession: name,
+      pid,
+      startUrl: lock.url ?? spec.url,
+      cdpUrl: lock.cdpUrl ?? null,
+      connectionId: lock.connectionId ?? null,
+      blockDetection,
+      autoUnblock,
+    };
+  });
+}
+
+async function closeOne(lock) {
+  const outcome = await mapped(() => native.processTerminate(lock.pid, CLOSE_GRACE_MS));
+  await mapped(() => native.sessionRemove(lock.session, lock.pid));
+  return outcome;
+}
+
+/** `session close`: options browserSession, all, env. */
+function sessionClose(o = {}) {
+  return guarded(o, async () => {
+    if (o.all) {
+      const { sessions } = await mapped(() => native.sessionList());
+      if (sessions.length === 0) return { error: 'No running browser sessions found.', closed: [], count: 0 };
+      await Promise.all(sessions.map(closeOne));
+      const closed = sessions.map((s) => s.session);
+      return { message: 'All browser sessions closed.', closed, count: closed.length };
+    }
+    const lock = await resolve(o.browserSession, 'close');
+    const outcome = await closeOne(lock);
+    if (outcome === 'notRunning') {
+      return { browserSession: lock.session, message: 'Browser process was not running. Lock file cleaned up.' };
+    }
+    return {
+      browserSession: lock.session,
+      pid: lock.pid,
+      message: outcome === 'forceKilled' ? 'Browser session force-killed.' : 'Browser session closed.',
+      startUrl: lock.url ?? null,
+      cdpUrl: lock.cdpUrl ?? null,
+      connectionId: lock.connectionId ?? null,
+    };
+  });
+}
+
+/** `session list`: live sessions; lock files that are not valid are reported under `corrupt`. */
+function sessionList(o = {}) {
+  return guarded(o, async () => {
+    const { sessions, corrupt } = await mapped(() => native.sessionList());
+    const out = { sessions: sessions.map(listFields), count: sessions.length };
+    if (corrupt.length) out.corrupt = corrupt.map((c) => ({ browserSession: c.name, error: c.reason }));
+    return out;
+  });
+}
+
+/** `session get`: list fields, lastDetection, the API's connection, and (ours) traffic. */
+function sessionGet(o = {}) {
+  return guarded(o, async (s) => {
+    const lock = await resolve(o.browserSession, 'get');
+    const out = { ...listFields(lock), lastDetection: lock.lastDetection ?? null };
+    if (lock.connectionId != null) {
+      try {
+        out.connection = await apiFor(s).account.connections.get(lock.connectionId);
+      } catch {
+        // Left out when the API call fails.
+      }
+    }
+    out.traffic = lock.traffic ?? [];
+    return out;
+  });
+}
+
+/** `session rotate-ip`: a new session id (UUID v4) on the session's connection. */
+function sessionRotateIp(o = {}) {
+  return guarded(o, async (s) => {
+    const lock = await resolve(o.browserSession, 'update');
+    const sessionId = randomUUID();
+    await apiFor(s).account.connections.patch(lock.connectionId, { session_id: sessionId });
+    return { browserSession: lock.session, connectionId: lock.connectionId, sessionId };
+  });
+}
+
+/** `session set-geo <geo>` / `--clear`: options geo, clear, browserSession. */
+function sessionSetGeo(o = {}) {
+  return guarded(o, async (s) => {
+    let targetGeo = null;
+    if (o.clear && o.geo !== undefined && o.geo !== true) {
+      return { error: 'Cannot both set and clear the geo. Use either <geo> or --clear, not both.' };
+    }
+    if (!o.clear) {
+      if (o.geo === undefined || o.geo === true) {
+        return { error: 'Geo code is required. Usage: aluvia session set-geo <geo> [--browser-session <name>]' };
+      }
+      targetGeo = String(o.geo).trim();
+      if (!targetGeo) return { error: 'Geo code cannot be empty. Provide a valid geo code or use --clear.' };
+    }
+    const lock = await resolve(o.browserSession, 'update');
+    await apiFor(s).account.connections.patch(lock.connectionId, { target_geo: targetGeo });
+    return { browserSession: lock.session, connectionId: lock.connectionId, targetGeo };
+  });
+}
+
+function splitRules(v) {
+  if (v === undefined || v === true) return [];
+  return String(v)
+    .split(',')
+    .map((r) => r.trim())
+    .filter(Boolean);
+}
+
+/** `session set-rules <a,b>` / `--remove <a,b>`: options rules, remove, browserSession. */
+function sessionSetRules(o = {}) {
+  return guarded(o, async (s) => {
+    const add = splitRules(o.rules);
+    const remove = splitRules(o.remove);
+    if (add.length && remove.length) {
+      return { error: 'Cannot both append and remove rules. Use either <rules> or --remove <rules>, not both.' };
+    }
+    if (!add.length && !remove.length) {
+      return { error: 'Rules are required. Usage: aluvia session set-rules <rules> [--browser-session <name>]' };
+    }
+    const lock = await resolve(o.browserSession, 'update');
+    const api = apiFor(s);
+    const current = (await api.account.connections.get(lock.connectionId))?.rules ?? [];
+    const rules = add.length ? [...new Set([...current, ...add])] : current.filter((r) => !remove.includes(r));
+    const patched = await api.account.connections.patch(lock.connectionId, { rules });
+    const result = Array.isArray(patched?.rules) ? patched.rules : rules;
+    return { browserSession: lock.session, connectionId: lock.connectionId, rules: result, count: result.length };
+  });
+}
+
+/** `account`. */
+function account(o = {}) {
+  return guarded(o, async (s) => ({ account: await apiFor(s).account.get() }));
+}
+
+/** `account usage`: options start, end (ISO 8601). */
+function accountUsage(o = {}) {
+  return guarded(o, async (s) => {
+    const params = {};
+    if (o.start !== undefined && o.start !== true) params.start = String(o.start);
+    if (o.end !== undefined && o.end !== true) params.end = String(o.end);
+    return { usage: await apiFor(s).account.usage.get(params) };
+  });
+}
+
+/** `geos`. */
+function geos(o = {}) {
+  return guarded(o, async (s) => {
+    const list = (await apiFor(s).geos.list()) ?? [];
+    const out = list.map((g) => ({ code: g.code, label: g.label }));
+    return { geos: out, count: out.length };
+  });
+}
+
+module.exports = {
+  settings,
+  sessionStart,
+  sessionClose,
+  sessionList,
+  sessionGet,
+  sessionRotateIp,
+  sessionSetGeo,
+  sessionSetRules,
+  account,
+  accountUsage,
+  geos,
+};
