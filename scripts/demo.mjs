@@ -11,6 +11,10 @@ const require = createRequire(import.meta.url);
 const { startEmulator, AluviaApi, AluviaClient } = require('../lib/index.js');
 const { emulatorExitAddress } = require('../lib/emulator.js');
 
+const { connect } = require('../lib/index.js');
+const { execFileSync } = await import('node:child_process');
+const cliPath = new URL('../bin/aluvia.js', import.meta.url).pathname;
+
 const step = (title) => console.log(`\n== ${title}`);
 const show = (label, value) => console.log(`${label}: ${typeof value === 'string' ? value : JSON.stringify(value)}`);
 
@@ -120,6 +124,8 @@ try {
     await session.close();
   }
 
+  await cliStory();
+
   step('geos.list()');
   show('geos', (await api.geos.list()).map((g) => g.code).join(', '));
 
@@ -131,3 +137,56 @@ try {
   site.close();
 }
 console.log('\nDone.');
+
+// The same story through the CLI, as an agent would drive it.
+async function cliStory() {
+  const env = {
+    ...process.env,
+    ALUVIA_API_KEY: emu.apiKey,
+    ALUVIA_API_BASE_URL: emu.apiBaseUrl,
+    ALUVIA_GATEWAY_HOST: emu.gatewayHost,
+    ALUVIA_GATEWAY_PORT: String(emu.gatewayPort),
+  };
+  const aluvia = (...args) => {
+    console.log(`$ aluvia ${args.join(' ')}`);
+    let out;
+    try {
+      out = execFileSync(process.execPath, [cliPath, ...args], { env, encoding: 'utf8' });
+    } catch (err) {
+      out = err.stdout;
+    }
+    const json = JSON.parse(out);
+    console.log(JSON.stringify(json, null, 2));
+    return json;
+  };
+  const name = `demo-${process.pid}`;
+  step('CLI: start a background session on the protected site, with auto-unblock');
+  aluvia('session', 'start', emu.siteUrl, '--auto-unblock', '--browser-session', name);
+  try {
+    // The first verdict is `blocked` (direct); auto-unblock adds the rule and
+    // reloads through the gateway; the next verdict is `clear`.
+    let got;
+    for (let i = 0; i < 100; i++) {
+      got = JSON.parse(
+        execFileSync(process.execPath, [cliPath, 'session', 'get', '--browser-session', name], { env, encoding: 'utf8' }),
+      );
+      if (got.lastDetection?.blockStatus === 'clear' && got.connection?.rules?.length) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    step('CLI: session get — the block, the rule added, the reload through the gateway, the traffic split');
+    aluvia('session', 'get', '--browser-session', name);
+
+    step('CLI: rotate the IP, then target a geo');
+    aluvia('session', 'rotate-ip', '--browser-session', name);
+    aluvia('session', 'set-geo', 'us_ca', '--browser-session', name);
+
+    step('connect() from code: read the page title of the running session');
+    const conn = await connect(name);
+    show('connected to', `${conn.sessionName} at ${conn.cdpUrl}`);
+    show('page title', await conn.page.title());
+    await conn.disconnect();
+  } finally {
+    step('CLI: close the session');
+    aluvia('session', 'close', '--browser-session', name);
+  }
+}
