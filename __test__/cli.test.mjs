@@ -473,3 +473,14 @@ test('--auto-unblock on the protected site: lastDetection and the hostname rule 
   assert.ok(gateway.requests + gateway.tunnels > 0);
   await sb.cli(['session', 'close']);
 });
+
+test('a browser that goes away ends its daemon gracefully (lock removed)', async () => {
+  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'orphaned']);
+  assert.equal(r.code, 0);
+  const pid = r.json.pid;
+  const browser = processes().find((p) => p.ppid === pid && /chrom/i.test(p.args) && !p.args.includes('--type='));
+  assert.ok(browser, 'the daemon runs a Chromium browser process');
+  process.kill(browser.pid, 'SIGKILL');
+  await eventually(() => !alive(pid), { what: 'the daemon to notice and exit' });
+  await eventually(() => sb.readLock('orphaned') === null, { what: 'the daemon to remove its lock' });
+});
