@@ -3,7 +3,7 @@
 // private TMPDIR and is closed in after().
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, mkdirSync, chmodSync, chownSync } from 'node:fs';
+import { writeFileSync, mkdirSync, chmodSync, chownSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { sdk, serve, admin } from './helpers.mjs';
 import { Sandbox, processes, descendants, alive, eventually, deadPid, pageHandler } from './sessions.mjs';
@@ -434,6 +434,7 @@ test('SIGKILL on a daemon: its Chromium dies too, and list removes its lock', as
   const list = await sb.cli(['session', 'list']);
   assert.deepEqual([list.json.sessions, list.json.count], [[], 0]);
   assert.equal(sb.readLock('victim'), null);
+  if (userDataDir) assert.equal(existsSync(userDataDir), false, 'stale cleanup removed its Chromium profile');
 });
 
 test('--auto-unblock on the protected site: lastDetection and the hostname rule show up', async () => {

@@ -266,6 +266,12 @@ impl BindingClient {
         self.inner.browser().and_then(|b| b.pid())
     }
 
+    /// The browser's private profile directory (removed on close).
+    #[napi(getter)]
+    pub fn browser_profile_dir(&self) -> Option<String> {
+        self.inner.browser().map(|b| b.user_data_dir().display().to_string())
+    }
+
     #[napi]
     pub async fn stop(&self) -> Result<()> {
         if let Some(sync) = self.lock_sync.lock().ok().and_then(|mut s| s.take()) {

@@ -86,7 +86,8 @@ async function main() {
   try {
     info = await mapped(() => client.start());
     // Early write: the proxy is up (no `ready` yet).
-    await mapped(() => native.sessionUpdate(name, { proxyUrl: info.url }));
+    // `profileDir` (ours) lets stale cleanup remove the profile of a killed daemon.
+    await mapped(() => native.sessionUpdate(name, { proxyUrl: info.url, profileDir: client.browserProfileDir ?? null }));
     try {
       await mapped(() => client.gotoFirst(spec.url));
     } catch (err) {

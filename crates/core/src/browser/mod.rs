@@ -132,6 +132,10 @@ impl BrowserSession {
         &self.cdp_url
     }
 
+    pub fn user_data_dir(&self) -> &std::path::Path {
+        &self.user_data_dir
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.lock().ok().and_then(|c| c.as_ref().map(Child::id))
     }

@@ -286,7 +286,10 @@ impl LockDir {
                     data.session.get_or_insert(name);
                     live.push(data);
                 }
-                LockRead::Valid(_) => self.remove_unlocked(&name)?,
+                LockRead::Valid(data) => {
+                    self.remove_unlocked(&name)?;
+                    remove_stale_profile(&data);
+                }
                 LockRead::Corrupt { name, reason } => corrupt.push((name, reason)),
             }
         }
@@ -360,6 +363,21 @@ impl LockDir {
         initial.session = Some(name.clone());
         self.write_unlocked(&name, &initial)?;
         Ok(name)
+    }
+}
+
+/// The Chromium profile a dead daemon left behind (`profileDir`, ours), removed
+/// only when it is what the engine creates: a real directory named
+/// `aluvia-chromium-*`, owned by us.
+fn remove_stale_profile(data: &LockData) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = data.extra.get("profileDir").and_then(Value::as_str).map(std::path::Path::new) else { return };
+    let named = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("aluvia-chromium-"));
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let ours = fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == euid);
+    if named && ours {
+        let _ = fs::remove_dir_all(dir);
     }
 }
 
