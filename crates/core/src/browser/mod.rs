@@ -181,19 +181,24 @@ impl BrowserSession {
         if let Some(err) = nav.get("errorText").and_then(|e| e.as_str()).filter(|e| !e.is_empty()) {
             return Err(fail(err.to_string()));
         }
-        // The load of this navigation (not of whatever the tab was loading before).
-        let loader = nav.get("loaderId").and_then(|l| l.as_str()).unwrap_or_default().to_string();
+        // The load of this navigation (not of whatever the tab was loading
+        // before). A navigation that supersedes it (an auto-unblock reload,
+        // a script redirect) starts a new loader in the same frame: follow it.
+        let frame = nav.get("frameId").and_then(|f| f.as_str()).unwrap_or_default().to_string();
+        let mut loader = nav.get("loaderId").and_then(|l| l.as_str()).unwrap_or_default().to_string();
         let loaded = async {
             while let Some((method, p)) = events.recv().await {
-                let done = match method.as_str() {
-                    "Page.lifecycleEvent" => {
-                        p["name"] == "load" && (loader.is_empty() || p["loaderId"].as_str() == Some(loader.as_str()))
+                match method.as_str() {
+                    "Page.lifecycleEvent" if p["frameId"].as_str() == Some(frame.as_str()) => {
+                        let this = p["loaderId"].as_str().unwrap_or_default();
+                        match p["name"].as_str() {
+                            Some("init") if !this.is_empty() && this != loader => loader = this.to_string(),
+                            Some("load") if loader.is_empty() || this == loader => return true,
+                            _ => {}
+                        }
                     }
-                    "Page.loadEventFired" => loader.is_empty(),
-                    _ => false,
-                };
-                if done {
-                    return true;
+                    "Page.loadEventFired" if loader.is_empty() => return true,
+                    _ => {}
                 }
             }
             false
