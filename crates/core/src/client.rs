@@ -175,14 +175,6 @@ impl Client {
         })
     }
 
-    pub fn options(&self) -> &ClientOptions {
-        &self.options
-    }
-
-    pub fn logger(&self) -> &Arc<Logger> {
-        &self.logger
-    }
-
     pub fn control(&self) -> &Arc<ControlPlane> {
         &self.control
     }
@@ -274,10 +266,6 @@ impl Client {
         if let Some(b) = self.browser() {
             b.detector().clear_blocked_hostnames();
         }
-    }
-
-    pub async fn is_running(&self) -> bool {
-        self.proxy.lock().await.is_some()
     }
 
     /// The traffic carried so far, per hostname and route.

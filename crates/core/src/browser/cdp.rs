@@ -118,10 +118,6 @@ impl Cdp {
         self.routes.lock().map(|r| r.order.clone()).unwrap_or_default()
     }
 
-    pub fn is_gone(&self) -> bool {
-        *self.gone.borrow()
-    }
-
     pub async fn wait_gone(&self) {
         let mut rx = self.gone.clone();
         let _ = rx.wait_for(|g| *g).await;

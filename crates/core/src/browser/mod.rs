@@ -216,10 +216,6 @@ impl BrowserSession {
         self.cdp.wait_gone().await;
     }
 
-    pub fn is_disconnected(&self) -> bool {
-        self.cdp.is_gone()
-    }
-
     /// Close the browser: ask politely, then kill; remove the profile.
     pub async fn close(&self) {
         let child = self.child.lock().ok().and_then(|mut c| c.take());
