@@ -16,17 +16,14 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, Scheme};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-/// Tunnel copy buffer per direction: large reads keep bulk transfers cheap.
-const TUNNEL_BUFFER: usize = 64 * 1024;
-
-use super::traffic::{Counters, CountingBody, CountingIo, Direction, Route, Traffic};
+use super::traffic::{Counters, CountingBody, Direction, Route, Traffic};
+use super::tunnel::{self, End};
 use super::upstream::{authority_host, bare_host, Connector, DialError, Dialer};
 use super::{stopped, Timeouts, Tracker};
 use crate::config::ConfigHandle;
@@ -185,9 +182,6 @@ fn dial_failure(e: &DialError) -> Response<ProxyBody> {
 fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs_f32())
 }
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Shared {
     pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
@@ -357,9 +351,9 @@ impl Shared {
         let counters = self.traffic.counters(&target.hostname, route);
         counters.tunnels.fetch_add(1, Ordering::Relaxed);
 
-        let upstream: Box<dyn Io> = match decision {
+        let upstream = match decision {
             Decision::Direct => match self.dialer.target(&target.host, target.port).await {
-                Ok(tcp) => Box::new(tcp),
+                Ok(tcp) => End::tcp(tcp),
                 Err(e) => {
                     let res = dial_failure(&e);
                     self.log("CONNECT", &target.hostname, route, res.status(), Some(&e.reason));
@@ -368,7 +362,7 @@ impl Shared {
             },
             Decision::Gateway(auth) => {
                 match self.gateway_tunnel(&format!("{}:{}", target.host, target.port), auth).await {
-                    Ok(io) => Box::new(io),
+                    Ok(end) => end,
                     Err(res) => {
                         self.log("CONNECT", &target.hostname, route, res.status(), Some("gateway tunnel failed"));
                         return res;
@@ -383,11 +377,7 @@ impl Shared {
     }
 
     /// Ask the gateway for its own tunnel to `authority`.
-    async fn gateway_tunnel(
-        &self,
-        authority: &str,
-        auth: HeaderValue,
-    ) -> Result<TokioIo<Upgraded>, Response<ProxyBody>> {
+    async fn gateway_tunnel(&self, authority: &str, auth: HeaderValue) -> Result<End, Response<ProxyBody>> {
         let label = self.dialer.gateway_label();
         let io = self.dialer.gateway().await.map_err(|e| dial_failure(&e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
@@ -439,24 +429,20 @@ impl Shared {
         let upgraded =
             if conn_done { hyper::upgrade::on(res).await } else { tokio::join!(conn, hyper::upgrade::on(res)).1 };
         upgraded
-            .map(TokioIo::new)
+            .map(End::gateway)
             .map_err(|e| plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))))
     }
 
     /// Once the client's connection is handed over, splice it with upstream
     /// until either side closes or the proxy stops.
-    fn spawn_splice(&self, on_upgrade: OnUpgrade, upstream: Box<dyn Io>, counters: Arc<Counters>) {
+    fn spawn_splice(&self, on_upgrade: OnUpgrade, upstream: End, counters: Arc<Counters>) {
         let guard = self.tracker.guard();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let splice = async move {
                 let Ok(client) = on_upgrade.await else { return };
-                let mut client = CountingIo::new(TokioIo::new(client), counters.clone(), Direction::Sent);
-                let mut upstream = CountingIo::new(upstream, counters, Direction::Received);
-                let _ =
-                    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, TUNNEL_BUFFER, TUNNEL_BUFFER)
-                        .await;
+                let _ = tunnel::relay(End::client(client), upstream, counters).await;
             };
             tokio::select! {
                 _ = splice => {}

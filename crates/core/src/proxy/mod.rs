@@ -2,14 +2,15 @@
 //!
 //! An HTTP/1.1 forward proxy on 127.0.0.1 in the shape of hyper's
 //! `examples/http_proxy.rs`: absolute-form and origin-form requests are
-//! forwarded over pooled upstream connections, `CONNECT` tunnels are spliced
-//! with `copy_bidirectional`. Each request or tunnel reads the current config
+//! forwarded over pooled upstream connections, `CONNECT` tunnels are relayed
+//! with splice(2) between plain sockets (a buffered copy otherwise). Each request or tunnel reads the current config
 //! (a lock-free snapshot) and goes direct or through the gateway, which gets
 //! `Proxy-Authorization: Basic …` (a sensitive header) and, for tunnels, its
 //! own `CONNECT`.
 
 mod handler;
 mod traffic;
+mod tunnel;
 mod upstream;
 
 #[cfg(test)]

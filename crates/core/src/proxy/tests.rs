@@ -663,3 +663,106 @@ async fn stop_ends_open_tunnels_and_closes_the_port() {
     // Idempotent.
     tokio::time::timeout(STEP, h.proxy.stop()).await.expect("second stop() hung");
 }
+
+/// A gateway that answers `CONNECT` with its 200 and the first bytes of the
+/// tunnel in one write, then echoes: what follows the head must not be lost.
+async fn start_eager_gateway() -> GatewayConfig {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\npeer=eager-gateway\n").await;
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    GatewayConfig { protocol: GatewayProtocol::Http, host: "127.0.0.1".into(), port }
+}
+
+/// Send `size` bytes through `tunnel` to an echo server while reading them
+/// back (after the echo server's `greeting`), then half-close and expect the
+/// end of stream after the last byte.
+async fn bulk_echo(tunnel: TcpStream, greeting: &str, size: usize) {
+    let (mut r, mut w) = tunnel.into_split();
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in sent.chunks(100_000) {
+            w.write_all(chunk).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+        w
+    });
+    let mut back = Vec::with_capacity(size);
+    tokio::time::timeout(STEP * 4, r.read_to_end(&mut back)).await.expect("bulk echo hung").unwrap();
+    let _w = writer.await.unwrap();
+    assert!(back.starts_with(greeting.as_bytes()), "{:?}", String::from_utf8_lossy(&back[..greeting.len()]));
+    let back = &back[greeting.len()..];
+    assert_eq!(back.len(), size, "bytes lost or added");
+    assert!(back == data, "bytes changed in transit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_carry_pipelined_bytes_bulk_data_and_half_closes() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let proxy = h.proxy.local_addr();
+    let echo = start_echo("127.0.0.3").await;
+    const BULK: usize = 24 * 1024 * 1024;
+
+    for rules in [None, Some(&["127.0.0.3"][..])] {
+        h.config.store(rules.map(|r| conn_config(r, PASS)));
+        let expected_peer = if rules.is_some() { GATEWAY_PEER } else { DIRECT_PEER };
+
+        // The client sends data right behind its CONNECT, in the same write.
+        let mut tcp = TcpStream::connect(proxy).await.unwrap();
+        let head = format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\nearly bytes");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n\r\n") {
+            assert_eq!(tokio::time::timeout(STEP, tcp.read(&mut byte)).await.unwrap().unwrap(), 1);
+            answer.push(byte[0]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        let expected = format!("peer={expected_peer}\nearly bytes");
+        let mut got = vec![0u8; expected.len()];
+        tokio::time::timeout(STEP, tcp.read_exact(&mut got)).await.expect("pipelined tunnel hung").unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), expected, "rules {rules:?}");
+
+        bulk_echo(open_tunnel(proxy, echo).await.unwrap(), &format!("peer={expected_peer}\n"), BULK).await;
+    }
+    let tunnels: Vec<(Route, u64, u64, u64)> =
+        h.proxy.traffic().iter().map(|e| (e.route, e.tunnels, e.bytes_sent, e.bytes_received)).collect();
+    let greeting = |peer: &str| format!("peer={peer}\n").len() as u64;
+    let early = "early bytes".len() as u64;
+    assert_eq!(
+        tunnels,
+        vec![
+            (Route::Direct, 2, early + BULK as u64, greeting(DIRECT_PEER) * 2 + early + BULK as u64),
+            (Route::Gateway, 2, early + BULK as u64, greeting(GATEWAY_PEER) * 2 + early + BULK as u64),
+        ]
+    );
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_a_gateway_sends_with_its_connect_answer_reach_the_client() {
+    let h = start_proxy(start_eager_gateway().await).await;
+    h.config.store(Some(conn_config(&["*"], PASS)));
+    let echo = start_echo("127.0.0.1").await;
+    let mut tunnel = open_tunnel(h.proxy.local_addr(), echo).await.unwrap();
+    assert_eq!(tunnel_roundtrip(&mut tunnel, b"after the head").await, "eager-gateway");
+    bulk_echo(tunnel, "", 4 * 1024 * 1024).await;
+    h.proxy.stop().await;
+}
