@@ -108,7 +108,7 @@ pub async fn spawn(opts: &LaunchOptions) -> Result<Launched> {
         "--disable-quic".into(),
         "--disable-gpu".into(),
         "--disable-dev-shm-usage".into(),
-        "--disable-features=Translate,MediaRouter,DialMediaRouteProvider,OptimizationHints,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,PrivacySandboxSettings4".into(),
+        "--disable-features=Translate,MediaRouter,DialMediaRouteProvider,OptimizationHints,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,PrivacySandboxSettings4,NetworkTimeServiceQuerying".into(),
         "--disable-client-side-phishing-detection".into(),
         "--disable-default-apps".into(),
         "--disable-domain-reliability".into(),
