@@ -334,3 +334,14 @@ test("logLevel 'debug' prints one JSON line per result", async () => {
   assert.equal(lines[0].blockStatus, 'blocked');
   assert.deepEqual(lines[0].signals.map((s) => s.name), ['title_keyword']);
 });
+
+test('client.stop() also ends the browser: no Chromium outlives its proxy', async () => {
+  const client = new AluviaClient(options({ enabled: false }));
+  await client.start();
+  const pid = client._native.browserPid;
+  assert.ok(pid > 0);
+  process.kill(pid, 0); // alive now
+  await client.stop();
+  assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' });
+  await client.stop(); // idempotent
+});

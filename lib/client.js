@@ -141,7 +141,7 @@ class AluviaClient {
     this._native.clearBlockedHostnames();
   }
 
-  /** Stop the proxy and config polling. */
+  /** Stop the proxy and config polling (and the browser of startPlaywright). */
   async stop() {
     if (this._starting) await this._starting.catch(() => {});
     this._connection = null;

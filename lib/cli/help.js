@@ -7,7 +7,7 @@ const COMMANDS = [
   {
     command: 'session start <url>',
     description:
-      'Start a background browser session (headless Chromium through the local proxy, with block detection) and open <url>; prints once the page has loaded.',
+      'Start a background browser session (headless Chromium through the local proxy, with block detection) and open <url>; prints once the navigation is done (a failed load is in the session log).',
     options: [
       { flag: '--auto-unblock', description: 'Route blocked hostnames through the gateway and reload' },
       { flag: '--disable-block-detection', description: 'Turn block detection (and auto-unblock) off' },
@@ -81,7 +81,7 @@ function helpText() {
   lines.push(
     '',
     'Every command but help prints exactly one JSON object on stdout (exit 1 with {"error": ...} on failure).',
-    'Environment: ALUVIA_API_KEY (required but for help), ALUVIA_API_BASE_URL, ALUVIA_GATEWAY_HOST,',
+    'Environment: ALUVIA_API_KEY (required but for help and emulator), ALUVIA_API_BASE_URL, ALUVIA_GATEWAY_HOST,',
     'ALUVIA_GATEWAY_PORT, ALUVIA_GATEWAY_PROTOCOL. Sessions: lock files and logs in $TMPDIR/aluvia-sdk.',
   );
   return lines.join('\n');

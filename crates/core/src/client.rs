@@ -227,8 +227,10 @@ impl Client {
         Ok(out)
     }
 
-    /// Stop the proxy and polling. Safe to call more than once.
+    /// Stop the browser (if any: it cannot browse without the proxy), the
+    /// proxy and polling. Safe to call more than once.
     pub async fn stop(&self) {
+        self.close_browser().await;
         self.control.stop_polling();
         let proxy = self.proxy.lock().await.take();
         if let Ok(mut running) = self.running.lock() {

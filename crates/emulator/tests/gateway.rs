@@ -105,20 +105,19 @@ async fn plain_http_leaves_from_the_exit_address_and_follows_patches() {
     let stream = TcpStream::connect(("127.0.0.1", gw)).await.unwrap();
     let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(driver);
-    let mut peer_on_same_connection = || {
+    let mut peer_on_same_connection = async || {
+        // The connection is ready again only once the previous response is done.
+        sender.ready().await.unwrap();
         let req = Request::builder()
             .uri(format!("http://{target}/same"))
             .header(HOST, target.to_string())
             .header(PROXY_AUTHORIZATION, auth.as_str())
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let sent = sender.send_request(req);
-        async move {
-            let resp = sent.await.unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            serde_json::from_slice::<Value>(&body).unwrap()["peer"].as_str().unwrap().to_owned()
-        }
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice::<Value>(&body).unwrap()["peer"].as_str().unwrap().to_owned()
     };
     assert_eq!(peer_on_same_connection().await, a1.to_string());
     patch_connection(&emu, id, json!({ "session_id": "s2" })).await;

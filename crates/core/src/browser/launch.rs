@@ -138,15 +138,18 @@ pub async fn spawn(opts: &LaunchOptions) -> Result<Launched> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
         // SAFETY: prctl and getppid are async-signal-safe; nothing else runs here.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 // Chromium dies with the thread that started it (a runtime
                 // worker, alive as long as the process).
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if libc::getppid() == 1 {
+                // The parent may have died before prctl took effect. (Not
+                // `getppid() == 1`: the parent may itself be PID 1, in a container.)
+                if libc::getppid() != parent {
                     return Err(std::io::Error::other("parent exited"));
                 }
                 Ok(())

@@ -88,14 +88,16 @@ impl BrowserSession {
         let early: Arc<Mutex<Vec<EarlyPage>>> = Arc::new(Mutex::new(Vec::new()));
         let early_in = Arc::clone(&early);
         let connected = Cdp::connect(&launched.ws_url, move |attached, events| {
-            let cdp = slot.lock().ok().and_then(|s| s.clone());
-            match cdp {
-                Some(cdp) => watch::on_attach(cdp, Arc::clone(&watcher), attached, events),
-                None => {
-                    if let Ok(mut q) = early_in.lock() {
-                        q.push((attached, events));
-                    }
+            // The queue's lock first, as the publisher below takes it: a page
+            // either finds the connection published or is queued before the
+            // queue is drained, never after.
+            let Ok(mut q) = early_in.lock() else { return };
+            match slot.lock().ok().and_then(|s| s.clone()) {
+                Some(cdp) => {
+                    drop(q);
+                    watch::on_attach(cdp, Arc::clone(&watcher), attached, events)
                 }
+                None => q.push((attached, events)),
             }
         })
         .await;

@@ -17,7 +17,7 @@ use crate::detection::{
 };
 use crate::log::Logger;
 
-const SPA_MIN_INTERVAL: Duration = Duration::from_millis(200);
+const SPA_MIN_INTERVAL: Duration = Duration::from_millis(detection::SPA_PASS_MIN_INTERVAL_MS);
 
 /// Shared by every page of one browser: the config, auto-unblock state and
 /// where results go.
@@ -46,10 +46,6 @@ impl Detector {
             unblocker: Mutex::new(Unblocker::default()),
             acting: tokio::sync::Mutex::new(()),
         }
-    }
-
-    pub fn config(&self) -> &DetectionConfig {
-        &self.cfg
     }
 
     pub fn blocked_hostnames(&self) -> Vec<String> {

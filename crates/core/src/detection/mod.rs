@@ -136,16 +136,6 @@ pub enum BlockStatus {
     Clear,
 }
 
-impl BlockStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BlockStatus::Blocked => "blocked",
-            BlockStatus::Suspected => "suspected",
-            BlockStatus::Clear => "clear",
-        }
-    }
-}
-
 /// One fired signal.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

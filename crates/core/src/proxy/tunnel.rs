@@ -62,16 +62,18 @@ impl End {
             Err(upgraded) => End { stream: Stream::Other(Box::new(TokioIo::new(upgraded))), pending: Bytes::new() },
         }
     }
+}
 
+impl Stream {
     async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.stream {
+        match self {
             Stream::Tcp(s) => s.write_all(bytes).await,
             Stream::Other(s) => s.write_all(bytes).await,
         }
     }
 
     fn boxed(self) -> Box<dyn Io> {
-        match self.stream {
+        match self {
             Stream::Tcp(s) => Box::new(s),
             Stream::Other(s) => s,
         }
@@ -79,9 +81,9 @@ impl End {
 }
 
 /// Relay until both directions have ended (or one fails).
-pub(crate) async fn relay(mut client: End, mut upstream: End, counters: Arc<Counters>) -> io::Result<()> {
-    let to_upstream = std::mem::take(&mut client.pending);
-    let to_client = std::mem::take(&mut upstream.pending);
+pub(crate) async fn relay(client: End, upstream: End, counters: Arc<Counters>) -> io::Result<()> {
+    let (mut client, to_upstream) = (client.stream, client.pending);
+    let (mut upstream, to_client) = (upstream.stream, upstream.pending);
     if !to_upstream.is_empty() {
         upstream.write_all(&to_upstream).await?;
         counters.add_bytes(Direction::Sent, to_upstream.len() as u64);
@@ -92,13 +94,11 @@ pub(crate) async fn relay(mut client: End, mut upstream: End, counters: Arc<Coun
     }
 
     #[cfg(target_os = "linux")]
-    let (client, upstream) = match (client.stream, upstream.stream) {
-        (Stream::Tcp(a), Stream::Tcp(b)) => match splice::Pipes::new() {
-            Ok(pipes) => return splice::relay(&a, &b, pipes, &counters).await,
-            Err(_) => (End::tcp(a), End::tcp(b)),
-        },
-        (a, b) => (End { stream: a, pending: Bytes::new() }, End { stream: b, pending: Bytes::new() }),
-    };
+    if let (Stream::Tcp(a), Stream::Tcp(b)) = (&client, &upstream) {
+        if let Ok(pipes) = splice::Pipes::new() {
+            return splice::relay(a, b, pipes, &counters).await;
+        }
+    }
 
     let mut client = CountingIo::new(client.boxed(), counters.clone(), Direction::Sent);
     let mut upstream = CountingIo::new(upstream.boxed(), counters, Direction::Received);
