@@ -4,7 +4,7 @@
 // each step is skipped or incremental when already done.
 //
 //   node scripts/setup.mjs            debug build (tests, demo)
-//   node scripts/setup.mjs --release  optimized build (benchmarks)
+//   node scripts/setup.mjs --release  optimized build, plus wrk and curl (benchmarks)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -31,20 +31,32 @@ if (!existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSyn
   run('npm', ['install', '--no-audit', '--no-fund'], { stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
-// 2. Chromium, from the system's packages when it is missing.
+// 2. Chromium (and, for the benchmarks, wrk and curl) from the system's
+// packages when they are missing.
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+const hasCommand = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+let aptUpdated = false;
+/** apt-get install `pkgs` when this is a root shell with apt; false otherwise. */
+function aptInstall(pkgs) {
+  if (!isRoot || !hasCommand('apt-get')) return false;
+  log(`installing ${pkgs.join(', ')} (apt-get install -y ${pkgs.join(' ')})`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  if (!aptUpdated) run('apt-get', ['update', '-qq'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  aptUpdated = true;
+  run('apt-get', ['install', '-y', '-qq', ...pkgs], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  return true;
+}
+
 const chromiumKnown =
   process.env.ALUVIA_CHROMIUM_PATH ||
   ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => existsSync(p));
-if (!chromiumKnown) {
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  const hasApt = spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status === 0;
-  if (isRoot && hasApt) {
-    log('installing Chromium (apt-get install -y chromium)');
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    run('apt-get', ['update', '-qq'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-    run('apt-get', ['install', '-y', '-qq', 'chromium'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-  } else {
-    log('Chromium not found; browser features need it (set ALUVIA_CHROMIUM_PATH or install chromium)');
+if (!chromiumKnown && !aptInstall(['chromium'])) {
+  log('Chromium not found; browser features need it (set ALUVIA_CHROMIUM_PATH or install chromium)');
+}
+if (release) {
+  const missing = ['wrk', 'curl'].filter((cmd) => !hasCommand(cmd));
+  if (missing.length && !aptInstall(missing)) {
+    log(`${missing.join(' and ')} not found: the proxy bench falls back to its Node clients (install them for the native figures)`);
   }
 }
 
