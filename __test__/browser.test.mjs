@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, existsSync } from 'node:fs';
-import { sdk, serve, root, emulatorClientOptions } from './helpers.mjs';
+import { sdk, serve, root, emulatorClientOptions, eventually } from './helpers.mjs';
 
 const { AluviaClient, AluviaApi } = sdk;
 
@@ -92,13 +92,16 @@ function options(blockDetection, extra = {}) {
   return emulatorClientOptions(emu, { startPlaywright: true, blockDetection, ...extra });
 }
 
-async function until(fn, what, timeoutMs = 20_000) {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+const until = (check, what, timeoutMs = 20_000) => eventually(check, { what, timeoutMs, intervalMs: 50 });
+
+/** A client with its browser and one new tab for `fn`; the connection is always closed. */
+async function withBrowser(blockDetection, fn, extra = {}) {
+  const client = new AluviaClient(options(blockDetection, extra));
+  const connection = await client.start();
+  try {
+    return await fn({ client, connection, tab: await connection.browserContext.newPage() });
+  } finally {
+    await connection.close();
   }
 }
 
@@ -159,11 +162,8 @@ test('the whole story: blocked direct, rule added, reloaded through the gateway,
 
 test('a site that blocks the gateway too ends persistently blocked after exactly one reload', async () => {
   const results = [];
-  const client = new AluviaClient(options({ autoUnblock: true, onDetection: (r) => results.push(r) }));
-  const connection = await client.start();
-  try {
+  await withBrowser({ autoUnblock: true, onDetection: (r) => results.push(r) }, async ({ client, tab }) => {
     const before = (await visits('/strict')).length;
-    const tab = await connection.browserContext.newPage();
     await tab.goto(new URL('/strict', emu.siteUrl).href);
     await until(() => results.find((r) => r.persistentBlock), 'a persistent block');
     await new Promise((r) => setTimeout(r, 1500));
@@ -172,17 +172,12 @@ test('a site that blocks the gateway too ends persistently blocked after exactly
     assert.ok(results.every((r) => r.blockStatus === 'blocked'));
     client.clearBlockedHostnames();
     assert.deepEqual(client.getBlockedHostnames(), []);
-  } finally {
-    await connection.close();
-  }
+  });
 });
 
 test('the page corpus: each signal alone, benign look-alikes stay clear', async () => {
   const results = [];
-  const client = new AluviaClient(options({ onDetection: (r) => results.push(r) }));
-  const connection = await client.start();
-  try {
-    const tab = await connection.browserContext.newPage();
+  await withBrowser({ onDetection: (r) => results.push(r) }, async ({ tab }) => {
     for (const [path, signals, status] of CORPUS) {
       const url = `${corpus.url}${path}`;
       results.length = 0;
@@ -196,25 +191,18 @@ test('the page corpus: each signal alone, benign look-alikes stay clear', async 
         assert.deepEqual(r.redirectChain, [{ url, statusCode: 302 }]);
       }
     }
-  } finally {
-    await connection.close();
-  }
+  });
 });
 
 test('the SPA pass catches a pushState to an "Access denied" view', async () => {
   const results = [];
-  const client = new AluviaClient(options({ onDetection: (r) => results.push(r) }));
-  const connection = await client.start();
-  try {
-    const tab = await connection.browserContext.newPage();
+  await withBrowser({ onDetection: (r) => results.push(r) }, async ({ tab }) => {
     await tab.goto(`${corpus.url}/spa`);
     const r = await until(() => results.find((x) => x.url.endsWith('/spa/denied')), 'the SPA result');
     assert.ok(r.signals.some((s) => s.name === 'title_keyword'), JSON.stringify(r.signals));
     assert.equal(r.blockStatus, 'blocked');
     assert.ok(results.some((x) => x.url.endsWith('/spa') && x.blockStatus === 'clear'), 'the page itself was clear');
-  } finally {
-    await connection.close();
-  }
+  });
 });
 
 test('pages opened by another process over CDP are watched too', async () => {
@@ -250,55 +238,53 @@ test('pages opened by another process over CDP are watched too', async () => {
 
 test('autoUnblock false reports but changes nothing; enabled false yields only clear results', async () => {
   const results = [];
-  const client = new AluviaClient(options({ autoUnblock: false, onDetection: (r) => results.push(r) }));
-  const connection = await client.start();
-  try {
+  await withBrowser({ autoUnblock: false, onDetection: (r) => results.push(r) }, async ({ client, tab }) => {
     const before = (await visits('/')).length;
-    const tab = await connection.browserContext.newPage();
     await tab.goto(emu.siteUrl);
     await until(() => results.find((r) => r.blockStatus === 'blocked'), 'a blocked result');
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal((await visits('/')).length - before, 1, 'no reload');
     assert.deepEqual((await api.account.connections.get(client.connectionId)).rules, []);
-  } finally {
-    await connection.close();
-  }
+  });
 
   const quiet = [];
-  const off = new AluviaClient(options({ enabled: false, onDetection: (r) => quiet.push(r) }));
-  const conn2 = await off.start();
-  try {
-    const tab = await conn2.browserContext.newPage();
+  await withBrowser({ enabled: false, onDetection: (r) => quiet.push(r) }, async ({ tab }) => {
     await tab.goto(emu.siteUrl);
     await until(() => quiet.length >= 1, 'a result');
     await tab.goto(`${corpus.url}/title`);
     await until(() => quiet.length >= 2, 'two results');
     assert.ok(quiet.every((r) => r.blockStatus === 'clear' && r.signals.length === 0 && r.score === 0));
-  } finally {
-    await conn2.close();
-  }
+  });
 });
 
 test('a throwing onDetection is logged, never fatal', async () => {
   let calls = 0;
-  const client = new AluviaClient(
-    options({
-      onDetection: () => {
-        calls++;
-        throw new Error('boom');
-      },
-    }),
-  );
-  const connection = await client.start();
+  const logged = [];
+  const consoleError = console.error;
+  console.error = (...args) => logged.push(args.join(' '));
   try {
-    const tab = await connection.browserContext.newPage();
-    await tab.goto(`${corpus.url}/short`);
-    await until(() => calls >= 1, 'a callback');
-    await tab.goto(`${corpus.url}/title`);
-    await until(() => calls >= 2, 'two callbacks');
-    assert.equal(await tab.title(), 'Access Denied');
+    await withBrowser(
+      {
+        onDetection: () => {
+          calls++;
+          throw new Error(`boom ${calls}`);
+        },
+      },
+      async ({ tab }) => {
+        await tab.goto(`${corpus.url}/short`);
+        await until(() => calls >= 1, 'a callback');
+        await tab.goto(`${corpus.url}/title`);
+        await until(() => calls >= 2, 'two callbacks');
+        assert.equal(await tab.title(), 'Access Denied');
+        await until(() => logged.filter((l) => l.includes('onDetection threw')).length >= 2, 'both errors logged');
+        const lines = logged.filter((l) => l.includes('onDetection threw'));
+        assert.ok(lines[0].includes('Error: boom 1'), lines[0]);
+        assert.ok(lines[1].includes('Error: boom 2'), lines[1]);
+      },
+      { logLevel: 'info' },
+    );
   } finally {
-    await connection.close();
+    console.error = consoleError;
   }
 });
 

@@ -196,3 +196,14 @@ export function emulatorClientOptions(emu, extra = {}) {
     ...extra,
   };
 }
+
+/** Poll `check` until it returns something truthy (which is returned), or fail after `timeoutMs`. */
+export async function eventually(check, { timeoutMs = 15_000, intervalMs = 100, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

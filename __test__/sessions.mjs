@@ -5,7 +5,9 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync, readdirSy
 import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runCli, root } from './helpers.mjs';
+import { runCli, root, eventually } from './helpers.mjs';
+
+export { eventually };
 
 export class Sandbox {
   constructor(emu, tag) {
@@ -100,17 +102,6 @@ export function alive(pid) {
   } catch {
     return false;
   }
-}
-
-export async function eventually(check, { timeoutMs = 15_000, intervalMs = 100, what = 'condition' } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    last = await check();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 /** A pid that is certainly not running. */

@@ -140,6 +140,9 @@ async fn io_task(
         tokio::select! {
             call = calls.recv() => {
                 let Some(call) = call else { break };
+                // Callers that gave up (timed out) dropped their receiver:
+                // forget them rather than wait for answers that may never come.
+                pending.retain(|_, reply| !reply.is_closed());
                 match conn.submit_command(call.method.into(), call.session.map(SessionId::new), call.params) {
                     Ok(id) => { pending.insert(id, call.reply); }
                     Err(e) => { let _ = call.reply.send(Err(e.to_string())); }

@@ -257,7 +257,7 @@ pub fn full_pass(
         return (DetectionResult::build(url, Pass::Full, Vec::new(), chain), false);
     }
     let mut signals = resp.map(|r| fast_signals(r, cfg)).unwrap_or_default();
-    signals.extend(content_signals(page, url, chain, cfg, false));
+    signals.extend(content_signals(page, url, chain, cfg));
     let result = DetectionResult::build(url, Pass::Full, signals, chain);
     if !needs_inner_text(&result) {
         (result, false)
@@ -306,7 +306,7 @@ pub fn rescore_with_inner_text(
 /// `full`. Like the full pass, a `suspected` result may be re-evaluated: see
 /// [`needs_inner_text`] and [`rescore_with_inner_text`].
 pub fn spa_pass(url: &str, page: &PageFacts, cfg: &DetectionConfig) -> DetectionResult {
-    let signals = if cfg.enabled { content_signals(page, url, &[], cfg, false) } else { Vec::new() };
+    let signals = if cfg.enabled { content_signals(page, url, &[], cfg) } else { Vec::new() };
     DetectionResult::build(url, Pass::Full, signals, &[])
 }
 

@@ -87,16 +87,10 @@ pub fn fast_signals(resp: &ResponseFacts, cfg: &DetectionConfig) -> Vec<Signal> 
 }
 
 /// The content signals, source `full`, in the spec's order: title, challenge
-/// selectors, visible text (from `inner_text` when `use_inner_text` and it
-/// was collected, else from `text`), text/HTML ratio (always from `text`),
-/// redirect chain and final `url`, meta refresh.
-pub fn content_signals(
-    page: &PageFacts,
-    url: &str,
-    chain: &[RedirectHop],
-    cfg: &DetectionConfig,
-    use_inner_text: bool,
-) -> Vec<Signal> {
+/// selectors, visible text and text/HTML ratio (both from `text`, the body's
+/// `textContent`; `innerText` only enters through a re-score), redirect chain
+/// and final `url`, meta refresh.
+pub fn content_signals(page: &PageFacts, url: &str, chain: &[RedirectHop], cfg: &DetectionConfig) -> Vec<Signal> {
     let mut out = Vec::new();
 
     let title = page.title.to_lowercase();
@@ -112,11 +106,7 @@ pub fn content_signals(
         out.push(Signal::new("challenge_selector", SELECTOR_WEIGHT, details, Pass::Full));
     }
 
-    let visible = match (&page.inner_text, use_inner_text) {
-        (Some(inner), true) => inner.as_str(),
-        _ => page.text.as_str(),
-    };
-    out.extend(text_signals(visible, cfg));
+    out.extend(text_signals(&page.text, cfg));
 
     let text_len = js_len(trim_js(&page.text));
     if page.html_length >= RATIO_MIN_HTML_LEN && (text_len as f64) / (page.html_length as f64) < LOW_RATIO {
