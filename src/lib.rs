@@ -14,11 +14,13 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::Value;
 
+pub mod rules;
+
 /// Separator between the fields of an error reason; `lib/errors.js` splits on
 /// it once and builds the matching JS class.
 const SEP: char = '\u{1f}';
 
-fn to_napi(e: AluviaError) -> Error {
+pub(crate) fn to_napi(e: AluviaError) -> Error {
     let status = e.status().map(|s| s.to_string()).unwrap_or_default();
     Error::new(Status::GenericFailure, format!("{SEP}{}{SEP}{status}{SEP}{e}", e.code()))
 }

@@ -236,12 +236,12 @@ function sessionSetRules(o = {}) {
       return { error: 'Rules are required. Usage: aluvia session set-rules <rules> [--browser-session <name>]' };
     }
     const lock = await resolve(o.browserSession, 'update');
-    const api = apiFor(s);
-    const current = (await api.account.connections.get(lock.connectionId))?.rules ?? [];
-    const rules = add.length ? [...new Set([...current, ...add])] : current.filter((r) => !remove.includes(r));
-    const patched = await api.account.connections.patch(lock.connectionId, { rules });
-    const result = Array.isArray(patched?.rules) ? patched.rules : rules;
-    return { browserSession: lock.session, connectionId: lock.connectionId, rules: result, count: result.length };
+    // Read, change and PATCH under the connection's lock, so that a
+    // concurrent set-rules or auto-unblock on this machine is never undone.
+    const rules = await mapped(() =>
+      native.connectionRulesEdit(s.apiKey, s.apiBaseUrl ?? null, String(lock.connectionId), add, remove),
+    );
+    return { browserSession: lock.session, connectionId: lock.connectionId, rules, count: rules.length };
   });
 }
 

@@ -14,6 +14,8 @@ use crate::config::{ConfigHandle, ConnectionConfig};
 use crate::error::{AluviaError, Result};
 use crate::log::Logger;
 use crate::rules::RuleSet;
+use crate::rules_edit::{edit_connection_rules, EditedRules, RulesEdit};
+use crate::session::LockDir;
 
 pub const MIN_POLL_INTERVAL_MS: u64 = 1000;
 
@@ -29,11 +31,7 @@ pub fn parse_connection(data: &Value, etag: Option<String>) -> Result<Connection
     if proxy_username.is_empty() || proxy_password.is_empty() {
         return Err(AluviaError::api(MISSING_CREDENTIALS, None));
     }
-    let raw_rules: Vec<String> = data
-        .get("rules")
-        .and_then(Value::as_array)
-        .map(|rules| rules.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default();
+    let raw_rules = rules_of(data);
     let connection_id = ["connection_id", "id"].iter().find_map(|key| match data.get(*key) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
@@ -51,6 +49,14 @@ pub fn parse_connection(data: &Value, etag: Option<String>) -> Result<Connection
     })
 }
 
+/// The string rules of a connection object as the API returns it.
+pub fn rules_of(data: &Value) -> Vec<String> {
+    data.get("rules")
+        .and_then(Value::as_array)
+        .map(|rules| rules.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 /// The id as JSON: a number when it is numeric, else the string.
 pub fn id_value(id: &str) -> Value {
     id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(id.to_string()))
@@ -61,9 +67,12 @@ pub struct ControlPlane {
     config: ConfigHandle,
     logger: Arc<Logger>,
     connection_id: Mutex<Option<String>>,
-    /// Bumped on every applied PATCH, so that a poll answered before the
-    /// PATCH never overwrites its result.
+    /// Bumped on every answer swapped in outside polling (a PATCH, a rule
+    /// edit's fresh read), so that a poll sent before it never overwrites it.
     generation: AtomicU64,
+    /// Serializes this client's rule edits, so their answers are swapped in
+    /// in the order the API applied them.
+    editing: tokio::sync::Mutex<()>,
     poller: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -75,6 +84,7 @@ impl ControlPlane {
             logger,
             connection_id: Mutex::new(connection_id),
             generation: AtomicU64::new(0),
+            editing: tokio::sync::Mutex::new(()),
             poller: Mutex::new(None),
         }
     }
@@ -174,18 +184,37 @@ impl ControlPlane {
         }
     }
 
+    /// Swap in a config the API answered after any poll still in flight was
+    /// sent: that poll's answer is then dropped.
+    fn apply_fresh(&self, cfg: ConnectionConfig) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.apply(cfg);
+    }
+
+    fn require_connection_id(&self) -> Result<String> {
+        self.connection_id().ok_or_else(|| AluviaError::api("No account connection ID available", None))
+    }
+
     /// PATCH the connection and swap in the answer.
     pub async fn set_config(&self, patch: Value) -> Result<ConnectionConfig> {
-        let Some(id) = self.connection_id() else {
-            return Err(AluviaError::api("No account connection ID available", None));
-        };
+        let id = self.require_connection_id()?;
         let call = Call::ConnectionsPatch { id: id_value(&id), body: Some(patch) };
         let response = self.api.send(&call.try_request()?).await?;
         let data = finish(&call, &response)?.unwrap_or(Value::Null);
         let cfg = parse_connection(&data, response.etag.clone())?;
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.apply(cfg.clone());
+        self.apply_fresh(cfg.clone());
         Ok(cfg)
+    }
+
+    /// [`edit_connection_rules`] on this client's connection, with the lock
+    /// in `locks`; the API's answer is swapped in, so the proxy routes by the
+    /// new rules from the next request on.
+    pub async fn edit_rules(&self, locks: &LockDir, edit: &RulesEdit) -> Result<EditedRules> {
+        let id = self.require_connection_id()?;
+        let _turn = self.editing.lock().await;
+        let edited = edit_connection_rules(&self.api, locks, &id, edit).await?;
+        self.apply_fresh(parse_connection(&edited.connection, edited.etag.clone())?);
+        Ok(edited)
     }
 
     pub async fn update_rules(&self, rules: Vec<String>) -> Result<ConnectionConfig> {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod log;
 pub mod proxy;
 pub mod rules;
+pub mod rules_edit;
 pub mod session;
 
 pub use error::{AluviaError, Result};

@@ -16,6 +16,8 @@ use crate::detection::{
     self, DetectionConfig, DetectionResult, PageFacts, RedirectHop, ResponseFacts, UnblockDecision, Unblocker,
 };
 use crate::log::Logger;
+use crate::rules_edit::RulesEdit;
+use crate::session::LockDir;
 
 const SPA_MIN_INTERVAL: Duration = Duration::from_millis(detection::SPA_PASS_MIN_INTERVAL_MS);
 
@@ -62,12 +64,9 @@ impl Detector {
     async fn emit(&self, mut result: DetectionResult, page: &PageRef) {
         let _turn = self.acting.lock().await;
         let decision = match self.unblocker.lock() {
-            Ok(mut u) => u.decide(&result, &self.cfg),
+            Ok(mut u) => u.decide_and_mark(&mut result, &self.cfg),
             Err(_) => UnblockDecision::Nothing,
         };
-        if matches!(decision, UnblockDecision::PersistentBlock) {
-            result.persistent_block = true;
-        }
         if let Ok(line) = serde_json::to_string(&result) {
             self.logger.debug_line(line);
         }
@@ -75,13 +74,17 @@ impl Detector {
             sink(DetectionEvent { target_id: page.target_id.clone(), result: result.clone() });
         }
         if let UnblockDecision::AddRuleAndReload { hostname } = decision {
-            let current = self.control.config().load().as_ref().map(|c| c.raw_rules.clone()).unwrap_or_default();
-            if !current.iter().any(|r| r.trim().eq_ignore_ascii_case(&hostname)) {
-                let mut rules = current;
-                rules.push(hostname.clone());
-                if let Err(e) = self.control.update_rules(rules).await {
-                    self.logger.warn(format!("auto-unblock: could not add {hostname} to the rules: {e}"));
+            let edit = RulesEdit::cover(&hostname);
+            let edited = match LockDir::open_default_async().await {
+                Ok(locks) => self.control.edit_rules(&locks, &edit).await,
+                Err(e) => Err(e),
+            };
+            match edited {
+                Ok(edited) if !edited.changed => {
+                    self.logger.debug(format!("auto-unblock: the rules already cover {hostname}"))
                 }
+                Ok(_) => {}
+                Err(e) => self.logger.warn(format!("auto-unblock: could not add {hostname} to the rules: {e}")),
             }
             if let Err(e) = page.call("Page.reload", json!({})).await {
                 self.logger.warn(format!("auto-unblock: could not reload the page on {hostname}: {e}"));

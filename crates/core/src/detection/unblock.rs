@@ -15,8 +15,9 @@ pub enum UnblockDecision {
     Nothing,
     /// The hostname is persistently blocked: set `persistentBlock`, no reload.
     PersistentBlock,
-    /// Add `hostname` to the rules if absent (PATCH), then reload the page.
-    /// A failed PATCH or reload is logged and does not stop detection.
+    /// Add `hostname` to the rules unless they already cover it
+    /// (`RulesEdit::cover`, under the connection's lock), then reload the
+    /// page. A failed PATCH or reload is logged and does not stop detection.
     AddRuleAndReload { hostname: String },
 }
 

@@ -49,6 +49,13 @@ impl LockDir {
         LockDir::open_at(os_tmpdir().join(LOCK_DIR_NAME))
     }
 
+    /// [`LockDir::open_default`] on a blocking thread, for async callers.
+    pub async fn open_default_async() -> Result<LockDir> {
+        tokio::task::spawn_blocking(LockDir::open_default)
+            .await
+            .map_err(|e| AluviaError::Internal(format!("opening the lock directory failed: {e}")))?
+    }
+
     /// Creates `path` with mode 0700 when it is missing (its parent must
     /// exist), then refuses it unless it is a directory, not a symlink, owned
     /// by the current effective uid and without group/other permission bits.

@@ -113,8 +113,23 @@ impl Drop for DirGuard {
     }
 }
 
-fn internal(what: &str, path: &Path, e: impl std::fmt::Display) -> AluviaError {
+pub(super) fn internal(what: &str, path: &Path, e: impl std::fmt::Display) -> AluviaError {
     AluviaError::Internal(format!("Could not {what} {}: {e}", path.display()))
+}
+
+/// Opens (creating it 0600 when missing, never through a symlink) a file to
+/// take an advisory lock on: a file description of its own each time, so
+/// that threads of one process contend like processes do.
+pub(super) fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| internal("open", path, e))
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -126,19 +141,10 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl LockDir {
-    /// Takes the directory's exclusive lock, opening its own file description
-    /// each time so that threads of one process contend like processes do.
+    /// Takes the directory's exclusive lock.
     fn lock_exclusive(&self) -> Result<DirGuard> {
         let path = self.path().join(DIR_LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| internal("open", &path, e))?;
+        let file = open_lock_file(&path)?;
         loop {
             match fs2::FileExt::lock_exclusive(&file) {
                 Ok(()) => return Ok(DirGuard(file)),

@@ -5,6 +5,8 @@
 //! - [`LockDir`] opens (and refuses an unsafe) lock directory; it reads, writes,
 //!   updates, lists and removes `cli-{name}.lock` files, and claims names
 //!   atomically under an exclusive `fs2` lock on `.dir.lock` in that directory.
+//!   [`LockDir::lock_rules`] takes the per-connection `rules-{id}.lock` that
+//!   serializes rule edits on this machine.
 //! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
 //! - [`is_process_alive`] and [`terminate`] deal with daemon processes.
 //! - [`spawn_daemon`] starts a detached daemon and waits on a pipe until it calls
@@ -20,6 +22,7 @@ mod lock;
 mod naming;
 mod process;
 mod resolve;
+mod rules_lock;
 mod sync;
 
 pub use daemon::{
@@ -30,6 +33,7 @@ pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead};
 pub use naming::{generate_name, validate_session_name, NameState, ADJECTIVES, MAX_NAME_ATTEMPTS, NOUNS};
 pub use process::{is_process_alive, kill_when_parent_dies, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL};
 pub use resolve::{resolve_session, Purpose, ResolveError};
+pub use rules_lock::RulesLock;
 pub use sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
 
 #[cfg(test)]
