@@ -2,7 +2,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, mkdtempSync, rmSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { sdk, serve, root, emulatorClientOptions, eventually } from './helpers.mjs';
 
 const { AluviaClient, AluviaApi } = sdk;
@@ -73,6 +75,12 @@ const CORPUS = [
   ['/redirect', ['redirect_to_challenge'], 'blocked'],
 ];
 
+// A private TMPDIR: auto-unblock takes its rules lock in {tmpdir}/aluvia-sdk,
+// and Chromium profiles live in tmpdir too; all of it goes in after().
+const privateTmp = mkdtempSync(join(tmpdir(), 'aluvia-browser-'));
+const outerTmp = process.env.TMPDIR;
+process.env.TMPDIR = privateTmp;
+
 before(async () => {
   emu = await sdk.startEmulator();
   api = new AluviaApi({ apiKey: emu.apiKey, apiBaseUrl: emu.apiBaseUrl });
@@ -86,6 +94,9 @@ before(async () => {
 after(async () => {
   await corpus?.close();
   await emu?.stop();
+  if (outerTmp === undefined) delete process.env.TMPDIR;
+  else process.env.TMPDIR = outerTmp;
+  rmSync(privateTmp, { recursive: true, force: true });
 });
 
 function options(blockDetection, extra = {}) {
@@ -330,4 +341,9 @@ test('client.stop() also ends the browser: no Chromium outlives its proxy', asyn
   await client.stop();
   assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' });
   await client.stop(); // idempotent
+});
+
+test('nothing is left in the tmpdir: no profile, no lock file', async () => {
+  const left = readdirSync(privateTmp, { recursive: true });
+  assert.deepEqual(left.filter((p) => p !== 'aluvia-sdk'), [], left.join(', '));
 });
