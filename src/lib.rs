@@ -433,9 +433,9 @@ pub async fn session_claim(name: Option<String>, initial: Value) -> Result<Strin
                 out.extend(session_context(&name, &lock));
                 Err(cli_error(Value::Object(out)))
             }
-            Err(session::ClaimError::InvalidName) => Err(cli_error(serde_json::json!({
-                "error": "Invalid session name. Use only letters, numbers, hyphens, and underscores."
-            }))),
+            Err(session::ClaimError::InvalidName) => {
+                Err(cli_error(serde_json::json!({ "error": session::INVALID_NAME_MESSAGE })))
+            }
             Err(session::ClaimError::Io(e)) => Err(to_napi(e)),
         }
     })
@@ -457,9 +457,9 @@ pub async fn session_update(name: String, patch: Value) -> Result<bool> {
         let updated = dir
             .update(&name, |lock| {
                 if lock.pid != me {
-                    return;
+                    return false;
                 }
-                let Ok(Value::Object(mut current)) = serde_json::to_value(&*lock) else { return };
+                let Ok(Value::Object(mut current)) = serde_json::to_value(&*lock) else { return false };
                 for (k, v) in patch {
                     if k == "pid" {
                         continue;
@@ -471,15 +471,21 @@ pub async fn session_update(name: String, patch: Value) -> Result<bool> {
                     }
                 }
                 match serde_json::from_value(Value::Object(current)) {
-                    Ok(next) => *lock = next,
-                    Err(e) => failure = Some(e),
+                    Ok(next) => {
+                        *lock = next;
+                        true
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
                 }
             })
             .map_err(to_napi)?;
         if let Some(e) = failure {
             return Err(json_err(e));
         }
-        Ok(updated)
+        Ok(updated.is_some())
     })
     .await
 }
@@ -496,12 +502,6 @@ pub fn session_remove_sync(name: String, pid: u32) -> Result<bool> {
     lock_dir()?.remove_if_owned(&name, pid).map_err(to_napi)
 }
 
-/// The daemon log file of session `name`.
-#[napi]
-pub fn session_log_path(name: String) -> Result<String> {
-    Ok(lock_dir()?.log_path(&name).to_string_lossy().into_owned())
-}
-
 #[napi(object)]
 pub struct BindingDaemonSpawn {
     /// The claimed session name: its lock's pid becomes the daemon's; the log is `cli-{name}.log`.
@@ -516,9 +516,11 @@ pub struct BindingDaemonSpawn {
 
 /// Spawns the daemon of claimed session `name` and waits until it is ready
 /// (its pid), or fails with the CLI's error and `browserSession` + `logFile`.
+/// On a timeout the daemon keeps running under its lock; on any other failure
+/// nothing is left running (see `session::spawn_daemon`).
 #[napi]
 pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<u32> {
-    let dir = lock_dir()?;
+    let dir = blocking(lock_dir).await?;
     let log_path = dir.log_path(&spec.name);
     let log_file = log_path.to_string_lossy().into_owned();
     let name = spec.name.clone();
@@ -539,10 +541,7 @@ pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<u32> {
         Err(e @ (session::LaunchError::DiedWhileStarting { .. } | session::LaunchError::Timeout { .. })) => {
             Err(cli_error(serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file })))
         }
-        Err(e @ session::LaunchError::Spawn(_)) => {
-            let _ = dir.remove(&name);
-            Err(to_napi(AluviaError::Internal(e.to_string())))
-        }
+        Err(e @ session::LaunchError::Spawn(_)) => Err(to_napi(AluviaError::Internal(e.to_string()))),
     }
 }
 
@@ -556,11 +555,6 @@ pub fn daemon_prepare_ready_fd() -> Result<()> {
 #[napi]
 pub fn daemon_signal_ready() -> Result<()> {
     session::signal_ready().map_err(|e| to_napi(AluviaError::Internal(e.to_string())))
-}
-
-#[napi]
-pub fn process_alive(pid: u32) -> bool {
-    session::is_process_alive(pid)
 }
 
 /// SIGTERM, up to `graceMs` of waiting, then SIGKILL (to the process group

@@ -82,26 +82,25 @@ async function main() {
     shutdown(1, 'unhandled rejection');
   });
 
+  // A lock that is gone or names another process is no longer this session's.
+  const ownLock = async (patch) => {
+    if (!(await mapped(() => native.sessionUpdate(name, patch)))) {
+      throw new Error(`the lock file of session '${name}' was removed or taken over`);
+    }
+  };
   let info;
   try {
     info = await mapped(() => client.start());
     // Early write: the proxy is up (no `ready` yet).
     // `profileDir` (ours) lets stale cleanup remove the profile of a killed daemon.
-    await mapped(() => native.sessionUpdate(name, { proxyUrl: info.url, profileDir: client.browserProfileDir ?? null }));
+    await ownLock({ proxyUrl: info.url, profileDir: client.browserProfileDir ?? null });
     try {
       await mapped(() => client.gotoFirst(spec.url));
     } catch (err) {
       // The session stays usable: a page that failed to load is the user's to handle.
       log(`navigation to ${spec.url} failed: ${err.message}`);
     }
-    await mapped(() =>
-      native.sessionUpdate(name, {
-        connectionId: client.connectionId ?? null,
-        cdpUrl: info.cdpUrl,
-        url: spec.url,
-        ready: true,
-      }),
-    );
+    await ownLock({ connectionId: client.connectionId ?? null, cdpUrl: info.cdpUrl, url: spec.url, ready: true });
   } catch (err) {
     if (cleaning) return;
     log(`failed to start: ${err.message}`);

@@ -18,6 +18,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::dir::LockDir;
+use super::off_thread;
 use super::process::is_process_alive;
 
 /// The environment variable naming the child's end of the ready pipe.
@@ -32,6 +33,9 @@ const READY_FD: RawFd = 3;
 /// What the child writes, followed by a newline.
 const READY_LINE: &[u8] = b"ready";
 
+/// The longest line the parent takes from the ready pipe.
+const MAX_READY_LINE: usize = 64 * 1024;
+
 /// How to start a session daemon.
 #[derive(Debug, Clone)]
 pub struct DaemonSpawn {
@@ -44,10 +48,11 @@ pub struct DaemonSpawn {
     pub log_path: PathBuf,
     /// Normally [`DEFAULT_READY_TIMEOUT`].
     pub ready_timeout: Duration,
-    /// The lock directory and name this parent claimed for the daemon, if any:
-    /// right after the spawn the lock's pid is switched to the daemon's, so
-    /// the name stays held even if the parent goes away before the daemon's
-    /// first write; and the lock is removed when the daemon dies while starting.
+    /// The lock directory and name this parent claimed for the daemon (the
+    /// lock naming this process), if any: right after the spawn the lock's pid
+    /// is switched to the daemon's, so the name stays held even if the parent
+    /// goes away before the daemon's first write. See [`spawn_daemon`] for
+    /// what becomes of it when the start fails.
     pub claimed_lock: Option<(LockDir, String)>,
 }
 
@@ -58,10 +63,11 @@ pub enum LaunchError {
     /// closed its fd 3) before it was ready.
     #[error("Browser process exited unexpectedly.")]
     DiedWhileStarting { pid: u32 },
-    /// Not ready in time; the daemon is left running.
+    /// Not ready in time; the daemon is left running, and a claimed lock names it.
     #[error("Browser is still initializing (timeout).")]
     Timeout { pid: u32 },
-    /// It could not be started (or waited on) at all.
+    /// It could not be started, handed its lock or waited on; whatever was
+    /// started has been killed.
     #[error("Could not start the browser session daemon: {0}")]
     Spawn(String),
 }
@@ -134,15 +140,72 @@ fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
 
 /// Starts the daemon and waits until it is ready: `Ok(pid)` as soon as it
 /// writes the ready line ([`signal_ready`]), `DiedWhileStarting` as soon as
-/// the pipe closes without it, `Timeout` after `spec.ready_timeout` (the
-/// daemon keeps running). The child runs in its own session (`setsid`), with
-/// stdin from /dev/null, stdout and stderr appended to `spec.log_path`, the
-/// pipe on fd 3 and `ALUVIA_READY_FD=3`. A background thread reaps it, so it
-/// never lingers as a zombie of this process.
+/// the pipe closes without it, `Timeout` after `spec.ready_timeout`. The child
+/// runs in its own session (`setsid`), with stdin from /dev/null, stdout and
+/// stderr appended to `spec.log_path`, the pipe on fd 3 and
+/// `ALUVIA_READY_FD=3`. A background thread reaps it, so it never lingers as a
+/// zombie of this process.
+///
+/// With a claimed lock, a daemon is never left running without a lock that
+/// names it: right after the spawn the lock (still naming this process) is
+/// handed to the daemon's pid; on `Timeout` the daemon keeps running and its
+/// lock stays, so `session list` and `session close` find it; when the
+/// hand-over or the wait fails the daemon's process group is killed and the
+/// lock removed once it is gone (only while it names the daemon); when the
+/// spawn fails the lock is removed while it still names this process. All
+/// lock-file work runs off the async threads.
 ///
 /// Must be called within a tokio runtime with I/O enabled.
 pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<u32, LaunchError> {
-    let log = open_log(&spec)?;
+    let parent = std::process::id();
+    let (pid, read_end) = match start_child(&spec) {
+        Ok(started) => started,
+        Err(e) => {
+            // Nothing runs: the name this process claimed is free again.
+            if let Some((dir, name)) = spec.claimed_lock.clone() {
+                let _ = off_thread(move || dir.remove_if_owned(&name, parent)).await;
+            }
+            return Err(e);
+        }
+    };
+
+    if let Some((dir, name)) = spec.claimed_lock.clone() {
+        let handed = off_thread(move || dir.update_owned(&name, parent, |lock| lock.pid = pid)).await;
+        let why = match handed {
+            Ok(Some(_)) => None,
+            Ok(None) => Some("it was removed or taken over".to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            abandon(pid, &spec).await;
+            return Err(LaunchError::Spawn(format!(
+                "could not hand the session's lock file to the daemon (pid {pid}): {why}"
+            )));
+        }
+    }
+
+    match wait_ready(read_end, spec.ready_timeout).await {
+        Ok(Outcome::Ready) => Ok(pid),
+        // Left running, under its lock.
+        Ok(Outcome::TimedOut) => Err(LaunchError::Timeout { pid }),
+        Ok(Outcome::Closed) => {
+            // The pipe closes as the process exits; the reaper follows shortly.
+            if wait_gone(pid, Duration::from_secs(1)).await {
+                release_lock(pid, &spec).await;
+            }
+            Err(LaunchError::DiedWhileStarting { pid })
+        }
+        Err(e) => {
+            abandon(pid, &spec).await;
+            Err(LaunchError::Spawn(format!("could not wait for the daemon (pid {pid}): {e}")))
+        }
+    }
+}
+
+/// Opens the log, creates the ready pipe and spawns the child: its pid and
+/// the pipe's read end.
+fn start_child(spec: &DaemonSpawn) -> Result<(u32, OwnedFd), LaunchError> {
+    let log = open_log(spec)?;
     let log_err = log
         .try_clone()
         .map_err(|e| LaunchError::Spawn(format!("could not open log file {}: {e}", spec.log_path.display())))?;
@@ -182,31 +245,39 @@ pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<u32, LaunchError> {
     drop(write_end);
     let pid = child.id();
     reap_in_background(child);
+    Ok((pid, read_end))
+}
 
-    if let Some((dir, name)) = &spec.claimed_lock {
-        let _ = dir.update(name, |lock| lock.pid = pid);
+/// Gives up on a daemon that may be running: SIGKILL to its process group (it
+/// leads one: `setsid`), then its lock is released once it is gone. A daemon
+/// that cannot be killed keeps its lock, so that it can still be found.
+async fn abandon(pid: u32, spec: &DaemonSpawn) {
+    if let Ok(p) = libc::pid_t::try_from(pid) {
+        // SAFETY: plain syscall; the daemon leads process group `p`.
+        unsafe { libc::kill(-p, libc::SIGKILL) };
     }
+    if wait_gone(pid, Duration::from_secs(2)).await {
+        release_lock(pid, spec).await;
+    }
+}
 
-    let outcome = wait_ready(read_end, spec.ready_timeout)
-        .await
-        .map_err(|e| LaunchError::Spawn(format!("could not wait for the daemon (pid {pid}): {e}")))?;
-    match outcome {
-        Outcome::Ready => Ok(pid),
-        Outcome::TimedOut => Err(LaunchError::Timeout { pid }),
-        Outcome::Closed => {
-            if let Some((dir, name)) = &spec.claimed_lock {
-                // The pipe closes as the process exits; the reaper follows shortly.
-                let deadline = Instant::now() + Duration::from_secs(1);
-                while is_process_alive(pid) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                if !is_process_alive(pid) {
-                    let _ = dir.remove_if_owned(name, pid);
-                }
-            }
-            Err(LaunchError::DiedWhileStarting { pid })
+/// Removes the claimed lock while it names the (dead) daemon.
+async fn release_lock(pid: u32, spec: &DaemonSpawn) {
+    if let Some((dir, name)) = spec.claimed_lock.clone() {
+        let _ = off_thread(move || dir.remove_if_owned(&name, pid)).await;
+    }
+}
+
+/// Whether `pid` is gone within `wait`.
+async fn wait_gone(pid: u32, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while is_process_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    true
 }
 
 fn reap_in_background(mut child: Child) {
@@ -249,6 +320,12 @@ async fn wait_ready(read_end: OwnedFd, timeout: Duration) -> io::Result<Outcome>
                         if line[..end].trim_ascii() == READY_LINE {
                             return Ok(Outcome::Ready);
                         }
+                    }
+                    if pending.len() > MAX_READY_LINE {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("the daemon wrote more than {MAX_READY_LINE} bytes without a newline"),
+                        ));
                     }
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -360,6 +437,19 @@ mod tests {
         std::fs::read_to_string(dir.path().join("daemon.log")).unwrap()
     }
 
+    /// Live processes whose command line contains `text`.
+    fn processes_mentioning(text: &str) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text) && is_process_alive(*pid))
+            })
+            .collect()
+    }
+
     async fn wait_dead(pid: u32) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while is_process_alive(pid) {
@@ -441,19 +531,68 @@ mod tests {
         assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
     }
 
+    fn claimed(dir: &TempDir, name: &str, spec: &mut DaemonSpawn) -> LockDir {
+        let locks = dir.lock_dir();
+        locks.claim(Some(name), LockData::default()).unwrap();
+        spec.claimed_lock = Some((locks.clone(), name.to_string()));
+        locks
+    }
+
     #[tokio::test]
-    async fn session_daemon_timeout_leaves_it_running() {
+    async fn session_daemon_timeout_leaves_it_running_under_its_lock() {
         let dir = TempDir::new("daemon-timeout");
+        let mut spec = sh(&dir, "exec sleep 30", Duration::from_millis(300));
+        let locks = claimed(&dir, "slow", &mut spec);
         let started = Instant::now();
-        let err = spawn_daemon(sh(&dir, "exec sleep 30", Duration::from_millis(300))).await.unwrap_err();
+        let err = spawn_daemon(spec).await.unwrap_err();
         let elapsed = started.elapsed();
         let LaunchError::Timeout { pid } = err else { panic!("{err:?}") };
         assert_eq!(err.to_string(), "Browser is still initializing (timeout).");
         assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(3), "{elapsed:?}");
         assert!(is_process_alive(pid));
-        // SAFETY: plain syscall.
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        // Findable: its lock names it, so `session list` and `session close` see it.
+        let live = locks.live_sessions().unwrap().live;
+        assert_eq!(live.iter().map(|l| (l.session.as_deref(), l.pid)).collect::<Vec<_>>(), [(Some("slow"), pid)]);
+        assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
         wait_dead(pid).await;
+    }
+
+    #[tokio::test]
+    async fn session_daemon_wait_failure_kills_its_group_and_releases_its_lock() {
+        let dir = TempDir::new("daemon-garbled");
+        let grandchild = dir.path().join("grandchild.pid");
+        // A line longer than the parent takes, then the daemon lives on.
+        let script =
+            format!("sleep 30 & echo $! > '{}'; head -c 100000 /dev/zero >&3; exec sleep 30", grandchild.display());
+        let mut spec = sh(&dir, &script, Duration::from_secs(20));
+        let locks = claimed(&dir, "garbled", &mut spec);
+        let err = spawn_daemon(spec).await.unwrap_err();
+        assert!(matches!(&err, LaunchError::Spawn(m) if m.contains("without a newline")), "{err:?}");
+        let sleeper: u32 = std::fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
+        wait_dead(sleeper).await;
+        let daemons: Vec<_> = locks.live_sessions().unwrap().live;
+        assert!(daemons.is_empty(), "{daemons:?}");
+        assert_eq!(locks.read("garbled").unwrap(), None, "the dead daemon's lock is removed");
+    }
+
+    #[tokio::test]
+    async fn session_daemon_lock_taken_over_kills_it_and_keeps_the_lock() {
+        let dir = TempDir::new("daemon-taken");
+        // The script (and so the daemon's command line) names this test's directory.
+        let token = dir.path().display().to_string();
+        let mut spec = sh(&dir, &format!("cd '{token}'; sleep 30"), Duration::from_secs(20));
+        let locks = claimed(&dir, "taken", &mut spec);
+        // Someone else's (live) process holds the name by the time the daemon runs.
+        let holder = LockData { pid: 1, session: Some("taken".into()), ..LockData::default() };
+        locks.write("taken", &holder).unwrap();
+        let err = spawn_daemon(spec).await.unwrap_err();
+        assert!(matches!(&err, LaunchError::Spawn(m) if m.contains("removed or taken over")), "{err:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !processes_mentioning(&token).is_empty() {
+            assert!(Instant::now() < deadline, "the daemon outlived its failed start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(locks.read("taken").unwrap(), Some(LockRead::Valid(holder)), "not ours: left alone");
     }
 
     #[tokio::test]
@@ -461,8 +600,10 @@ mod tests {
         let dir = TempDir::new("daemon-spawn");
         let mut spec = sh(&dir, "", Duration::from_secs(1));
         spec.program = dir.path().join("no-such-program");
+        let locks = claimed(&dir, "never", &mut spec);
         let err = spawn_daemon(spec).await.unwrap_err();
         assert!(matches!(&err, LaunchError::Spawn(m) if m.contains("no-such-program")), "{err:?}");
+        assert_eq!(locks.read("never").unwrap(), None, "the claim is released");
         let mut spec = sh(&dir, "", Duration::from_secs(1));
         spec.log_path = dir.path().join("missing-dir").join("x.log");
         let err = spawn_daemon(spec).await.unwrap_err();

@@ -8,8 +8,7 @@
 //! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
 //! - [`is_process_alive`] and [`terminate`] deal with daemon processes.
 //! - [`spawn_daemon`] starts a detached daemon and waits on a pipe until it calls
-//!   [`signal_ready`]; [`kill_when_parent_dies`] ties a child (Chromium) to its
-//!   parent's life.
+//!   [`signal_ready`].
 //!
 //! Unix only.
 #![cfg(unix)]
@@ -27,10 +26,22 @@ pub use daemon::{
 };
 pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
 pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead};
-pub use naming::{generate_name, validate_session_name, NameState, ADJECTIVES, MAX_NAME_ATTEMPTS, NOUNS};
-pub use process::{is_process_alive, kill_when_parent_dies, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL};
+pub use naming::{
+    generate_name, validate_session_name, NameState, ADJECTIVES, INVALID_NAME_MESSAGE, MAX_NAME_ATTEMPTS, NOUNS,
+};
+pub use process::{is_process_alive, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL};
 pub use resolve::{resolve_session, Purpose, ResolveError};
 pub use sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
+
+/// Runs blocking lock-file work (it may wait on the directory lock, and it
+/// fsyncs) off the async threads.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> crate::error::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::error::AluviaError::Internal(format!("session task failed: {e}")))?
+}
 
 #[cfg(test)]
 pub(crate) mod testutil {
