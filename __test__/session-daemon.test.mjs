@@ -1,10 +1,11 @@
-// The daemon launcher and the lock-file calls of the engine, driven in this
-// process: real daemons (sh, and the CLI's own with Chromium), the emulator,
-// a private TMPDIR. Every process started here is stopped, and the sandbox
+// The daemon launcher and the session daemon's life, driven in this process
+// and through the CLI: real daemons (sh, and the CLI's own with Chromium),
+// the emulator, pages on loopback, a private TMPDIR. Every process started here is stopped, and the sandbox
 // removed, in after().
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { sdk, serve, require } from './helpers.mjs';
 import { Sandbox, processes, descendants, alive, eventually, pageHandler } from './sessions.mjs';
 
@@ -51,20 +52,6 @@ test('a daemon whose ready pipe cannot be read is killed, and no lock names a de
   assert.equal(sb.readLock(name), null);
 });
 
-test('a lock handed to another process is not written by sessionUpdate', async () => {
-  const name = await native.sessionClaim('handed', { pid: 0, blockDetection: true });
-  assert.equal(await native.sessionUpdate(name, { url: 'http://mine.example/' }), true);
-  assert.equal(sb.readLock(name).url, 'http://mine.example/');
-  // Another (live) process owns it now: pid 1.
-  sb.plant(name, { pid: 1, session: name });
-  const inode = statSync(sb.lockPath(name)).ino;
-  assert.equal(await native.sessionUpdate(name, { ready: true }), false);
-  assert.deepEqual(sb.readLock(name), { pid: 1, session: name });
-  assert.equal(statSync(sb.lockPath(name)).ino, inode, 'not rewritten');
-  assert.equal(await native.sessionUpdate('never-claimed', { ready: true }), false);
-  assert.equal(await native.sessionRemove(name, 1), true);
-});
-
 test('not ready in time: the error names the session and its log; the daemon runs on under its lock until closed', async () => {
   const env = { ...sb.env };
   const started = await commands.sessionStart({ url: `${site.url}/`, browserSession: 'sluggish', readyTimeoutMs: 1, env });
@@ -87,4 +74,62 @@ test('not ready in time: the error names the session and its log; the daemon run
   assert.ok(!alive(pid));
   await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
   assert.equal(sb.readLock('sluggish'), null);
+});
+
+/** Writes `name` into the sandbox's scripts folder; its directory. */
+function script(name, text) {
+  const dir = join(sb.tmp, 'scripts');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, name), text);
+  return dir;
+}
+
+test('--run: the start output carries the ready lock, even when the script is already done', async () => {
+  const cwd = script('quick.mjs', `console.log('quick', await page.title());\n`);
+  const r = await sb.cli(['session', 'start', `${site.url}/`, '--browser-session', 'quick', '--run', 'quick.mjs'], { cwd });
+  assert.equal(r.code, 0, r.stdout);
+  assert.deepEqual(Object.keys(r.json), ['browserSession', 'pid', 'startUrl', 'cdpUrl', 'connectionId', 'blockDetection', 'autoUnblock']);
+  assert.equal(r.json.startUrl, `${site.url}/`);
+  assert.match(r.json.cdpUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
+  assert.equal(typeof r.json.connectionId, 'number');
+  await eventually(() => !alive(r.json.pid), { what: 'the --run daemon to exit' });
+  assert.match(sb.log('quick'), /quick Local Page/);
+  assert.match(sb.log('quick'), /stopped, exit 0/);
+  assert.equal(sb.readLock('quick'), null);
+});
+
+test('SIGTERM while a --run script runs, and SIGINT: graceful stops, exit 0, lock removed, no Chromium left', async () => {
+  const cwd = script('forever.mjs', `console.log('waiting'); await new Promise(() => setInterval(() => {}, 1000));\n`);
+  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'forever', '--run', 'forever.mjs'], { cwd });
+  assert.equal(r.code, 0, r.stdout);
+  await eventually(() => sb.log('forever').includes('waiting'), { what: 'the script to run' });
+  let tree = descendants(r.json.pid);
+  process.kill(r.json.pid, 'SIGTERM');
+  await eventually(() => !alive(r.json.pid), { what: 'the daemon to stop' });
+  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
+  assert.match(sb.log('forever'), /stopping \(SIGTERM\)[^]*stopped, exit 0/);
+  assert.equal(sb.readLock('forever'), null);
+
+  const plain = await sb.cli(['session', 'start', site.url, '--browser-session', 'interrupted']);
+  assert.equal(plain.code, 0, plain.stdout);
+  tree = descendants(plain.json.pid);
+  process.kill(plain.json.pid, 'SIGINT');
+  await eventually(() => !alive(plain.json.pid), { what: 'the daemon to stop' });
+  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
+  assert.match(sb.log('interrupted'), /stopping \(SIGINT\)[^]*stopped, exit 0/);
+  assert.equal(sb.readLock('interrupted'), null);
+});
+
+test('an error that escapes a --run script stops the session with exit 1', async () => {
+  const cwd = script(
+    'stray.mjs',
+    `setTimeout(() => { throw new Error('stray error on purpose'); }, 50);\nawait new Promise(() => setInterval(() => {}, 1000));\n`,
+  );
+  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'stray', '--run', 'stray.mjs'], { cwd });
+  assert.equal(r.code, 0, r.stdout);
+  const tree = descendants(r.json.pid);
+  await eventually(() => !alive(r.json.pid), { what: 'the daemon to stop' });
+  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
+  assert.match(sb.log('stray'), /error: Error: stray error on purpose[^]*stopping \(uncaught exception\)[^]*stopped, exit 1/);
+  assert.equal(sb.readLock('stray'), null);
 });

@@ -1,8 +1,9 @@
 //! The daemon launcher: a detached child in its own session with its output
 //! appended to the session's log file, and a pipe on its fd 3 on which it says
-//! `ready` once its first navigation is done. The parent returns as soon as
-//! that line arrives, fails as soon as the pipe closes without it (the child
-//! died), and gives up after a timeout.
+//! `ready` (optionally followed by its lock file's JSON) once its first
+//! navigation is done. The parent returns as soon as that line arrives, fails
+//! as soon as the pipe closes without it (the child died), and gives up after
+//! a timeout.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
@@ -18,6 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::dir::LockDir;
+use super::lock::LockData;
 use super::off_thread;
 use super::process::is_process_alive;
 
@@ -72,8 +74,16 @@ pub enum LaunchError {
     Spawn(String),
 }
 
+/// A daemon that said it is ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonReady {
+    pub pid: u32,
+    /// Its lock as it was when it became ready, if it sent it along.
+    pub lock: Option<LockData>,
+}
+
 enum Outcome {
-    Ready,
+    Ready(Option<Box<LockData>>),
     Closed,
     TimedOut,
 }
@@ -138,8 +148,8 @@ fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
     open().map_err(|e| LaunchError::Spawn(format!("could not open log file {}: {e}", spec.log_path.display())))
 }
 
-/// Starts the daemon and waits until it is ready: `Ok(pid)` as soon as it
-/// writes the ready line ([`signal_ready`]), `DiedWhileStarting` as soon as
+/// Starts the daemon and waits until it is ready: its pid (and the lock it
+/// sent) as soon as it writes the ready line ([`signal_ready`]), `DiedWhileStarting` as soon as
 /// the pipe closes without it, `Timeout` after `spec.ready_timeout`. The child
 /// runs in its own session (`setsid`), with stdin from /dev/null, stdout and
 /// stderr appended to `spec.log_path`, the pipe on fd 3 and
@@ -156,7 +166,7 @@ fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
 /// lock-file work runs off the async threads.
 ///
 /// Must be called within a tokio runtime with I/O enabled.
-pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<u32, LaunchError> {
+pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<DaemonReady, LaunchError> {
     let parent = std::process::id();
     let (pid, read_end) = match start_child(&spec) {
         Ok(started) => started,
@@ -185,7 +195,7 @@ pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<u32, LaunchError> {
     }
 
     match wait_ready(read_end, spec.ready_timeout).await {
-        Ok(Outcome::Ready) => Ok(pid),
+        Ok(Outcome::Ready(lock)) => Ok(DaemonReady { pid, lock: lock.map(|l| *l) }),
         // Left running, under its lock.
         Ok(Outcome::TimedOut) => Err(LaunchError::Timeout { pid }),
         Ok(Outcome::Closed) => {
@@ -317,8 +327,8 @@ async fn wait_ready(read_end: OwnedFd, timeout: Duration) -> io::Result<Outcome>
                     pending.extend_from_slice(&chunk[..n]);
                     while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=end).collect();
-                        if line[..end].trim_ascii() == READY_LINE {
-                            return Ok(Outcome::Ready);
+                        if let Some(lock) = ready_line(&line[..end]) {
+                            return Ok(Outcome::Ready(lock.map(Box::new)));
                         }
                     }
                     if pending.len() > MAX_READY_LINE {
@@ -338,6 +348,19 @@ async fn wait_ready(read_end: OwnedFd, timeout: Duration) -> io::Result<Outcome>
         Ok(outcome) => outcome,
         Err(_) => Ok(Outcome::TimedOut),
     }
+}
+
+/// `ready` → `Some(None)`; `ready {lock json}` → `Some(Some(lock))` (a payload
+/// that does not parse is ignored); anything else → `None`.
+fn ready_line(line: &[u8]) -> Option<Option<LockData>> {
+    let rest = line.trim_ascii().strip_prefix(READY_LINE)?;
+    if rest.is_empty() {
+        return Some(None);
+    }
+    if !rest[0].is_ascii_whitespace() {
+        return None;
+    }
+    Some(serde_json::from_slice(rest).ok())
 }
 
 /// Whether this process has already used (or given up) its ready fd.
@@ -376,10 +399,10 @@ pub fn prepare_ready_fd() -> io::Result<()> {
 }
 
 /// For the daemon, once it is ready (after its final lock write): writes
-/// `ready\n` to the fd named by `ALUVIA_READY_FD`, then closes it. Idempotent;
-/// a no-op without the variable. A parent that stopped waiting (closed pipe)
-/// is not an error.
-pub fn signal_ready() -> io::Result<()> {
+/// `ready\n`, or `ready {lock json}\n` with `lock`, to the fd named by
+/// `ALUVIA_READY_FD`, then closes it. Idempotent; a no-op without the
+/// variable. A parent that stopped waiting (closed pipe) is not an error.
+pub fn signal_ready(lock: Option<&LockData>) -> io::Result<()> {
     let mut done = READY_FD_DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if *done {
         return Ok(());
@@ -388,6 +411,10 @@ pub fn signal_ready() -> io::Result<()> {
         return Ok(());
     };
     let mut line = READY_LINE.to_vec();
+    if let Some(lock) = lock {
+        line.push(b' ');
+        line.extend(serde_json::to_vec(lock).map_err(io::Error::other)?);
+    }
     line.push(b'\n');
     let mut written = 0;
     let result = loop {
@@ -466,7 +493,9 @@ mod tests {
         let started = Instant::now();
         let script = "echo hi; echo \"$ALUVIA_TEST_VAR $ALUVIA_READY_FD $(pwd)\"; echo oops >&2; echo ready >&3; \
                       exec sleep 30";
-        let pid = spawn_daemon(sh(&dir, script, Duration::from_secs(20))).await.unwrap();
+        let ready = spawn_daemon(sh(&dir, script, Duration::from_secs(20))).await.unwrap();
+        assert_eq!(ready.lock, None, "a bare ready line");
+        let pid = ready.pid;
         // Promptly: no polling interval in the way.
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
         assert!(is_process_alive(pid));
@@ -485,7 +514,7 @@ mod tests {
     #[tokio::test]
     async fn session_daemon_new_log_is_0600() {
         let dir = TempDir::new("daemon-log");
-        let pid = spawn_daemon(sh(&dir, "echo ready >&3", Duration::from_secs(20))).await.unwrap();
+        let pid = spawn_daemon(sh(&dir, "echo ready >&3", Duration::from_secs(20))).await.unwrap().pid;
         wait_dead(pid).await;
         let mode = std::fs::metadata(dir.path().join("daemon.log")).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -524,7 +553,7 @@ mod tests {
         let name = locks.claim(Some("mine"), LockData::default()).unwrap();
         let mut spec = sh(&dir, "echo ready >&3; exec sleep 30", Duration::from_secs(20));
         spec.claimed_lock = Some((locks.clone(), name));
-        let pid = spawn_daemon(spec).await.unwrap();
+        let pid = spawn_daemon(spec).await.unwrap().pid;
         let Some(LockRead::Valid(lock)) = locks.read("mine").unwrap() else { panic!() };
         assert_eq!(lock.pid, pid);
         assert_eq!(lock.session.as_deref(), Some("mine"));
@@ -615,7 +644,7 @@ mod tests {
         let dir = TempDir::new("daemon-kill");
         let grandchild = dir.path().join("grandchild.pid");
         let script = format!("trap '' TERM; sleep 30 & echo $! > '{}'; echo ready >&3; wait", grandchild.display());
-        let pid = spawn_daemon(sh(&dir, &script, Duration::from_secs(20))).await.unwrap();
+        let pid = spawn_daemon(sh(&dir, &script, Duration::from_secs(20))).await.unwrap().pid;
         let sleeper: u32 = std::fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
         assert!(is_process_alive(sleeper));
         let started = Instant::now();
@@ -639,8 +668,10 @@ mod tests {
         let flags = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) };
         assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
         println!("child up");
-        signal_ready().unwrap();
-        signal_ready().unwrap();
+        let lock =
+            LockData { pid: std::process::id(), cdp_url: Some("http://127.0.0.1:9".into()), ..LockData::default() };
+        signal_ready(Some(&lock)).unwrap();
+        signal_ready(None).unwrap();
         // SAFETY: plain syscall: the fd is closed now.
         assert_eq!(unsafe { libc::fcntl(READY_FD, libc::F_GETFD) }, -1);
         println!("child signalled");
@@ -661,7 +692,10 @@ mod tests {
             ready_timeout: Duration::from_secs(20),
             claimed_lock: None,
         };
-        let pid = spawn_daemon(spec).await.unwrap();
+        let ready = spawn_daemon(spec).await.unwrap();
+        let pid = ready.pid;
+        let sent = LockData { pid, cdp_url: Some("http://127.0.0.1:9".into()), ..LockData::default() };
+        assert_eq!(ready.lock, Some(sent), "the lock it sent along");
         assert!(log(&dir).contains("child up"), "{}", log(&dir));
         // The child's own checks after signalling.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -673,9 +707,21 @@ mod tests {
     }
 
     #[test]
+    fn session_ready_lines() {
+        assert_eq!(ready_line(b"ready"), Some(None));
+        assert_eq!(ready_line(b" ready \r"), Some(None));
+        let lock = ready_line(br#"ready {"pid":7,"cdpUrl":"http://127.0.0.1:1"}"#).unwrap().unwrap();
+        assert_eq!((lock.pid, lock.cdp_url.as_deref()), (7, Some("http://127.0.0.1:1")));
+        assert_eq!(ready_line(b"ready {not json"), Some(None), "a bad payload is ignored");
+        assert_eq!(ready_line(b"readying"), None);
+        assert_eq!(ready_line(b"not-ready"), None);
+        assert_eq!(ready_line(b""), None);
+    }
+
+    #[test]
     fn session_signal_ready_without_env_is_a_noop() {
         if std::env::var_os(READY_FD_ENV).is_none() {
-            signal_ready().unwrap();
+            signal_ready(None).unwrap();
             prepare_ready_fd().unwrap();
         }
     }

@@ -8,7 +8,8 @@
 //! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
 //! - [`is_process_alive`] and [`terminate`] deal with daemon processes.
 //! - [`spawn_daemon`] starts a detached daemon and waits on a pipe until it calls
-//!   [`signal_ready`].
+//!   [`signal_ready`]; [`run_daemon`] is that daemon's life, from its first
+//!   lock write to the lock's removal.
 //!
 //! Unix only.
 #![cfg(unix)]
@@ -19,10 +20,12 @@ mod lock;
 mod naming;
 mod process;
 mod resolve;
+mod run;
 mod sync;
 
 pub use daemon::{
-    prepare_ready_fd, signal_ready, spawn_daemon, DaemonSpawn, LaunchError, DEFAULT_READY_TIMEOUT, READY_FD_ENV,
+    prepare_ready_fd, signal_ready, spawn_daemon, DaemonReady, DaemonSpawn, LaunchError, DEFAULT_READY_TIMEOUT,
+    READY_FD_ENV,
 };
 pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
 pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead};
@@ -31,6 +34,7 @@ pub use naming::{
 };
 pub use process::{is_process_alive, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL};
 pub use resolve::{resolve_session, Purpose, ResolveError};
+pub use run::{run_daemon, stop_on_signals, DaemonExit, DaemonRun, DaemonStop, Script, DAEMON_POLL_INTERVAL_MS};
 pub use sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
 
 /// Runs blocking lock-file work (it may wait on the directory lock, and it
