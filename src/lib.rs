@@ -174,43 +174,42 @@ pub struct BindingProxyInfo {
     pub cdp_url: Option<String>,
 }
 
+fn raw_client_options(options: BindingClientOptions) -> RawClientOptions {
+    RawClientOptions {
+        api_key: options.api_key,
+        connection_id: options.connection_id.map(|id| match id {
+            Either::A(n) => RawId::Number(n),
+            Either::B(s) => RawId::Text(s),
+        }),
+        strict: options.strict,
+        api_base_url: options.api_base_url,
+        poll_interval_ms: options.poll_interval_ms,
+        timeout_ms: options.timeout_ms,
+        gateway_protocol: options.gateway_protocol,
+        gateway_port: options.gateway_port,
+        gateway_host: options.gateway_host,
+        local_port: options.local_port,
+        log_level: options.log_level,
+        start_playwright: options.start_playwright,
+        headless: options.headless,
+        block_detection: options.block_detection,
+    }
+}
+
 /// Called with `JSON.stringify({ targetId, result })` for every detection result.
 type DetectionCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
 
 #[napi]
 pub struct BindingClient {
     inner: Arc<Client>,
-    lock_sync: std::sync::Mutex<Option<session::LockSync>>,
 }
 
 #[napi]
 impl BindingClient {
     #[napi(constructor)]
     pub fn new(options: BindingClientOptions) -> Result<Self> {
-        let raw = RawClientOptions {
-            api_key: options.api_key,
-            connection_id: options.connection_id.map(|id| match id {
-                Either::A(n) => RawId::Number(n),
-                Either::B(s) => RawId::Text(s),
-            }),
-            strict: options.strict,
-            api_base_url: options.api_base_url,
-            poll_interval_ms: options.poll_interval_ms,
-            timeout_ms: options.timeout_ms,
-            gateway_protocol: options.gateway_protocol,
-            gateway_port: options.gateway_port,
-            gateway_host: options.gateway_host,
-            local_port: options.local_port,
-            log_level: options.log_level,
-            start_playwright: options.start_playwright,
-            headless: options.headless,
-            block_detection: options.block_detection,
-        };
-        let opts = ClientOptions::validate(raw).map_err(to_napi)?;
-        Ok(BindingClient {
-            inner: Arc::new(Client::new(opts).map_err(to_napi)?),
-            lock_sync: std::sync::Mutex::new(None),
-        })
+        let opts = ClientOptions::validate(raw_client_options(options)).map_err(to_napi)?;
+        Ok(BindingClient { inner: Arc::new(Client::new(opts).map_err(to_napi)?) })
     }
 
     #[napi]
@@ -235,24 +234,6 @@ impl BindingClient {
         Ok(())
     }
 
-    /// Navigate the browser's first page and wait for the navigation.
-    #[napi]
-    pub async fn goto_first(&self, url: String) -> Result<()> {
-        match self.inner.browser() {
-            Some(b) => b.goto_first(&url).await.map_err(to_napi),
-            None => Err(to_napi(AluviaError::Invalid("no browser was started".into()))),
-        }
-    }
-
-    /// Resolves when the browser's CDP connection is gone.
-    #[napi]
-    pub async fn wait_browser_disconnected(&self) -> Result<()> {
-        if let Some(b) = self.inner.browser() {
-            b.wait_disconnected().await;
-        }
-        Ok(())
-    }
-
     #[napi]
     pub fn blocked_hostnames(&self) -> Vec<String> {
         self.inner.blocked_hostnames()
@@ -268,36 +249,9 @@ impl BindingClient {
         self.inner.browser().and_then(|b| b.pid())
     }
 
-    /// The browser's private profile directory (removed on close).
-    #[napi(getter)]
-    pub fn browser_profile_dir(&self) -> Option<String> {
-        self.inner.browser().map(|b| b.user_data_dir().display().to_string())
-    }
-
     #[napi]
     pub async fn stop(&self) -> Result<()> {
-        if let Some(sync) = self.lock_sync.lock().ok().and_then(|mut s| s.take()) {
-            sync.stop();
-        }
         self.inner.stop().await;
-        Ok(())
-    }
-
-    /// For the session daemon, before start(): keep lock `name` (owned by
-    /// this process) current with `lastDetection` on every detection result
-    /// and `traffic` at most once a second. Replaces any detection callback.
-    #[napi]
-    pub async fn sync_session_lock(&self, name: String) -> Result<()> {
-        let dir = session::LockDir::open_default().map_err(to_napi)?;
-        let weak = Arc::downgrade(&self.inner);
-        let (sink, sync) =
-            session::start_lock_sync(dir, name, std::process::id(), session::TRAFFIC_INTERVAL, move || {
-                weak.upgrade().and_then(|c| serde_json::to_value(c.traffic()).ok())
-            });
-        self.inner.set_detection_sink(Some(sink));
-        if let Ok(mut slot) = self.lock_sync.lock() {
-            *slot = Some(sync);
-        }
         Ok(())
     }
 
@@ -396,16 +350,6 @@ pub async fn session_resolve(name: Option<String>, purpose: String) -> Result<Va
     .await
 }
 
-/// The lock file of `name` as it is (no liveness check); `null` when missing or corrupt.
-#[napi]
-pub async fn session_read(name: String) -> Result<Option<Value>> {
-    blocking(move || match lock_dir()?.read(&name).map_err(to_napi)? {
-        Some(session::LockRead::Valid(lock)) => lock_json(&lock).map(Some),
-        _ => Ok(None),
-    })
-    .await
-}
-
 /// The lock-file view of a session for CLI output: the name-in-use context.
 fn session_context(name: &str, lock: &session::LockData) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
@@ -435,53 +379,11 @@ pub async fn session_claim(name: Option<String>, initial: Value) -> Result<Strin
                 out.extend(session_context(&name, &lock));
                 Err(cli_error(Value::Object(out)))
             }
-            Err(session::ClaimError::InvalidName) => Err(cli_error(serde_json::json!({
-                "error": "Invalid session name. Use only letters, numbers, hyphens, and underscores."
-            }))),
+            Err(session::ClaimError::InvalidName) => {
+                Err(cli_error(serde_json::json!({ "error": session::INVALID_NAME_MESSAGE })))
+            }
             Err(session::ClaimError::Io(e)) => Err(to_napi(e)),
         }
-    })
-    .await
-}
-
-/// Merges `patch` (camelCase lock fields; `null` removes one) into the lock
-/// file of `name` when it is owned by this process. `false` when it is
-/// missing, corrupt or someone else's.
-#[napi]
-pub async fn session_update(name: String, patch: Value) -> Result<bool> {
-    let Value::Object(patch) = patch else {
-        return Err(to_napi(AluviaError::Invalid("patch must be an object".into())));
-    };
-    blocking(move || {
-        let dir = lock_dir()?;
-        let me = std::process::id();
-        let mut failure = None;
-        let updated = dir
-            .update(&name, |lock| {
-                if lock.pid != me {
-                    return;
-                }
-                let Ok(Value::Object(mut current)) = serde_json::to_value(&*lock) else { return };
-                for (k, v) in patch {
-                    if k == "pid" {
-                        continue;
-                    }
-                    if v.is_null() {
-                        current.remove(&k);
-                    } else {
-                        current.insert(k, v);
-                    }
-                }
-                match serde_json::from_value(Value::Object(current)) {
-                    Ok(next) => *lock = next,
-                    Err(e) => failure = Some(e),
-                }
-            })
-            .map_err(to_napi)?;
-        if let Some(e) = failure {
-            return Err(json_err(e));
-        }
-        Ok(updated)
     })
     .await
 }
@@ -490,18 +392,6 @@ pub async fn session_update(name: String, patch: Value) -> Result<bool> {
 #[napi]
 pub async fn session_remove(name: String, pid: u32) -> Result<bool> {
     blocking(move || lock_dir()?.remove_if_owned(&name, pid).map_err(to_napi)).await
-}
-
-/// Removes the lock file of `name` if it names `pid`, synchronously (for exit paths).
-#[napi]
-pub fn session_remove_sync(name: String, pid: u32) -> Result<bool> {
-    lock_dir()?.remove_if_owned(&name, pid).map_err(to_napi)
-}
-
-/// The daemon log file of session `name`.
-#[napi]
-pub fn session_log_path(name: String) -> Result<String> {
-    Ok(lock_dir()?.log_path(&name).to_string_lossy().into_owned())
 }
 
 #[napi(object)]
@@ -516,11 +406,21 @@ pub struct BindingDaemonSpawn {
     pub ready_timeout_ms: Option<u32>,
 }
 
-/// Spawns the daemon of claimed session `name` and waits until it is ready
-/// (its pid), or fails with the CLI's error and `browserSession` + `logFile`.
+#[napi(object)]
+pub struct BindingDaemonReady {
+    pub pid: u32,
+    /// The daemon's lock as it was when it became ready (camelCase lock
+    /// fields), even when it has ended since (`--run`); `null` if it sent none.
+    pub lock: Option<Value>,
+}
+
+/// Spawns the daemon of claimed session `name` and waits until it is ready,
+/// or fails with the CLI's error and `browserSession` + `logFile`. On a
+/// timeout the daemon keeps running under its lock; on any other failure
+/// nothing is left running (see `session::spawn_daemon`).
 #[napi]
-pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<u32> {
-    let dir = lock_dir()?;
+pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<BindingDaemonReady> {
+    let dir = blocking(lock_dir).await?;
     let log_path = dir.log_path(&spec.name);
     let log_file = log_path.to_string_lossy().into_owned();
     let name = spec.name.clone();
@@ -537,32 +437,70 @@ pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<u32> {
         claimed_lock: Some((dir.clone(), name.clone())),
     };
     match session::spawn_daemon(launch).await {
-        Ok(pid) => Ok(pid),
+        Ok(ready) => Ok(BindingDaemonReady { pid: ready.pid, lock: ready.lock.as_ref().map(lock_json).transpose()? }),
         Err(e @ (session::LaunchError::DiedWhileStarting { .. } | session::LaunchError::Timeout { .. })) => {
             Err(cli_error(serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file })))
         }
-        Err(e @ session::LaunchError::Spawn(_)) => {
-            let _ = dir.remove(&name);
-            Err(to_napi(AluviaError::Internal(e.to_string())))
-        }
+        Err(e @ session::LaunchError::Spawn(_)) => Err(to_napi(AluviaError::Internal(e.to_string()))),
     }
 }
 
-/// For the daemon, first thing: keeps its ready fd away from its children.
-#[napi]
-pub fn daemon_prepare_ready_fd() -> Result<()> {
-    session::prepare_ready_fd().map_err(|e| to_napi(AluviaError::Internal(e.to_string())))
+#[napi(object)]
+pub struct BindingSessionDaemon {
+    /// The session; its lock names this process.
+    pub name: String,
+    pub url: String,
+    pub headful: Option<bool>,
+    pub block_detection: Option<bool>,
+    pub auto_unblock: Option<bool>,
+    /// The API key, API and gateway addresses and connection id; the daemon
+    /// sets the browser, polling and detection options itself.
+    pub client: BindingClientOptions,
 }
 
-/// For the daemon, after its final lock write: tells `session start` it is ready.
-#[napi]
-pub fn daemon_signal_ready() -> Result<()> {
-    session::signal_ready().map_err(|e| to_napi(AluviaError::Internal(e.to_string())))
+/// Called with the CDP URL; resolves to the exit code.
+type ScriptCallback = ThreadsafeFunction<String, Promise<i32>, String, Status, false>;
+
+/// Where a stop for this process's daemon is requested.
+fn daemon_stop() -> &'static session::DaemonStop {
+    static STOP: std::sync::OnceLock<session::DaemonStop> = std::sync::OnceLock::new();
+    STOP.get_or_init(session::DaemonStop::new)
 }
 
+/// The session daemon's whole life (see `session::run_daemon`): resolves to
+/// its exit code once it has stopped and removed its lock. SIGTERM and SIGINT
+/// stop it. With `runScript`, that is called with the CDP URL once the
+/// session is ready, and the daemon ends with the code it resolves to.
 #[napi]
-pub fn process_alive(pid: u32) -> bool {
-    session::is_process_alive(pid)
+pub async fn session_daemon_run(spec: BindingSessionDaemon, run_script: Option<ScriptCallback>) -> Result<i32> {
+    let dir = blocking(lock_dir).await?;
+    let run = session::DaemonRun {
+        dir,
+        name: spec.name,
+        url: spec.url,
+        headful: spec.headful.unwrap_or(false),
+        block_detection: spec.block_detection.unwrap_or(true),
+        auto_unblock: spec.auto_unblock.unwrap_or(false),
+        client: raw_client_options(spec.client),
+        handle_signals: true,
+    };
+    let script = run_script.map(|callback| -> session::Script {
+        Box::new(move |cdp_url| {
+            Box::pin(async move {
+                match callback.call_async(cdp_url).await {
+                    Ok(promise) => promise.await.unwrap_or(1),
+                    Err(_) => 1,
+                }
+            })
+        })
+    });
+    Ok(session::run_daemon(run, script, daemon_stop().clone()).await)
+}
+
+/// Asks this process's session daemon to stop with `code` (the first request wins).
+#[napi]
+pub fn session_daemon_stop(code: i32, reason: String) {
+    daemon_stop().request(code, reason);
 }
 
 /// SIGTERM, up to `graceMs` of waiting, then SIGKILL (to the process group

@@ -103,7 +103,8 @@ function sessionStart(o = {}) {
     const source = o.env ?? process.env;
     for (const k of ENV_KEYS) if (source[k] !== undefined) env[k] = source[k];
     const spec = { name, url: String(o.url), blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run };
-    const pid = await mapped(() =>
+    // The daemon's lock as it was when it became ready (with --run it may be gone by now).
+    const { pid, lock } = await mapped(() =>
       native.daemonSpawn({
         name,
         program: process.execPath,
@@ -113,14 +114,12 @@ function sessionStart(o = {}) {
         readyTimeoutMs: o.readyTimeoutMs,
       }),
     );
-    // With --run the daemon may already be done (and its lock gone).
-    const lock = (await mapped(() => native.sessionRead(name))) ?? {};
     return {
       browserSession: name,
       pid,
-      startUrl: lock.url ?? spec.url,
-      cdpUrl: lock.cdpUrl ?? null,
-      connectionId: lock.connectionId ?? null,
+      startUrl: lock?.url ?? spec.url,
+      cdpUrl: lock?.cdpUrl ?? null,
+      connectionId: lock?.connectionId ?? null,
       blockDetection,
       autoUnblock,
     };

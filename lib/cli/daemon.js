@@ -2,10 +2,11 @@
 
 // The background process of one CLI session, spawned by `session start`
 // (argv[2] is its JSON spec; fd 3 is the ready pipe). Its stdout and stderr
-// are the session's log file. It runs the engine with startPlaywright
-// semantics (proxy, Chromium, detection) without loading Playwright, keeps
-// its lock file current, and stays until SIGTERM/SIGINT or until the browser
-// goes away; with `run` it imports that script instead, then exits.
+// are the session's log file. Its whole life is the engine's
+// (sessionDaemonRun: proxy, Chromium, detection, the lock file, the ready
+// signal, SIGTERM/SIGINT, shutdown); what stays here needs JavaScript: the
+// `--run` script, imported with Playwright's `page`, `browser` and `context`
+// as globals, and JavaScript errors that escape it.
 //
 // The environment holds the API key: never log it.
 
@@ -14,111 +15,40 @@ const native = require('../native.js');
 const { mapped } = require('../errors.js');
 const { settings } = require('./commands.js');
 
-/** The daemon's client polls its connection's config this often (ms), so
- * `rotate-ip`, `set-geo` and `set-rules` reach it within about a second. */
-const POLL_INTERVAL_MS = 1000;
-
 function log(msg) {
   process.stderr.write(`[aluvia] ${new Date().toISOString()} ${msg}\n`);
 }
 
 async function main() {
-  try {
-    native.daemonPrepareReadyFd();
-  } catch (err) {
-    log(`warning: ${err.message}`);
-  }
   const spec = JSON.parse(process.argv[2]);
-  const { name } = spec;
   const s = settings(process.env);
-  if (s.error) throw new Error(s.error);
-  log(`starting session '${name}' (pid ${process.pid}) for ${spec.url}`);
-
-  const client = mapped(
-    () =>
-      new native.BindingClient({
-        apiKey: s.apiKey,
-        apiBaseUrl: s.apiBaseUrl,
-        gatewayHost: s.gatewayHost,
-        gatewayPort: s.gatewayPort,
-        gatewayProtocol: s.gatewayProtocol,
-        connectionId: spec.connectionId,
-        pollIntervalMs: POLL_INTERVAL_MS,
-        startPlaywright: true,
-        headless: !spec.headful,
-        blockDetection: { enabled: spec.blockDetection, autoUnblock: spec.autoUnblock },
-      }),
-  );
-  await mapped(() => client.syncSessionLock(name));
-
-  const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
-  let cleaning = null;
-  const shutdown = (code, why) => {
-    if (!cleaning) {
-      cleaning = (async () => {
-        log(`stopping (${why})`);
-        await client.closeBrowser().catch(() => {});
-        await client.stop().catch(() => {});
-        try {
-          native.sessionRemoveSync(name, process.pid);
-        } catch (err) {
-          log(`could not remove the lock file: ${err.message}`);
-        }
-        clearInterval(keepAlive);
-        log(`stopped, exit ${code}`);
-        process.exit(code);
-      })();
-    }
-    return cleaning;
-  };
-  process.on('SIGTERM', () => shutdown(0, 'SIGTERM'));
-  process.on('SIGINT', () => shutdown(0, 'SIGINT'));
-  process.on('uncaughtException', (err) => {
-    log(`error: ${err?.stack ?? err}`);
-    shutdown(1, 'uncaught exception');
-  });
-  process.on('unhandledRejection', (err) => {
-    log(`error: ${err?.stack ?? err}`);
-    shutdown(1, 'unhandled rejection');
-  });
-
-  let info;
-  try {
-    info = await mapped(() => client.start());
-    // Early write: the proxy is up (no `ready` yet).
-    // `profileDir` (ours) lets stale cleanup remove the profile of a killed daemon.
-    await mapped(() => native.sessionUpdate(name, { proxyUrl: info.url, profileDir: client.browserProfileDir ?? null }));
-    try {
-      await mapped(() => client.gotoFirst(spec.url));
-    } catch (err) {
-      // The session stays usable: a page that failed to load is the user's to handle.
-      log(`navigation to ${spec.url} failed: ${err.message}`);
-    }
-    await mapped(() =>
-      native.sessionUpdate(name, {
-        connectionId: client.connectionId ?? null,
-        cdpUrl: info.cdpUrl,
+  for (const event of ['uncaughtException', 'unhandledRejection']) {
+    process.on(event, (err) => {
+      log(`error: ${err?.stack ?? err}`);
+      native.sessionDaemonStop(1, event === 'uncaughtException' ? 'uncaught exception' : 'unhandled rejection');
+    });
+  }
+  const code = await mapped(() =>
+    native.sessionDaemonRun(
+      {
+        name: spec.name,
         url: spec.url,
-        ready: true,
-      }),
-    );
-  } catch (err) {
-    if (cleaning) return;
-    log(`failed to start: ${err.message}`);
-    await shutdown(1, 'start failed');
-    return;
-  }
-  // Stopped while starting: never report ready.
-  if (cleaning) return;
-  native.daemonSignalReady();
-  log(`ready: cdp ${info.cdpUrl}, proxy ${info.url}, connection ${client.connectionId ?? 'none'}`);
-
-  if (spec.run) {
-    await shutdown(await runScript(spec.run, info.cdpUrl), 'script finished');
-    return;
-  }
-  await client.waitBrowserDisconnected();
-  await shutdown(0, 'browser disconnected');
+        headful: spec.headful,
+        blockDetection: spec.blockDetection,
+        autoUnblock: spec.autoUnblock,
+        client: {
+          apiKey: s.apiKey ?? '',
+          apiBaseUrl: s.apiBaseUrl,
+          gatewayHost: s.gatewayHost,
+          gatewayPort: s.gatewayPort,
+          gatewayProtocol: s.gatewayProtocol,
+          connectionId: spec.connectionId,
+        },
+      },
+      spec.run ? (cdpUrl) => runScript(spec.run, cdpUrl) : undefined,
+    ),
+  );
+  process.exit(code);
 }
 
 /** Imports the script with `page`, `browser` and `context` as globals; its exit code. */
@@ -148,12 +78,7 @@ async function runScript(script, cdpUrl) {
 }
 
 main().catch((err) => {
+  // The engine did not run (its lock is left to stale cleanup).
   log(`error: ${err?.stack ?? err}`);
-  try {
-    const name = JSON.parse(process.argv[2]).name;
-    native.sessionRemoveSync(name, process.pid);
-  } catch {
-    // Nothing more to do.
-  }
   process.exit(1);
 });

@@ -50,9 +50,13 @@ pub struct BrowserSession {
     detector: Arc<Detector>,
 }
 
+/// How the name of every Chromium profile directory the engine creates starts
+/// (stale-session cleanup removes only directories named like this).
+pub const PROFILE_DIR_PREFIX: &str = "aluvia-chromium-";
+
 fn make_user_data_dir() -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let dir = std::env::temp_dir().join(format!("aluvia-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!("{PROFILE_DIR_PREFIX}{}", uuid::Uuid::new_v4().simple()));
     std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| {
         AluviaError::Internal(format!("cannot create a Chromium profile directory {}: {e}", dir.display()))
     })?;

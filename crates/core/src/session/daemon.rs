@@ -1,8 +1,9 @@
 //! The daemon launcher: a detached child in its own session with its output
 //! appended to the session's log file, and a pipe on its fd 3 on which it says
-//! `ready` once its first navigation is done. The parent returns as soon as
-//! that line arrives, fails as soon as the pipe closes without it (the child
-//! died), and gives up after a timeout.
+//! `ready` (optionally followed by its lock file's JSON) once its first
+//! navigation is done. The parent returns as soon as that line arrives, fails
+//! as soon as the pipe closes without it (the child died), and gives up after
+//! a timeout.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
@@ -18,6 +19,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::dir::LockDir;
+use super::lock::LockData;
+use super::off_thread;
 use super::process::is_process_alive;
 
 /// The environment variable naming the child's end of the ready pipe.
@@ -32,6 +35,9 @@ const READY_FD: RawFd = 3;
 /// What the child writes, followed by a newline.
 const READY_LINE: &[u8] = b"ready";
 
+/// The longest line the parent takes from the ready pipe.
+const MAX_READY_LINE: usize = 64 * 1024;
+
 /// How to start a session daemon.
 #[derive(Debug, Clone)]
 pub struct DaemonSpawn {
@@ -44,10 +50,11 @@ pub struct DaemonSpawn {
     pub log_path: PathBuf,
     /// Normally [`DEFAULT_READY_TIMEOUT`].
     pub ready_timeout: Duration,
-    /// The lock directory and name this parent claimed for the daemon, if any:
-    /// right after the spawn the lock's pid is switched to the daemon's, so
-    /// the name stays held even if the parent goes away before the daemon's
-    /// first write; and the lock is removed when the daemon dies while starting.
+    /// The lock directory and name this parent claimed for the daemon (the
+    /// lock naming this process), if any: right after the spawn the lock's pid
+    /// is switched to the daemon's, so the name stays held even if the parent
+    /// goes away before the daemon's first write. See [`spawn_daemon`] for
+    /// what becomes of it when the start fails.
     pub claimed_lock: Option<(LockDir, String)>,
 }
 
@@ -58,16 +65,25 @@ pub enum LaunchError {
     /// closed its fd 3) before it was ready.
     #[error("Browser process exited unexpectedly.")]
     DiedWhileStarting { pid: u32 },
-    /// Not ready in time; the daemon is left running.
+    /// Not ready in time; the daemon is left running, and a claimed lock names it.
     #[error("Browser is still initializing (timeout).")]
     Timeout { pid: u32 },
-    /// It could not be started (or waited on) at all.
+    /// It could not be started, handed its lock or waited on; whatever was
+    /// started has been killed.
     #[error("Could not start the browser session daemon: {0}")]
     Spawn(String),
 }
 
+/// A daemon that said it is ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonReady {
+    pub pid: u32,
+    /// Its lock as it was when it became ready, if it sent it along.
+    pub lock: Option<LockData>,
+}
+
 enum Outcome {
-    Ready,
+    Ready(Option<Box<LockData>>),
     Closed,
     TimedOut,
 }
@@ -132,17 +148,74 @@ fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
     open().map_err(|e| LaunchError::Spawn(format!("could not open log file {}: {e}", spec.log_path.display())))
 }
 
-/// Starts the daemon and waits until it is ready: `Ok(pid)` as soon as it
-/// writes the ready line ([`signal_ready`]), `DiedWhileStarting` as soon as
-/// the pipe closes without it, `Timeout` after `spec.ready_timeout` (the
-/// daemon keeps running). The child runs in its own session (`setsid`), with
-/// stdin from /dev/null, stdout and stderr appended to `spec.log_path`, the
-/// pipe on fd 3 and `ALUVIA_READY_FD=3`. A background thread reaps it, so it
-/// never lingers as a zombie of this process.
+/// Starts the daemon and waits until it is ready: its pid (and the lock it
+/// sent) as soon as it writes the ready line ([`signal_ready`]), `DiedWhileStarting` as soon as
+/// the pipe closes without it, `Timeout` after `spec.ready_timeout`. The child
+/// runs in its own session (`setsid`), with stdin from /dev/null, stdout and
+/// stderr appended to `spec.log_path`, the pipe on fd 3 and
+/// `ALUVIA_READY_FD=3`. A background thread reaps it, so it never lingers as a
+/// zombie of this process.
+///
+/// With a claimed lock, a daemon is never left running without a lock that
+/// names it: right after the spawn the lock (still naming this process) is
+/// handed to the daemon's pid; on `Timeout` the daemon keeps running and its
+/// lock stays, so `session list` and `session close` find it; when the
+/// hand-over or the wait fails the daemon's process group is killed and the
+/// lock removed once it is gone (only while it names the daemon); when the
+/// spawn fails the lock is removed while it still names this process. All
+/// lock-file work runs off the async threads.
 ///
 /// Must be called within a tokio runtime with I/O enabled.
-pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<u32, LaunchError> {
-    let log = open_log(&spec)?;
+pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<DaemonReady, LaunchError> {
+    let parent = std::process::id();
+    let (pid, read_end) = match start_child(&spec) {
+        Ok(started) => started,
+        Err(e) => {
+            // Nothing runs: the name this process claimed is free again.
+            if let Some((dir, name)) = spec.claimed_lock.clone() {
+                let _ = off_thread(move || dir.remove_if_owned(&name, parent)).await;
+            }
+            return Err(e);
+        }
+    };
+
+    if let Some((dir, name)) = spec.claimed_lock.clone() {
+        let handed = off_thread(move || dir.update_owned(&name, parent, |lock| lock.pid = pid)).await;
+        let why = match handed {
+            Ok(Some(_)) => None,
+            Ok(None) => Some("it was removed or taken over".to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            abandon(pid, &spec).await;
+            return Err(LaunchError::Spawn(format!(
+                "could not hand the session's lock file to the daemon (pid {pid}): {why}"
+            )));
+        }
+    }
+
+    match wait_ready(read_end, spec.ready_timeout).await {
+        Ok(Outcome::Ready(lock)) => Ok(DaemonReady { pid, lock: lock.map(|l| *l) }),
+        // Left running, under its lock.
+        Ok(Outcome::TimedOut) => Err(LaunchError::Timeout { pid }),
+        Ok(Outcome::Closed) => {
+            // The pipe closes as the process exits; the reaper follows shortly.
+            if wait_gone(pid, Duration::from_secs(1)).await {
+                release_lock(pid, &spec).await;
+            }
+            Err(LaunchError::DiedWhileStarting { pid })
+        }
+        Err(e) => {
+            abandon(pid, &spec).await;
+            Err(LaunchError::Spawn(format!("could not wait for the daemon (pid {pid}): {e}")))
+        }
+    }
+}
+
+/// Opens the log, creates the ready pipe and spawns the child: its pid and
+/// the pipe's read end.
+fn start_child(spec: &DaemonSpawn) -> Result<(u32, OwnedFd), LaunchError> {
+    let log = open_log(spec)?;
     let log_err = log
         .try_clone()
         .map_err(|e| LaunchError::Spawn(format!("could not open log file {}: {e}", spec.log_path.display())))?;
@@ -182,31 +255,39 @@ pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<u32, LaunchError> {
     drop(write_end);
     let pid = child.id();
     reap_in_background(child);
+    Ok((pid, read_end))
+}
 
-    if let Some((dir, name)) = &spec.claimed_lock {
-        let _ = dir.update(name, |lock| lock.pid = pid);
+/// Gives up on a daemon that may be running: SIGKILL to its process group (it
+/// leads one: `setsid`), then its lock is released once it is gone. A daemon
+/// that cannot be killed keeps its lock, so that it can still be found.
+async fn abandon(pid: u32, spec: &DaemonSpawn) {
+    if let Ok(p) = libc::pid_t::try_from(pid) {
+        // SAFETY: plain syscall; the daemon leads process group `p`.
+        unsafe { libc::kill(-p, libc::SIGKILL) };
     }
+    if wait_gone(pid, Duration::from_secs(2)).await {
+        release_lock(pid, spec).await;
+    }
+}
 
-    let outcome = wait_ready(read_end, spec.ready_timeout)
-        .await
-        .map_err(|e| LaunchError::Spawn(format!("could not wait for the daemon (pid {pid}): {e}")))?;
-    match outcome {
-        Outcome::Ready => Ok(pid),
-        Outcome::TimedOut => Err(LaunchError::Timeout { pid }),
-        Outcome::Closed => {
-            if let Some((dir, name)) = &spec.claimed_lock {
-                // The pipe closes as the process exits; the reaper follows shortly.
-                let deadline = Instant::now() + Duration::from_secs(1);
-                while is_process_alive(pid) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                if !is_process_alive(pid) {
-                    let _ = dir.remove_if_owned(name, pid);
-                }
-            }
-            Err(LaunchError::DiedWhileStarting { pid })
+/// Removes the claimed lock while it names the (dead) daemon.
+async fn release_lock(pid: u32, spec: &DaemonSpawn) {
+    if let Some((dir, name)) = spec.claimed_lock.clone() {
+        let _ = off_thread(move || dir.remove_if_owned(&name, pid)).await;
+    }
+}
+
+/// Whether `pid` is gone within `wait`.
+async fn wait_gone(pid: u32, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while is_process_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    true
 }
 
 fn reap_in_background(mut child: Child) {
@@ -246,9 +327,15 @@ async fn wait_ready(read_end: OwnedFd, timeout: Duration) -> io::Result<Outcome>
                     pending.extend_from_slice(&chunk[..n]);
                     while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=end).collect();
-                        if line[..end].trim_ascii() == READY_LINE {
-                            return Ok(Outcome::Ready);
+                        if let Some(lock) = ready_line(&line[..end]) {
+                            return Ok(Outcome::Ready(lock.map(Box::new)));
                         }
+                    }
+                    if pending.len() > MAX_READY_LINE {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("the daemon wrote more than {MAX_READY_LINE} bytes without a newline"),
+                        ));
                     }
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -261,6 +348,19 @@ async fn wait_ready(read_end: OwnedFd, timeout: Duration) -> io::Result<Outcome>
         Ok(outcome) => outcome,
         Err(_) => Ok(Outcome::TimedOut),
     }
+}
+
+/// `ready` → `Some(None)`; `ready {lock json}` → `Some(Some(lock))` (a payload
+/// that does not parse is ignored); anything else → `None`.
+fn ready_line(line: &[u8]) -> Option<Option<LockData>> {
+    let rest = line.trim_ascii().strip_prefix(READY_LINE)?;
+    if rest.is_empty() {
+        return Some(None);
+    }
+    if !rest[0].is_ascii_whitespace() {
+        return None;
+    }
+    Some(serde_json::from_slice(rest).ok())
 }
 
 /// Whether this process has already used (or given up) its ready fd.
@@ -299,10 +399,10 @@ pub fn prepare_ready_fd() -> io::Result<()> {
 }
 
 /// For the daemon, once it is ready (after its final lock write): writes
-/// `ready\n` to the fd named by `ALUVIA_READY_FD`, then closes it. Idempotent;
-/// a no-op without the variable. A parent that stopped waiting (closed pipe)
-/// is not an error.
-pub fn signal_ready() -> io::Result<()> {
+/// `ready\n`, or `ready {lock json}\n` with `lock`, to the fd named by
+/// `ALUVIA_READY_FD`, then closes it. Idempotent; a no-op without the
+/// variable. A parent that stopped waiting (closed pipe) is not an error.
+pub fn signal_ready(lock: Option<&LockData>) -> io::Result<()> {
     let mut done = READY_FD_DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if *done {
         return Ok(());
@@ -311,6 +411,10 @@ pub fn signal_ready() -> io::Result<()> {
         return Ok(());
     };
     let mut line = READY_LINE.to_vec();
+    if let Some(lock) = lock {
+        line.push(b' ');
+        line.extend(serde_json::to_vec(lock).map_err(io::Error::other)?);
+    }
     line.push(b'\n');
     let mut written = 0;
     let result = loop {
@@ -360,6 +464,19 @@ mod tests {
         std::fs::read_to_string(dir.path().join("daemon.log")).unwrap()
     }
 
+    /// Live processes whose command line contains `text`.
+    fn processes_mentioning(text: &str) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text) && is_process_alive(*pid))
+            })
+            .collect()
+    }
+
     async fn wait_dead(pid: u32) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while is_process_alive(pid) {
@@ -376,7 +493,9 @@ mod tests {
         let started = Instant::now();
         let script = "echo hi; echo \"$ALUVIA_TEST_VAR $ALUVIA_READY_FD $(pwd)\"; echo oops >&2; echo ready >&3; \
                       exec sleep 30";
-        let pid = spawn_daemon(sh(&dir, script, Duration::from_secs(20))).await.unwrap();
+        let ready = spawn_daemon(sh(&dir, script, Duration::from_secs(20))).await.unwrap();
+        assert_eq!(ready.lock, None, "a bare ready line");
+        let pid = ready.pid;
         // Promptly: no polling interval in the way.
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
         assert!(is_process_alive(pid));
@@ -395,7 +514,7 @@ mod tests {
     #[tokio::test]
     async fn session_daemon_new_log_is_0600() {
         let dir = TempDir::new("daemon-log");
-        let pid = spawn_daemon(sh(&dir, "echo ready >&3", Duration::from_secs(20))).await.unwrap();
+        let pid = spawn_daemon(sh(&dir, "echo ready >&3", Duration::from_secs(20))).await.unwrap().pid;
         wait_dead(pid).await;
         let mode = std::fs::metadata(dir.path().join("daemon.log")).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -434,26 +553,75 @@ mod tests {
         let name = locks.claim(Some("mine"), LockData::default()).unwrap();
         let mut spec = sh(&dir, "echo ready >&3; exec sleep 30", Duration::from_secs(20));
         spec.claimed_lock = Some((locks.clone(), name));
-        let pid = spawn_daemon(spec).await.unwrap();
+        let pid = spawn_daemon(spec).await.unwrap().pid;
         let Some(LockRead::Valid(lock)) = locks.read("mine").unwrap() else { panic!() };
         assert_eq!(lock.pid, pid);
         assert_eq!(lock.session.as_deref(), Some("mine"));
         assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
     }
 
+    fn claimed(dir: &TempDir, name: &str, spec: &mut DaemonSpawn) -> LockDir {
+        let locks = dir.lock_dir();
+        locks.claim(Some(name), LockData::default()).unwrap();
+        spec.claimed_lock = Some((locks.clone(), name.to_string()));
+        locks
+    }
+
     #[tokio::test]
-    async fn session_daemon_timeout_leaves_it_running() {
+    async fn session_daemon_timeout_leaves_it_running_under_its_lock() {
         let dir = TempDir::new("daemon-timeout");
+        let mut spec = sh(&dir, "exec sleep 30", Duration::from_millis(300));
+        let locks = claimed(&dir, "slow", &mut spec);
         let started = Instant::now();
-        let err = spawn_daemon(sh(&dir, "exec sleep 30", Duration::from_millis(300))).await.unwrap_err();
+        let err = spawn_daemon(spec).await.unwrap_err();
         let elapsed = started.elapsed();
         let LaunchError::Timeout { pid } = err else { panic!("{err:?}") };
         assert_eq!(err.to_string(), "Browser is still initializing (timeout).");
         assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(3), "{elapsed:?}");
         assert!(is_process_alive(pid));
-        // SAFETY: plain syscall.
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        // Findable: its lock names it, so `session list` and `session close` see it.
+        let live = locks.live_sessions().unwrap().live;
+        assert_eq!(live.iter().map(|l| (l.session.as_deref(), l.pid)).collect::<Vec<_>>(), [(Some("slow"), pid)]);
+        assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
         wait_dead(pid).await;
+    }
+
+    #[tokio::test]
+    async fn session_daemon_wait_failure_kills_its_group_and_releases_its_lock() {
+        let dir = TempDir::new("daemon-garbled");
+        let grandchild = dir.path().join("grandchild.pid");
+        // A line longer than the parent takes, then the daemon lives on.
+        let script =
+            format!("sleep 30 & echo $! > '{}'; head -c 100000 /dev/zero >&3; exec sleep 30", grandchild.display());
+        let mut spec = sh(&dir, &script, Duration::from_secs(20));
+        let locks = claimed(&dir, "garbled", &mut spec);
+        let err = spawn_daemon(spec).await.unwrap_err();
+        assert!(matches!(&err, LaunchError::Spawn(m) if m.contains("without a newline")), "{err:?}");
+        let sleeper: u32 = std::fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
+        wait_dead(sleeper).await;
+        let daemons: Vec<_> = locks.live_sessions().unwrap().live;
+        assert!(daemons.is_empty(), "{daemons:?}");
+        assert_eq!(locks.read("garbled").unwrap(), None, "the dead daemon's lock is removed");
+    }
+
+    #[tokio::test]
+    async fn session_daemon_lock_taken_over_kills_it_and_keeps_the_lock() {
+        let dir = TempDir::new("daemon-taken");
+        // The script (and so the daemon's command line) names this test's directory.
+        let token = dir.path().display().to_string();
+        let mut spec = sh(&dir, &format!("cd '{token}'; sleep 30"), Duration::from_secs(20));
+        let locks = claimed(&dir, "taken", &mut spec);
+        // Someone else's (live) process holds the name by the time the daemon runs.
+        let holder = LockData { pid: 1, session: Some("taken".into()), ..LockData::default() };
+        locks.write("taken", &holder).unwrap();
+        let err = spawn_daemon(spec).await.unwrap_err();
+        assert!(matches!(&err, LaunchError::Spawn(m) if m.contains("removed or taken over")), "{err:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !processes_mentioning(&token).is_empty() {
+            assert!(Instant::now() < deadline, "the daemon outlived its failed start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(locks.read("taken").unwrap(), Some(LockRead::Valid(holder)), "not ours: left alone");
     }
 
     #[tokio::test]
@@ -461,8 +629,10 @@ mod tests {
         let dir = TempDir::new("daemon-spawn");
         let mut spec = sh(&dir, "", Duration::from_secs(1));
         spec.program = dir.path().join("no-such-program");
+        let locks = claimed(&dir, "never", &mut spec);
         let err = spawn_daemon(spec).await.unwrap_err();
         assert!(matches!(&err, LaunchError::Spawn(m) if m.contains("no-such-program")), "{err:?}");
+        assert_eq!(locks.read("never").unwrap(), None, "the claim is released");
         let mut spec = sh(&dir, "", Duration::from_secs(1));
         spec.log_path = dir.path().join("missing-dir").join("x.log");
         let err = spawn_daemon(spec).await.unwrap_err();
@@ -474,7 +644,7 @@ mod tests {
         let dir = TempDir::new("daemon-kill");
         let grandchild = dir.path().join("grandchild.pid");
         let script = format!("trap '' TERM; sleep 30 & echo $! > '{}'; echo ready >&3; wait", grandchild.display());
-        let pid = spawn_daemon(sh(&dir, &script, Duration::from_secs(20))).await.unwrap();
+        let pid = spawn_daemon(sh(&dir, &script, Duration::from_secs(20))).await.unwrap().pid;
         let sleeper: u32 = std::fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
         assert!(is_process_alive(sleeper));
         let started = Instant::now();
@@ -498,8 +668,10 @@ mod tests {
         let flags = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) };
         assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
         println!("child up");
-        signal_ready().unwrap();
-        signal_ready().unwrap();
+        let lock =
+            LockData { pid: std::process::id(), cdp_url: Some("http://127.0.0.1:9".into()), ..LockData::default() };
+        signal_ready(Some(&lock)).unwrap();
+        signal_ready(None).unwrap();
         // SAFETY: plain syscall: the fd is closed now.
         assert_eq!(unsafe { libc::fcntl(READY_FD, libc::F_GETFD) }, -1);
         println!("child signalled");
@@ -520,7 +692,10 @@ mod tests {
             ready_timeout: Duration::from_secs(20),
             claimed_lock: None,
         };
-        let pid = spawn_daemon(spec).await.unwrap();
+        let ready = spawn_daemon(spec).await.unwrap();
+        let pid = ready.pid;
+        let sent = LockData { pid, cdp_url: Some("http://127.0.0.1:9".into()), ..LockData::default() };
+        assert_eq!(ready.lock, Some(sent), "the lock it sent along");
         assert!(log(&dir).contains("child up"), "{}", log(&dir));
         // The child's own checks after signalling.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -532,9 +707,21 @@ mod tests {
     }
 
     #[test]
+    fn session_ready_lines() {
+        assert_eq!(ready_line(b"ready"), Some(None));
+        assert_eq!(ready_line(b" ready \r"), Some(None));
+        let lock = ready_line(br#"ready {"pid":7,"cdpUrl":"http://127.0.0.1:1"}"#).unwrap().unwrap();
+        assert_eq!((lock.pid, lock.cdp_url.as_deref()), (7, Some("http://127.0.0.1:1")));
+        assert_eq!(ready_line(b"ready {not json"), Some(None), "a bad payload is ignored");
+        assert_eq!(ready_line(b"readying"), None);
+        assert_eq!(ready_line(b"not-ready"), None);
+        assert_eq!(ready_line(b""), None);
+    }
+
+    #[test]
     fn session_signal_ready_without_env_is_a_noop() {
         if std::env::var_os(READY_FD_ENV).is_none() {
-            signal_ready().unwrap();
+            signal_ready(None).unwrap();
             prepare_ready_fd().unwrap();
         }
     }

@@ -6,14 +6,15 @@
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::dir::LockDir;
-use super::naming::{generate_name, validate_session_name, NameState};
+use super::naming::{generate_name, validate_session_name, NameState, INVALID_NAME_MESSAGE};
 use super::process::is_process_alive;
+use crate::browser::PROFILE_DIR_PREFIX;
 use crate::error::{AluviaError, Result};
 
 const DIR_LOCK_FILE: &str = ".dir.lock";
@@ -77,7 +78,7 @@ pub fn parse_lock(name: &str, bytes: &[u8]) -> LockRead {
 /// Why [`LockDir::claim`] did not hand out a name.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    #[error("Invalid session name. Use only letters, numbers, hyphens, and underscores.")]
+    #[error("{}", INVALID_NAME_MESSAGE)]
     InvalidName,
     /// A live process holds the name; `lock` is its lock file.
     #[error("A browser session named '{name}' is already running.")]
@@ -136,7 +137,7 @@ fn check_name(name: &str) -> Result<()> {
     if validate_session_name(name) {
         Ok(())
     } else {
-        Err(AluviaError::Invalid("Invalid session name. Use only letters, numbers, hyphens, and underscores.".into()))
+        Err(AluviaError::Invalid(INVALID_NAME_MESSAGE.into()))
     }
 }
 
@@ -207,19 +208,31 @@ impl LockDir {
         self.write_unlocked(name, data)
     }
 
-    /// Read-modify-write under the directory lock. `false` (and `f` not
-    /// called) when the lock file is missing or corrupt.
-    pub fn update<F: FnOnce(&mut LockData)>(&self, name: &str, f: F) -> Result<bool> {
+    /// Read-modify-write under the directory lock: `f` edits the lock and
+    /// says whether to write it. The lock as written, or `None` when nothing
+    /// was written: the lock file is missing or corrupt (`f` not called), or
+    /// `f` declined.
+    pub fn update<F: FnOnce(&mut LockData) -> bool>(&self, name: &str, f: F) -> Result<Option<LockData>> {
         check_name(name)?;
         let _guard = self.lock_exclusive()?;
-        match self.read_unlocked(name)? {
-            Some(LockRead::Valid(mut data)) => {
-                f(&mut data);
-                self.write_unlocked(name, &data)?;
-                Ok(true)
-            }
-            _ => Ok(false),
+        let Some(LockRead::Valid(mut data)) = self.read_unlocked(name)? else { return Ok(None) };
+        if !f(&mut data) {
+            return Ok(None);
         }
+        self.write_unlocked(name, &data)?;
+        Ok(Some(data))
+    }
+
+    /// [`LockDir::update`] on behalf of the lock's owner: `f` runs (and the
+    /// lock is written) only when the lock names `pid`.
+    pub fn update_owned<F: FnOnce(&mut LockData)>(&self, name: &str, pid: u32, f: F) -> Result<Option<LockData>> {
+        self.update(name, |lock| {
+            if lock.pid != pid {
+                return false;
+            }
+            f(lock);
+            true
+        })
     }
 
     /// `None` when there is no lock file by that name.
@@ -282,10 +295,24 @@ impl LockDir {
     /// file name when the lock file lacks it. Lock files of dead processes are
     /// removed (and so are temp files left by writers that died); corrupt lock
     /// files are returned as `(name, reason)` and left in place.
+    ///
+    /// The Chromium profiles that dead daemons left behind are removed too,
+    /// after the directory lock is released (a large profile takes a while).
     pub fn live_sessions(&self) -> Result<LiveSessions> {
+        let (found, stale_profiles) = self.sweep()?;
+        for profile in stale_profiles {
+            let _ = fs::remove_dir_all(profile);
+        }
+        Ok(found)
+    }
+
+    /// [`LockDir::live_sessions`] under the directory lock, without touching
+    /// profiles: the profiles of the stale locks it removed are returned.
+    fn sweep(&self) -> Result<(LiveSessions, Vec<PathBuf>)> {
         let _guard = self.lock_exclusive()?;
         let mut live = Vec::new();
         let mut corrupt = Vec::new();
+        let mut stale_profiles = Vec::new();
         for (name, read) in self.list()? {
             match read {
                 LockRead::Valid(mut data) if is_process_alive(data.pid) => {
@@ -294,13 +321,13 @@ impl LockDir {
                 }
                 LockRead::Valid(data) => {
                     self.remove_unlocked(&name)?;
-                    remove_stale_profile(&data);
+                    stale_profiles.extend(stale_profile(&data));
                 }
                 LockRead::Corrupt { name, reason } => corrupt.push((name, reason)),
             }
         }
         self.remove_orphaned_temp_files();
-        Ok(LiveSessions { live, corrupt })
+        Ok((LiveSessions { live, corrupt }, stale_profiles))
     }
 
     /// Best effort: `.cli-{name}.lock.{pid}.{hex}.tmp` whose writer is dead.
@@ -372,19 +399,17 @@ impl LockDir {
     }
 }
 
-/// The Chromium profile a dead daemon left behind (`profileDir`, ours), removed
-/// only when it is what the engine creates: a real directory named
-/// `aluvia-chromium-*`, owned by us.
-fn remove_stale_profile(data: &LockData) {
+/// The Chromium profile a dead daemon left behind (`profileDir`, ours), to be
+/// removed only when it is what the engine creates: a real directory named
+/// [`PROFILE_DIR_PREFIX`]`*`, owned by us.
+fn stale_profile(data: &LockData) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    let Some(dir) = data.extra.get("profileDir").and_then(Value::as_str).map(std::path::Path::new) else { return };
-    let named = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("aluvia-chromium-"));
+    let dir = Path::new(data.extra.get("profileDir").and_then(Value::as_str)?);
+    let named = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(PROFILE_DIR_PREFIX));
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     let ours = fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == euid);
-    if named && ours {
-        let _ = fs::remove_dir_all(dir);
-    }
+    (named && ours).then(|| dir.to_path_buf())
 }
 
 #[cfg(test)]
@@ -447,13 +472,20 @@ mod tests {
         assert_eq!(dir.read("alpha").unwrap(), Some(LockRead::Valid(data.clone())));
 
         // The final write keeps lastDetection set meanwhile.
-        assert!(dir.update("alpha", |d| d.last_detection = Some(serde_json::json!({"score": 0.9}))).unwrap());
-        assert!(dir
+        let written = dir
             .update("alpha", |d| {
+                d.last_detection = Some(serde_json::json!({"score": 0.9}));
+                true
+            })
+            .unwrap();
+        assert_eq!(written.and_then(|d| d.last_detection), Some(serde_json::json!({"score": 0.9})));
+        assert!(dir
+            .update_owned("alpha", 4242, |d| {
                 d.ready = Some(true);
                 d.cdp_url = Some("http://127.0.0.1:9222".into());
             })
-            .unwrap());
+            .unwrap()
+            .is_some());
         let Some(LockRead::Valid(now)) = dir.read("alpha").unwrap() else { panic!() };
         assert_eq!(now.ready, Some(true));
         assert_eq!(now.pid, 4242);
@@ -465,13 +497,68 @@ mod tests {
             fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 
-        assert!(!dir.update("missing", |_| panic!("not called")).unwrap());
+        assert_eq!(dir.update("missing", |_| panic!("not called")).unwrap(), None);
         fs::write(dir.log_path("alpha"), b"log").unwrap();
         dir.remove("alpha").unwrap();
         dir.remove("alpha").unwrap();
         assert_eq!(dir.read("alpha").unwrap(), None);
         assert!(dir.log_path("alpha").exists(), "the log stays");
-        assert!(!dir.update("alpha", |_| panic!("not called")).unwrap());
+        assert_eq!(dir.update("alpha", |_| panic!("not called")).unwrap(), None);
+    }
+
+    #[test]
+    fn session_lock_update_declined_writes_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = TempDir::new("lock-decline");
+        let dir = tmp.lock_dir();
+        dir.write("theirs", &early(4242)).unwrap();
+        let path = dir.lock_path("theirs");
+        let (bytes, inode) = (fs::read(&path).unwrap(), fs::metadata(&path).unwrap().ino());
+        let declined = dir
+            .update("theirs", |d| {
+                d.ready = Some(true);
+                false
+            })
+            .unwrap();
+        assert_eq!(declined, None);
+        assert_eq!(dir.update_owned("theirs", 4243, |_| panic!("not called")).unwrap(), None);
+        // Not even rewritten as it was: a write renames a new file into place.
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        let owned = dir.update_owned("theirs", 4242, |d| d.ready = Some(true)).unwrap();
+        assert_eq!(owned.and_then(|d| d.ready), Some(true));
+        assert_ne!(fs::metadata(&path).unwrap().ino(), inode);
+    }
+
+    #[test]
+    fn session_stale_profiles_are_removed_outside_the_dir_lock() {
+        let tmp = TempDir::new("lock-profile");
+        let dir = tmp.lock_dir();
+        let profile = tmp.path().join(format!("{PROFILE_DIR_PREFIX}0123"));
+        let foreign = tmp.path().join("not-a-profile");
+        for d in [&profile, &foreign] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("Cookies"), b"x").unwrap();
+        }
+        let with_profile = |p: &Path| {
+            let mut data = early(dead_pid());
+            data.extra.insert("profileDir".into(), Value::from(p.to_str().unwrap()));
+            data
+        };
+        dir.write("stale", &with_profile(&profile)).unwrap();
+        dir.write("stale-foreign", &with_profile(&foreign)).unwrap();
+
+        // Under the directory lock: the locks go, the profiles are only collected.
+        let (found, profiles) = dir.sweep().unwrap();
+        assert_eq!(found, LiveSessions::default());
+        assert_eq!(profiles, vec![profile.clone()]);
+        assert!(profile.exists(), "not removed while the directory lock is held");
+        assert!(!dir.lock_path("stale").exists());
+
+        dir.write("stale", &with_profile(&profile)).unwrap();
+        assert_eq!(dir.live_sessions().unwrap(), LiveSessions::default());
+        assert!(!profile.exists(), "removed after the directory lock");
+        assert!(foreign.exists(), "only what the engine creates is removed");
     }
 
     #[test]
@@ -484,10 +571,7 @@ mod tests {
         assert!(matches!(dir.claim(Some("bad name"), early(0)), Err(ClaimError::InvalidName)));
         assert!(matches!(dir.claim(Some(""), early(0)), Err(ClaimError::InvalidName)));
         let err: AluviaError = dir.claim(Some("x/y"), early(0)).unwrap_err().into();
-        assert_eq!(
-            err,
-            AluviaError::Invalid("Invalid session name. Use only letters, numbers, hyphens, and underscores.".into())
-        );
+        assert_eq!(err, AluviaError::Invalid(INVALID_NAME_MESSAGE.into()));
         assert!(dir.list().unwrap().is_empty());
     }
 

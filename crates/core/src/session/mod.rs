@@ -10,8 +10,8 @@
 //! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
 //! - [`is_process_alive`] and [`terminate`] deal with daemon processes.
 //! - [`spawn_daemon`] starts a detached daemon and waits on a pipe until it calls
-//!   [`signal_ready`]; [`kill_when_parent_dies`] ties a child (Chromium) to its
-//!   parent's life.
+//!   [`signal_ready`]; [`run_daemon`] is that daemon's life, from its first
+//!   lock write to the lock's removal.
 //!
 //! Unix only.
 #![cfg(unix)]
@@ -23,18 +23,33 @@ mod naming;
 mod process;
 mod resolve;
 mod rules_lock;
+mod run;
 mod sync;
 
 pub use daemon::{
-    prepare_ready_fd, signal_ready, spawn_daemon, DaemonSpawn, LaunchError, DEFAULT_READY_TIMEOUT, READY_FD_ENV,
+    prepare_ready_fd, signal_ready, spawn_daemon, DaemonReady, DaemonSpawn, LaunchError, DEFAULT_READY_TIMEOUT,
+    READY_FD_ENV,
 };
 pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
 pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead};
-pub use naming::{generate_name, validate_session_name, NameState, ADJECTIVES, MAX_NAME_ATTEMPTS, NOUNS};
-pub use process::{is_process_alive, kill_when_parent_dies, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL};
+pub use naming::{
+    generate_name, validate_session_name, NameState, ADJECTIVES, INVALID_NAME_MESSAGE, MAX_NAME_ATTEMPTS, NOUNS,
+};
+pub use process::{is_process_alive, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL};
 pub use resolve::{resolve_session, Purpose, ResolveError};
 pub use rules_lock::RulesLock;
+pub use run::{run_daemon, stop_on_signals, DaemonExit, DaemonRun, DaemonStop, Script, DAEMON_POLL_INTERVAL_MS};
 pub use sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
+
+/// Runs blocking lock-file work (it may wait on the directory lock, and it
+/// fsyncs) off the async threads.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> crate::error::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::error::AluviaError::Internal(format!("session task failed: {e}")))?
+}
 
 #[cfg(test)]
 pub(crate) mod testutil {

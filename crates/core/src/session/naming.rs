@@ -31,6 +31,10 @@ pub enum NameState {
     Stale,
 }
 
+/// The error for a custom name that [`validate_session_name`] refuses, exactly
+/// as the CLI prints it.
+pub const INVALID_NAME_MESSAGE: &str = "Invalid session name. Use only letters, numbers, hyphens, and underscores.";
+
 /// Custom names: `^[a-zA-Z0-9_-]+$` (ASCII only, non-empty).
 pub fn validate_session_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -69,6 +73,7 @@ mod tests {
         for bad in ["", "a b", "a/b", "../x", "a.b", "naïve", "a\n", "x;rm", "é"] {
             assert!(!validate_session_name(bad), "{bad:?}");
         }
+        assert_eq!(INVALID_NAME_MESSAGE, "Invalid session name. Use only letters, numbers, hyphens, and underscores.");
     }
 
     #[test]

@@ -1,7 +1,6 @@
-//! Process liveness, termination and parent-death ties.
+//! Process liveness and termination.
 
 use std::io;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::error::{AluviaError, Result};
@@ -104,47 +103,12 @@ pub async fn terminate(pid: u32, grace: Duration) -> Result<Termination> {
     Ok(Termination::ForceKilled)
 }
 
-/// Makes the child spawned from `cmd` receive SIGKILL when its parent dies,
-/// so no Chromium outlives a daemon that is SIGKILLed (Linux
-/// `prctl(PR_SET_PDEATHSIG, SIGKILL)`; a no-op elsewhere).
-///
-/// Caveats: the "parent" is the *thread* that spawns the child: spawn from a
-/// thread that lives as long as the child should (the main thread, or a
-/// dedicated long-lived one), not from a short-lived worker such as a
-/// `spawn_blocking` thread, or the child is killed when that thread exits. The
-/// setting is also cleared when the child execs a set-uid/set-gid binary.
-pub fn kill_when_parent_dies(cmd: &mut Command) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: getpid has no preconditions.
-        let parent = unsafe { libc::getpid() };
-        // SAFETY: the closure only makes async-signal-safe syscalls.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before the prctl took effect.
-                if libc::getppid() != parent {
-                    return Err(io::Error::other("the parent process exited before the child started"));
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = cmd;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::session::testutil::dead_pid;
     use std::os::unix::process::ExitStatusExt;
-    use std::process::Stdio;
+    use std::process::{Command, Stdio};
 
     #[test]
     fn session_liveness() {
@@ -205,36 +169,5 @@ mod tests {
         assert_eq!(outcome, Termination::ForceKilled);
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn session_kill_when_parent_dies() {
-        // The spawning thread is the "parent": when it ends, the child is killed.
-        let spawner = std::thread::spawn(|| {
-            let mut cmd = Command::new("sleep");
-            cmd.arg("30").stdin(Stdio::null());
-            kill_when_parent_dies(&mut cmd);
-            cmd.spawn().unwrap()
-        });
-        let mut child = spawner.join().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "child outlived its parent thread");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
-
-        // Without the hook the same child survives its spawning thread.
-        let mut child = std::thread::spawn(|| Command::new("sleep").arg("30").stdin(Stdio::null()).spawn().unwrap())
-            .join()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(child.try_wait().unwrap().is_none());
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
 }

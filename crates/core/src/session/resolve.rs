@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::dir::LockDir;
 use super::lock::{LockData, LockRead};
-use super::naming::validate_session_name;
+use super::naming::{validate_session_name, INVALID_NAME_MESSAGE};
 use super::process::is_process_alive;
 use crate::error::AluviaError;
 
@@ -110,11 +110,7 @@ pub fn resolve_session(dir: &LockDir, name: Option<&str>, purpose: Purpose) -> R
                 _ => cli_plain(format!("No session found with name '{name}'.")),
             };
             if !validate_session_name(name) {
-                return Err(if connect {
-                    missing()
-                } else {
-                    cli_plain("Invalid session name. Use only letters, numbers, hyphens, and underscores.".into())
-                });
+                return Err(if connect { missing() } else { cli_plain(INVALID_NAME_MESSAGE.into()) });
             }
             let mut lock = match dir.read(name)? {
                 Some(LockRead::Valid(lock)) => lock,
@@ -178,7 +174,7 @@ mod tests {
         assert_eq!(r(None, Purpose::Get).unwrap().pid, me);
         assert_eq!(r(None, Purpose::Connect).unwrap_err(), "Session 'a' is still starting up. Try again shortly.");
         assert!(r(Some("a"), Purpose::Update).unwrap_err().contains("has no connection ID"));
-        dir.update("a", |l| l.ready = Some(true)).unwrap();
+        dir.update_owned("a", me, |l| l.ready = Some(true)).unwrap();
         assert_eq!(r(Some("a"), Purpose::Connect).unwrap_err(), "Session 'a' has no CDP URL.");
 
         dir.write("b", &LockData { pid: me, ..LockData::default() }).unwrap();

@@ -75,14 +75,9 @@ pub fn start_lock_sync(
             let dir = dir.clone();
             let name = name.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                dir.update(&name, |lock| {
-                    if lock.pid != pid {
-                        return;
-                    }
-                    match write {
-                        Write::Detection(d) => lock.last_detection = Some(d),
-                        Write::Traffic(t) => lock.traffic = Some(t),
-                    }
+                dir.update_owned(&name, pid, |lock| match write {
+                    Write::Detection(d) => lock.last_detection = Some(d),
+                    Write::Traffic(t) => lock.traffic = Some(t),
                 })
             })
             .await;
@@ -133,11 +128,14 @@ mod tests {
         assert_eq!(read(&dir).traffic, Some(serde_json::json!({ "bytes": 2 })));
         assert_eq!(read(&dir).ready, Some(true));
         sync.stop();
-        // Another owner's lock is left alone.
+        // Another owner's lock is left alone: not even rewritten.
         dir.write("s", &LockData { pid: pid + 1, ..LockData::default() }).unwrap();
+        let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.lock_path("s")).unwrap());
+        let before = inode();
         let (_sink, _sync) =
             start_lock_sync(dir.clone(), "s".into(), pid, Duration::from_millis(5), || Some(Value::from(1)));
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(read(&dir).traffic, None);
+        assert_eq!(inode(), before);
     }
 }

@@ -1,0 +1,135 @@
+// The daemon launcher and the session daemon's life, driven in this process
+// and through the CLI: real daemons (sh, and the CLI's own with Chromium),
+// the emulator, pages on loopback, a private TMPDIR. Every process started here is stopped, and the sandbox
+// removed, in after().
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { sdk, serve, require } from './helpers.mjs';
+import { Sandbox, processes, descendants, alive, eventually, pageHandler } from './sessions.mjs';
+
+const native = require('../lib/native.js');
+const commands = require('../lib/cli/commands.js');
+
+let emu;
+let site;
+let sb;
+
+before(async () => {
+  emu = await sdk.startEmulator();
+  site = await serve(pageHandler);
+  sb = new Sandbox(emu, 'daemon');
+  // The engine finds the lock directory through this process's os.tmpdir().
+  process.env.TMPDIR = sb.tmp;
+});
+
+after(async () => {
+  for (const p of processes().filter((p) => p.args.includes(sb.tmp))) {
+    try {
+      process.kill(p.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  await sb?.dispose();
+  await site?.close();
+  await emu?.stop();
+});
+
+/** Live processes whose command line names the sandbox (and `tag`). */
+const running = (tag) => processes().filter((p) => p.args.includes(sb.tmp) && p.args.includes(tag) && alive(p.pid));
+
+test('a daemon whose ready pipe cannot be read is killed, and no lock names a dead daemon', async () => {
+  const name = await native.sessionClaim('garbled', { pid: 0 });
+  // More than the launcher takes without a newline; then it would live on.
+  const script = `: ${sb.tmp} garbled; head -c 100000 /dev/zero >&3; sleep 30`;
+  await assert.rejects(
+    native.daemonSpawn({ name, program: 'sh', args: ['-c', script], env: {}, cwd: sb.tmp }),
+    /could not wait for the daemon .*without a newline/,
+  );
+  await eventually(() => running('garbled').length === 0, { what: 'the daemon to be killed' });
+  assert.equal(sb.readLock(name), null);
+});
+
+test('not ready in time: the error names the session and its log; the daemon runs on under its lock until closed', async () => {
+  const env = { ...sb.env };
+  const started = await commands.sessionStart({ url: `${site.url}/`, browserSession: 'sluggish', readyTimeoutMs: 1, env });
+  assert.deepEqual(started, {
+    error: 'Browser is still initializing (timeout).',
+    browserSession: 'sluggish',
+    logFile: sb.logPath('sluggish'),
+  });
+  // Findable: listed with the daemon's pid, and closed by name.
+  const listed = await commands.sessionList({ env });
+  assert.equal(listed.count, 1, JSON.stringify(listed));
+  const { pid } = listed.sessions[0];
+  assert.equal(listed.sessions[0].browserSession, 'sluggish');
+  assert.ok(alive(pid));
+  assert.notEqual(pid, process.pid);
+  await eventually(() => sb.readLock('sluggish')?.ready === true, { what: 'the late daemon to become ready' });
+  const tree = descendants(pid);
+  const closed = await commands.sessionClose({ browserSession: 'sluggish', env });
+  assert.equal(closed.message, 'Browser session closed.');
+  assert.ok(!alive(pid));
+  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
+  assert.equal(sb.readLock('sluggish'), null);
+});
+
+/** Writes `name` into the sandbox's scripts folder; its directory. */
+function script(name, text) {
+  const dir = join(sb.tmp, 'scripts');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, name), text);
+  return dir;
+}
+
+test('--run: the start output carries the ready lock, even when the script is already done', async () => {
+  const cwd = script('quick.mjs', `console.log('quick', await page.title());\n`);
+  const r = await sb.cli(['session', 'start', `${site.url}/`, '--browser-session', 'quick', '--run', 'quick.mjs'], { cwd });
+  assert.equal(r.code, 0, r.stdout);
+  assert.deepEqual(Object.keys(r.json), ['browserSession', 'pid', 'startUrl', 'cdpUrl', 'connectionId', 'blockDetection', 'autoUnblock']);
+  assert.equal(r.json.startUrl, `${site.url}/`);
+  assert.match(r.json.cdpUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
+  assert.equal(typeof r.json.connectionId, 'number');
+  await eventually(() => !alive(r.json.pid), { what: 'the --run daemon to exit' });
+  assert.match(sb.log('quick'), /quick Local Page/);
+  assert.match(sb.log('quick'), /stopped, exit 0/);
+  assert.equal(sb.readLock('quick'), null);
+});
+
+test('SIGTERM while a --run script runs, and SIGINT: graceful stops, exit 0, lock removed, no Chromium left', async () => {
+  const cwd = script('forever.mjs', `console.log('waiting'); await new Promise(() => setInterval(() => {}, 1000));\n`);
+  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'forever', '--run', 'forever.mjs'], { cwd });
+  assert.equal(r.code, 0, r.stdout);
+  await eventually(() => sb.log('forever').includes('waiting'), { what: 'the script to run' });
+  let tree = descendants(r.json.pid);
+  process.kill(r.json.pid, 'SIGTERM');
+  await eventually(() => !alive(r.json.pid), { what: 'the daemon to stop' });
+  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
+  assert.match(sb.log('forever'), /stopping \(SIGTERM\)[^]*stopped, exit 0/);
+  assert.equal(sb.readLock('forever'), null);
+
+  const plain = await sb.cli(['session', 'start', site.url, '--browser-session', 'interrupted']);
+  assert.equal(plain.code, 0, plain.stdout);
+  tree = descendants(plain.json.pid);
+  process.kill(plain.json.pid, 'SIGINT');
+  await eventually(() => !alive(plain.json.pid), { what: 'the daemon to stop' });
+  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
+  assert.match(sb.log('interrupted'), /stopping \(SIGINT\)[^]*stopped, exit 0/);
+  assert.equal(sb.readLock('interrupted'), null);
+});
+
+test('an error that escapes a --run script stops the session with exit 1', async () => {
+  const cwd = script(
+    'stray.mjs',
+    `setTimeout(() => { throw new Error('stray error on purpose'); }, 50);\nawait new Promise(() => setInterval(() => {}, 1000));\n`,
+  );
+  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'stray', '--run', 'stray.mjs'], { cwd });
+  assert.equal(r.code, 0, r.stdout);
+  const tree = descendants(r.json.pid);
+  await eventually(() => !alive(r.json.pid), { what: 'the daemon to stop' });
+  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
+  assert.match(sb.log('stray'), /error: Error: stray error on purpose[^]*stopping \(uncaught exception\)[^]*stopped, exit 1/);
+  assert.equal(sb.readLock('stray'), null);
+});

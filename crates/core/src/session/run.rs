@@ -1,0 +1,481 @@
+//! The life of a session daemon, the process `session start` spawns: the
+//! engine (proxy, Chromium, detection) kept under its lock file from the early
+//! write to the lock's removal, the ready signal, and the ways it ends
+//! (SIGTERM/SIGINT, the browser going away, a `--run` script finishing, a
+//! stop requested by the host).
+//!
+//! Its log lines go to stderr, which is the session's log file.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::daemon::{prepare_ready_fd, signal_ready};
+use super::dir::LockDir;
+use super::lock::LockData;
+use super::off_thread;
+use super::sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
+use crate::client::{Client, ClientOptions, ProxyInfo, RawClientOptions};
+use crate::control::id_value;
+use crate::error::{AluviaError, Result};
+
+/// The daemon's client polls its connection's config this often (ms), so that
+/// `rotate-ip`, `set-geo` and `set-rules` reach it within about a second.
+pub const DAEMON_POLL_INTERVAL_MS: f64 = 1000.0;
+
+/// What a daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonRun {
+    pub dir: LockDir,
+    /// The session; its lock names this process.
+    pub name: String,
+    /// The first page.
+    pub url: String,
+    pub headful: bool,
+    pub block_detection: bool,
+    pub auto_unblock: bool,
+    /// The API key, the API and gateway addresses and the connection id; the
+    /// daemon sets the rest (browser, polling, detection).
+    pub client: RawClientOptions,
+    /// Whether SIGTERM and SIGINT stop it ([`stop_on_signals`]).
+    pub handle_signals: bool,
+}
+
+impl DaemonRun {
+    fn client_options(&self) -> Result<ClientOptions> {
+        ClientOptions::validate(RawClientOptions {
+            poll_interval_ms: Some(DAEMON_POLL_INTERVAL_MS),
+            start_playwright: Some(true),
+            headless: Some(!self.headful),
+            block_detection: Some(
+                serde_json::json!({ "enabled": self.block_detection, "autoUnblock": self.auto_unblock }),
+            ),
+            ..self.client.clone()
+        })
+    }
+}
+
+/// How a daemon ends: its exit code, and why (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonExit {
+    pub code: i32,
+    pub reason: String,
+}
+
+impl DaemonExit {
+    pub fn new(code: i32, reason: impl Into<String>) -> DaemonExit {
+        DaemonExit { code, reason: reason.into() }
+    }
+}
+
+/// Asks a running daemon to stop; the first request wins.
+#[derive(Debug, Clone)]
+pub struct DaemonStop {
+    tx: Arc<watch::Sender<Option<DaemonExit>>>,
+}
+
+impl Default for DaemonStop {
+    fn default() -> Self {
+        DaemonStop { tx: Arc::new(watch::channel(None).0) }
+    }
+}
+
+impl DaemonStop {
+    pub fn new() -> DaemonStop {
+        DaemonStop::default()
+    }
+
+    pub fn request(&self, code: i32, reason: impl Into<String>) {
+        let exit = DaemonExit::new(code, reason);
+        self.tx.send_if_modified(|slot| slot.is_none() && slot.replace(exit).is_none());
+    }
+
+    /// The stop requested so far, if any.
+    pub fn current(&self) -> Option<DaemonExit> {
+        self.tx.borrow().clone()
+    }
+
+    /// Resolves once a stop is requested.
+    pub async fn requested(&self) -> DaemonExit {
+        let mut rx = self.tx.subscribe();
+        loop {
+            if let Some(exit) = rx.borrow_and_update().clone() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                // Unreachable while `self` holds the sender.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Makes SIGTERM and SIGINT request `stop` (exit 0) instead of ending the
+/// process. Must be called within a tokio runtime.
+///
+/// A handler the host installed earlier is replaced rather than chained: the
+/// one Node installs to restore the terminal re-raises the signal, which
+/// would end the process before a graceful stop.
+pub fn stop_on_signals(stop: &DaemonStop) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    static DEFAULTS_RESTORED: AtomicBool = AtomicBool::new(false);
+    let signals =
+        [(SignalKind::terminate(), libc::SIGTERM, "SIGTERM"), (SignalKind::interrupt(), libc::SIGINT, "SIGINT")];
+    if !DEFAULTS_RESTORED.swap(true, Ordering::SeqCst) {
+        for (_, number, _) in signals {
+            // SAFETY: setting a standard disposition has no preconditions; it
+            // happens before tokio installs its handler (it chains to this one).
+            unsafe { libc::signal(number, libc::SIG_DFL) };
+        }
+    }
+    for (kind, _, name) in signals {
+        let mut stream = signal(kind)?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if stream.recv().await.is_some() {
+                stop.request(0, name);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// A `--run` script: given the CDP URL, resolves to the daemon's exit code.
+pub type Script = Box<dyn FnOnce(String) -> BoxFuture<'static, i32> + Send>;
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, as JavaScript's `toISOString()`.
+fn iso_now() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = libc::time_t::try_from(now.as_secs()).unwrap_or(0);
+    // SAFETY: an all-zero `tm` is a valid value; gmtime_r only writes into it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    if unsafe { libc::gmtime_r(&secs, &mut tm) }.is_null() {
+        return format!("{}ms", now.as_millis());
+    }
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        i64::from(tm.tm_year) + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        now.subsec_millis()
+    )
+}
+
+/// One line of the daemon's log. The environment holds the API key: never log it.
+fn log(msg: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "[aluvia] {} {msg}", iso_now());
+}
+
+/// Removes the lock of `name` while it names `pid`.
+async fn release(dir: &LockDir, name: &str, pid: u32) {
+    let (dir, name) = (dir.clone(), name.to_string());
+    if let Err(e) = off_thread(move || dir.remove_if_owned(&name, pid)).await {
+        log(format_args!("could not remove the lock file: {e}"));
+    }
+}
+
+/// A started daemon: its engine and the task that keeps its lock current.
+struct Daemon {
+    dir: LockDir,
+    name: String,
+    pid: u32,
+    client: Arc<Client>,
+    sync: LockSync,
+}
+
+impl Daemon {
+    /// Edits this daemon's lock; an error when it is gone or names another
+    /// process (then it is no longer this session's).
+    async fn write(&self, f: impl FnOnce(&mut LockData) + Send + 'static) -> Result<LockData> {
+        let (dir, name, pid) = (self.dir.clone(), self.name.clone(), self.pid);
+        off_thread(move || dir.update_owned(&name, pid, f)).await?.ok_or_else(|| {
+            AluviaError::Internal(format!("the lock file of session '{}' was removed or taken over", self.name))
+        })
+    }
+
+    /// Proxy and browser, the early write, the first navigation, the final
+    /// write: the lock as written, or how it ended when a stop came first.
+    /// The engine's start is not cut short (a half-launched Chromium would be
+    /// left behind); the navigation is.
+    async fn start(
+        &self,
+        url: &str,
+        stop: &DaemonStop,
+    ) -> Result<std::result::Result<(ProxyInfo, LockData), DaemonExit>> {
+        let info = self.client.start().await?;
+        if let Some(exit) = stop.current() {
+            return Ok(Err(exit));
+        }
+        // Early write: the proxy is up (no `ready` yet). `profileDir` (ours)
+        // lets stale cleanup remove the profile of a killed daemon.
+        let proxy_url = info.url.clone();
+        let profile = self.client.browser().map(|b| b.user_data_dir().display().to_string());
+        self.write(move |lock| {
+            lock.proxy_url = Some(proxy_url);
+            match profile {
+                Some(p) => lock.extra.insert("profileDir".into(), Value::from(p)),
+                None => lock.extra.remove("profileDir"),
+            };
+        })
+        .await?;
+
+        let navigate = async {
+            match self.client.browser() {
+                Some(browser) => browser.goto_first(url).await,
+                None => Err(AluviaError::Internal("no browser was started".into())),
+            }
+        };
+        tokio::select! {
+            navigated = navigate => if let Err(e) = navigated {
+                // The session stays usable: a page that failed to load is the user's to handle.
+                log(format_args!("navigation to {url} failed: {e}"));
+            },
+            exit = stop.requested() => return Ok(Err(exit)),
+        }
+
+        let connection_id = self.client.control().connection_id().map(|id| id_value(&id));
+        let (cdp_url, url) = (info.cdp_url.clone(), url.to_string());
+        let lock = self
+            .write(move |lock| {
+                lock.connection_id = connection_id;
+                lock.cdp_url = cdp_url;
+                lock.url = Some(url);
+                lock.ready = Some(true);
+            })
+            .await?;
+        Ok(Ok((info, lock)))
+    }
+
+    /// Browser, lock sync, proxy and polling stopped, lock removed: the exit code.
+    async fn shutdown(self, exit: DaemonExit) -> i32 {
+        log(format_args!("stopping ({})", exit.reason));
+        self.client.close_browser().await;
+        self.sync.stop();
+        self.client.stop().await;
+        release(&self.dir, &self.name, self.pid).await;
+        log(format_args!("stopped, exit {}", exit.code));
+        exit.code
+    }
+}
+
+/// Runs the daemon of session `spec.name` (whose lock names this process)
+/// until it ends, and returns its exit code: 0 after SIGTERM/SIGINT or a stop
+/// request with code 0, when the browser goes away, or when the script
+/// succeeded; 1 when it could not start (the ready signal is never sent then)
+/// or the script failed. Its lock file is removed on the way out.
+///
+/// Lifecycle of the lock: the early write (`proxyUrl`) once the proxy and
+/// the browser are up; the final write (`connectionId`, `cdpUrl`, `url`,
+/// `ready: true`) after the first navigation, then the ready signal (with
+/// that lock) to `session start`; `lastDetection` and `traffic` meanwhile.
+///
+/// Without `script` it stays until a stop or until the browser disconnects;
+/// with one it runs the script once ready and ends with it.
+pub async fn run_daemon(spec: DaemonRun, script: Option<Script>, stop: DaemonStop) -> i32 {
+    if let Err(e) = prepare_ready_fd() {
+        log(format_args!("warning: {e}"));
+    }
+    if spec.handle_signals {
+        if let Err(e) = stop_on_signals(&stop) {
+            log(format_args!("warning: SIGTERM and SIGINT will not stop the session gracefully: {e}"));
+        }
+    }
+    let pid = std::process::id();
+    log(format_args!("starting session '{}' (pid {pid}) for {}", spec.name, spec.url));
+    let client = match spec.client_options().and_then(Client::new) {
+        Ok(client) => Arc::new(client),
+        Err(e) => {
+            log(format_args!("failed to start: {e}"));
+            release(&spec.dir, &spec.name, pid).await;
+            log(format_args!("stopped, exit 1"));
+            return 1;
+        }
+    };
+    let weak = Arc::downgrade(&client);
+    let (sink, sync) = start_lock_sync(spec.dir.clone(), spec.name.clone(), pid, TRAFFIC_INTERVAL, move || {
+        weak.upgrade().and_then(|c| serde_json::to_value(c.traffic()).ok())
+    });
+    client.set_detection_sink(Some(sink));
+    let daemon = Daemon { dir: spec.dir.clone(), name: spec.name.clone(), pid, client, sync };
+
+    let (info, lock) = match daemon.start(&spec.url, &stop).await {
+        Ok(Ok(started)) => started,
+        // Stopped while starting: never report ready.
+        Ok(Err(exit)) => return daemon.shutdown(exit).await,
+        Err(e) => {
+            log(format_args!("failed to start: {e}"));
+            return daemon.shutdown(DaemonExit::new(1, "start failed")).await;
+        }
+    };
+    if let Some(exit) = stop.current() {
+        return daemon.shutdown(exit).await;
+    }
+    if let Err(e) = signal_ready(Some(&LockData { traffic: None, ..lock })) {
+        log(format_args!("warning: could not report ready: {e}"));
+    }
+    let connection = daemon.client.control().connection_id().unwrap_or_else(|| "none".into());
+    let cdp_url = info.cdp_url.clone().unwrap_or_default();
+    log(format_args!("ready: cdp {cdp_url}, proxy {}, connection {connection}", info.url));
+
+    let exit = match script {
+        Some(script) => tokio::select! {
+            code = script(cdp_url) => DaemonExit::new(code, "script finished"),
+            exit = stop.requested() => exit,
+        },
+        None => {
+            let browser = daemon.client.browser();
+            let gone = async {
+                if let Some(b) = browser {
+                    b.wait_disconnected().await;
+                }
+            };
+            tokio::select! {
+                () = gone => DaemonExit::new(0, "browser disconnected"),
+                exit = stop.requested() => exit,
+            }
+        }
+    };
+    daemon.shutdown(exit).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::testutil::TempDir;
+    use crate::session::LockRead;
+    use std::time::Duration;
+
+    fn run_spec(dir: &LockDir, name: &str, client: RawClientOptions) -> DaemonRun {
+        DaemonRun {
+            dir: dir.clone(),
+            name: name.into(),
+            url: "http://127.0.0.1:9/".into(),
+            headful: false,
+            block_detection: true,
+            auto_unblock: false,
+            client,
+            handle_signals: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn session_daemon_run_that_cannot_start_exits_1_and_releases_its_lock() {
+        let tmp = TempDir::new("run-fail");
+        let dir = tmp.lock_dir();
+        let me = std::process::id();
+        // No API behind the address, and an invalid key: both fail the start.
+        let unreachable = RawClientOptions {
+            api_key: "key".into(),
+            api_base_url: Some("http://127.0.0.1:1/v1".into()),
+            timeout_ms: Some(2000.0),
+            ..RawClientOptions::default()
+        };
+        for (name, client) in [("unreachable", unreachable), ("keyless", RawClientOptions::default())] {
+            dir.claim(Some(name), LockData { pid: me, ..LockData::default() }).unwrap();
+            let code = run_daemon(run_spec(&dir, name, client), None, DaemonStop::new()).await;
+            assert_eq!(code, 1, "{name}");
+            assert_eq!(dir.read(name).unwrap(), None, "{name}: lock released");
+        }
+        // A lock that names another process is left alone.
+        let theirs = LockData { pid: 1, session: Some("theirs".into()), ..LockData::default() };
+        dir.write("theirs", &theirs).unwrap();
+        let code = run_daemon(run_spec(&dir, "theirs", RawClientOptions::default()), None, DaemonStop::new()).await;
+        assert_eq!(code, 1);
+        assert_eq!(dir.read("theirs").unwrap(), Some(LockRead::Valid(theirs)));
+    }
+
+    #[tokio::test]
+    async fn session_daemon_stop_first_request_wins() {
+        let stop = DaemonStop::new();
+        assert_eq!(stop.current(), None);
+        let waiter = tokio::spawn({
+            let stop = stop.clone();
+            async move { stop.requested().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.request(1, "uncaught exception");
+        stop.request(0, "SIGTERM");
+        assert_eq!(waiter.await.unwrap(), DaemonExit::new(1, "uncaught exception"));
+        assert_eq!(stop.requested().await, DaemonExit::new(1, "uncaught exception"));
+        assert_eq!(stop.current(), Some(DaemonExit::new(1, "uncaught exception")));
+    }
+
+    #[test]
+    fn session_daemon_log_timestamps_are_iso() {
+        let ts = iso_now();
+        let bytes = ts.as_bytes();
+        assert_eq!(bytes.len(), 24, "{ts}");
+        for (i, b) in bytes.iter().enumerate() {
+            match i {
+                4 | 7 => assert_eq!(*b, b'-', "{ts}"),
+                10 => assert_eq!(*b, b'T', "{ts}"),
+                13 | 16 => assert_eq!(*b, b':', "{ts}"),
+                19 => assert_eq!(*b, b'.', "{ts}"),
+                23 => assert_eq!(*b, b'Z', "{ts}"),
+                _ => assert!(b.is_ascii_digit(), "{ts}"),
+            }
+        }
+        assert!(ts.as_str() > "2024-01-01T00:00:00.000Z", "{ts}");
+    }
+
+    const SIGNAL_CHILD_ENV: &str = "ALUVIA_TEST_SIGNAL_CHILD";
+
+    /// A handler like Node's: restore the default and re-raise (the process ends).
+    extern "C" fn reraise(sig: libc::c_int) {
+        // SAFETY: async-signal-safe calls.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+
+    /// Run as a child process by `session_daemon_signals_request_a_stop`;
+    /// passes trivially otherwise.
+    #[test]
+    fn session_daemon_signal_child() {
+        if std::env::var_os(SIGNAL_CHILD_ENV).is_none() {
+            return;
+        }
+        // SAFETY: installing a plain handler.
+        unsafe { libc::signal(libc::SIGTERM, reraise as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let stop = DaemonStop::new();
+            stop_on_signals(&stop).unwrap();
+            println!("armed");
+            let exit = stop.requested().await;
+            println!("stop: {} {}", exit.code, exit.reason);
+        });
+    }
+
+    #[test]
+    fn session_daemon_signals_request_a_stop() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "session::run::tests::session_daemon_signal_child", "--nocapture", "--test-threads=1"])
+            .env(SIGNAL_CHILD_ENV, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let armed = lines.by_ref().map_while(std::result::Result::ok).find(|l| l.contains("armed"));
+        assert!(armed.is_some());
+        // SAFETY: plain syscall.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let rest: Vec<String> = lines.map_while(std::result::Result::ok).collect();
+        let status = child.wait().unwrap();
+        assert!(rest.iter().any(|l| l.contains("stop: 0 SIGTERM")), "{rest:?} {status:?}");
+        assert!(status.success(), "{status:?}");
+    }
+}
