@@ -20,7 +20,8 @@
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import { startChild } from './lib/resources.mjs';
-import { hasCommand, wrk, curlDownload } from './lib/native.mjs';
+import { cpus } from 'node:os';
+import { hasCommand, wrk, curlDownload, pin } from './lib/native.mjs';
 
 const require = createRequire(import.meta.url);
 const sdk = require('../lib/index.js');
@@ -129,11 +130,17 @@ export async function run({ res, log }) {
   const clients = [];
   if (hasCommand('wrk')) clients.push({ key: 'wrk', label: 'wrk', get: true });
   if (hasCommand('curl')) clients.push({ key: 'curl', label: 'curl', download: true });
+  // Diagnostic: the origin and curl share CPU 0 and the proxy gets CPU 1 to
+  // itself, as it would on a machine with a core to spare.
+  const allCpus = `0-${cpus().length - 1}`;
+  if (hasCommand('curl') && hasCommand('taskset') && cpus().length >= 2) {
+    clients.push({ key: 'curlPinned', label: 'curl, pinned', download: true, pinned: true });
+  }
   clients.push({ key: 'node', label: 'Node', get: true, download: true });
   const getClients = clients.filter((c) => c.get);
   const downloadClients = clients.filter((c) => c.download);
   const checkGet = getClients[0].key;
-  const checkDownload = downloadClients[0].key;
+  const checkDownload = downloadClients.filter((c) => !c.pinned)[0].key;
   if (checkGet === 'node') log('wrk not found: the GET targets are checked on the Node load generator');
   if (checkDownload === 'node') log('curl not found: the tunnel target is checked on the Node downloader');
 
@@ -160,6 +167,16 @@ export async function run({ res, log }) {
   /** One download of /big; MB/s. */
   async function downloadCase(client, proxyPort) {
     if (client === 'curl') return (await curlDownload(res, { targetPort, proxyPort, expectBodyBytes: BIG_BYTES })).mbPerS;
+    if (client === 'curlPinned') {
+      const proxies = [process.pid, pc.child.pid];
+      pin(targets.child.pid, '0');
+      for (const pid of proxies) pin(pid, '1');
+      try {
+        return (await curlDownload(res, { targetPort, proxyPort, expectBodyBytes: BIG_BYTES, cpu: 0 })).mbPerS;
+      } finally {
+        for (const pid of [targets.child.pid, ...proxies]) pin(pid, allCpus);
+      }
+    }
     const dl = startChild(res, 'download.mjs', { targetPort, proxyPort, expectBodyBytes: BIG_BYTES }, { label: `download via ${proxyPort ?? 'direct'}` });
     const result = await dl.next(60_000);
     await dl.exited;
@@ -225,7 +242,7 @@ export async function run({ res, log }) {
         log(`download ${BIG_BYTES / 1e6} MB ${r.key}, ${client.label} client (trial ${i + 1}/${TUNNEL_TRIALS})`);
         const cpu0 = await proxyCpuUs(r.key);
         ((tunnel[client.key] ??= {})[r.key] ??= []).push(await downloadCase(client.key, r.proxyPort));
-        if (r.key === 'ours') tunnelCpuUsPerMB.push(((await proxyCpuUs(r.key)) - cpu0) / (BIG_BYTES / 1e6));
+        if (r.key === 'ours' && !client.pinned) tunnelCpuUsPerMB.push(((await proxyCpuUs(r.key)) - cpu0) / (BIG_BYTES / 1e6));
       }
     }
   }
@@ -336,7 +353,7 @@ export async function run({ res, log }) {
     `Clients: wrk (one thread, keep-alive connections = concurrency) and curl are native and cost a few µs of CPU per request; the Node load generator (one keep-alive http.Agent with maxSockets = concurrency) and downloader (raw socket) run as a fresh child process per case. The origin server and proxy-chain each run in their own Node child process; our proxy runs on Rust threads inside the bench's main process.`,
     `Each GET case: warm-up discarded (${WRK_WARMUP_S} s with wrk, ${WARMUP_MS} ms with Node), then ${WRK_DURATION_S} s / ${DURATION_MS} ms measured, ${ROUNDS} interleaved rounds; req/s, p50, p99, mean and the diagnostics are medians over rounds ("requests" is the total); latency = request sent → response read, in the client.`,
     `Diagnostics: "origin conns" = TCP connections the origin accepted during the case (warm-up included; ideally = concurrency with keep-alive on both legs, twice that with wrk, whose warm-up is a separate run); "proxy CPU µs/req" = CPU time (user+sys) of the proxy's process per request, warm-up included; "proxy cores" = that CPU time / case wall time (2 cores exist and are shared with the origin and the client). Tunnel: our proxy used ${fmt(tunnelCpu, 0)} µs CPU per MB (median).`,
-    `Tunnel: GET of ${BIG_BYTES / 1e6} MB (200 OK + body), ${TUNNEL_TRIALS} trial(s) per client and route, alternating, median shown; timed from TCP connect (incl. CONNECT handshake) to the last byte.`,
+    `Tunnel: GET of ${BIG_BYTES / 1e6} MB (200 OK + body), ${TUNNEL_TRIALS} trial(s) per client and route, alternating, median shown; timed from TCP connect (incl. CONNECT handshake) to the last byte. "curl, pinned" (a diagnostic, not a target): the origin and curl are held on CPU 0 and the proxy under test on CPU 1 for the download, so the proxy's CPU does not compete with the ends'.`,
     `Why the clients differ: every route's req/s is bounded by the CPU the client, the origin and the proxy need together. With the Node client, direct / proxy-chain (${(ratios.node.rpsDirectOverProxyChain).toFixed(2)}× here) caps ours / proxy-chain, however cheap our proxy is; the CPU per request (proxy-chain / ours = ${ratios.node.cpuProxyChainOverOurs.toFixed(2)}× with Node${ratios.wrk ? `, ${ratios.wrk.cpuProxyChainOverOurs.toFixed(2)}× with wrk` : ''}) is the cost that does not depend on the client. A tunnel's extra loopback hop costs the kernel about what each end's TCP processing costs, so the cheaper the client, the larger its share.`,
   ];
   if (anyErrors) notes.push('Some requests failed (see the errors column): the numbers above are suspect.');

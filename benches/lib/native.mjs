@@ -60,13 +60,20 @@ export async function wrk(res, { targetPort, proxyPort, concurrency, seconds }) 
  * the proxy's CONNECT tunnel (`-p`), body to /dev/null. MB/s over the whole
  * transfer, connect and CONNECT handshake included.
  */
-export async function curlDownload(res, { targetPort, proxyPort, expectBodyBytes }) {
+export async function curlDownload(res, { targetPort, proxyPort, expectBodyBytes, cpu = null }) {
   const args = ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}'];
   if (proxyPort) args.push('-p', '-x', `http://127.0.0.1:${proxyPort}`);
   args.push(`http://127.0.0.1:${targetPort}/big`);
-  const [code, size, secs] = (await run(res, 'curl', args, {}, 60_000)).trim().split(' ');
+  const [cmd, argv] = cpu == null ? ['curl', args] : ['taskset', ['-c', String(cpu), 'curl', ...args]];
+  const [code, size, secs] = (await run(res, cmd, argv, {}, 60_000)).trim().split(' ');
   if (code !== '200' || Number(size) !== expectBodyBytes) {
     throw new Error(`curl via ${proxyPort ?? 'direct'}: HTTP ${code}, ${size} bytes (expected ${expectBodyBytes})`);
   }
   return { bodyBytes: Number(size), ms: Number(secs) * 1000, mbPerS: Number(size) / 1e6 / Number(secs) };
+}
+
+/** Restrict every thread of process `pid` to `cpus` (taskset's list syntax, e.g. "0" or "0-1"). */
+export function pin(pid, cpus) {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpus} ${pid}: ${String(r.stderr).trim()}`);
 }
