@@ -20,8 +20,7 @@
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import { startChild } from './lib/resources.mjs';
-import { cpus } from 'node:os';
-import { hasCommand, wrk, curlDownload, pin } from './lib/native.mjs';
+import { hasCommand, wrk, curlDownload, pin, allowedCpus } from './lib/native.mjs';
 
 const require = createRequire(import.meta.url);
 const sdk = require('../lib/index.js');
@@ -130,10 +129,11 @@ export async function run({ res, log }) {
   const clients = [];
   if (hasCommand('wrk')) clients.push({ key: 'wrk', label: 'wrk', get: true });
   if (hasCommand('curl')) clients.push({ key: 'curl', label: 'curl', download: true });
-  // Diagnostic: the origin and curl share CPU 0 and the proxy gets CPU 1 to
-  // itself, as it would on a machine with a core to spare.
-  const allCpus = `0-${cpus().length - 1}`;
-  if (hasCommand('curl') && hasCommand('taskset') && cpus().length >= 2) {
+  // Diagnostic: the origin and curl share one CPU and the proxy gets another
+  // to itself, as it would on a machine with a core to spare.
+  const cpuList = hasCommand('taskset') ? allowedCpus() : [];
+  const [endsCpu, proxyCpu] = cpuList;
+  if (hasCommand('curl') && cpuList.length >= 2) {
     clients.push({ key: 'curlPinned', label: 'curl, pinned', download: true, pinned: true });
   }
   clients.push({ key: 'node', label: 'Node', get: true, download: true });
@@ -169,12 +169,12 @@ export async function run({ res, log }) {
     if (client === 'curl') return (await curlDownload(res, { targetPort, proxyPort, expectBodyBytes: BIG_BYTES })).mbPerS;
     if (client === 'curlPinned') {
       const proxies = [process.pid, pc.child.pid];
-      pin(targets.child.pid, '0');
-      for (const pid of proxies) pin(pid, '1');
+      pin(targets.child.pid, String(endsCpu));
+      for (const pid of proxies) pin(pid, String(proxyCpu));
       try {
-        return (await curlDownload(res, { targetPort, proxyPort, expectBodyBytes: BIG_BYTES, cpu: 0 })).mbPerS;
+        return (await curlDownload(res, { targetPort, proxyPort, expectBodyBytes: BIG_BYTES, cpu: endsCpu })).mbPerS;
       } finally {
-        for (const pid of [targets.child.pid, ...proxies]) pin(pid, allCpus);
+        for (const pid of [targets.child.pid, ...proxies]) pin(pid, cpuList.join(','));
       }
     }
     const dl = startChild(res, 'download.mjs', { targetPort, proxyPort, expectBodyBytes: BIG_BYTES }, { label: `download via ${proxyPort ?? 'direct'}` });
@@ -353,7 +353,7 @@ export async function run({ res, log }) {
     `Clients: wrk (one thread, keep-alive connections = concurrency) and curl are native and cost a few µs of CPU per request; the Node load generator (one keep-alive http.Agent with maxSockets = concurrency) and downloader (raw socket) run as a fresh child process per case. The origin server and proxy-chain each run in their own Node child process; our proxy runs on Rust threads inside the bench's main process.`,
     `Each GET case: warm-up discarded (${WRK_WARMUP_S} s with wrk, ${WARMUP_MS} ms with Node), then ${WRK_DURATION_S} s / ${DURATION_MS} ms measured, ${ROUNDS} interleaved rounds; req/s, p50, p99, mean and the diagnostics are medians over rounds ("requests" is the total); latency = request sent → response read, in the client.`,
     `Diagnostics: "origin conns" = TCP connections the origin accepted during the case (warm-up included; ideally = concurrency with keep-alive on both legs, twice that with wrk, whose warm-up is a separate run); "proxy CPU µs/req" = CPU time (user+sys) of the proxy's process per request, warm-up included; "proxy cores" = that CPU time / case wall time (2 cores exist and are shared with the origin and the client). Tunnel: our proxy used ${fmt(tunnelCpu, 0)} µs CPU per MB (median).`,
-    `Tunnel: GET of ${BIG_BYTES / 1e6} MB (200 OK + body), ${TUNNEL_TRIALS} trial(s) per client and route, alternating, median shown; timed from TCP connect (incl. CONNECT handshake) to the last byte. "curl, pinned" (a diagnostic, not a target): the origin and curl are held on CPU 0 and the proxy under test on CPU 1 for the download, so the proxy's CPU does not compete with the ends'.`,
+    `Tunnel: GET of ${BIG_BYTES / 1e6} MB (200 OK + body), ${TUNNEL_TRIALS} trial(s) per client and route, alternating, median shown; timed from TCP connect (incl. CONNECT handshake) to the last byte.${clients.some((c) => c.pinned) ? ` "curl, pinned" (a diagnostic, not a target): the origin and curl are held on CPU ${endsCpu} and the proxy under test on CPU ${proxyCpu} for the download, so the proxy's CPU does not compete with the ends'.` : ''}`,
     `Why the clients differ: every route's req/s is bounded by the CPU the client, the origin and the proxy need together. With the Node client, direct / proxy-chain (${(ratios.node.rpsDirectOverProxyChain).toFixed(2)}× here) caps ours / proxy-chain, however cheap our proxy is; the CPU per request (proxy-chain / ours = ${ratios.node.cpuProxyChainOverOurs.toFixed(2)}× with Node${ratios.wrk ? `, ${ratios.wrk.cpuProxyChainOverOurs.toFixed(2)}× with wrk` : ''}) is the cost that does not depend on the client. A tunnel's extra loopback hop costs the kernel about what each end's TCP processing costs, so the cheaper the client, the larger its share.`,
   ];
   if (anyErrors) notes.push('Some requests failed (see the errors column): the numbers above are suspect.');

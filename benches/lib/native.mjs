@@ -77,3 +77,15 @@ export function pin(pid, cpus) {
   const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
   if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpus} ${pid}: ${String(r.stderr).trim()}`);
 }
+
+/** The CPUs process `pid` may run on (taskset's list, e.g. "0,1" or "2-3"), as numbers; [] without taskset. */
+export function allowedCpus(pid = process.pid) {
+  const r = spawnSync('taskset', ['-c', '-p', String(pid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const list = r.status === 0 ? r.stdout.split(':').pop().trim() : '';
+  return list
+    ? list.split(',').flatMap((part) => {
+        const [a, b = a] = part.split('-').map(Number);
+        return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+      })
+    : [];
+}
