@@ -43,7 +43,7 @@ const running = (tag) => processes().filter((p) => p.args.includes(sb.tmp) && p.
 test('a daemon whose ready pipe cannot be read is killed, and no lock names a dead daemon', async () => {
   const name = await native.sessionClaim('garbled', { pid: 0 });
   // More than the launcher takes without a newline; then it would live on.
-  const script = `: ${sb.tmp} garbled; head -c 100000 /dev/zero >&3; sleep 30`;
+  const script = `: ${sb.tmp} garbled; head -c 1100000 /dev/zero >&3; sleep 30`;
   await assert.rejects(
     native.daemonSpawn({ name, program: 'sh', args: ['-c', script], env: {}, cwd: sb.tmp }),
     /could not wait for the daemon .*without a newline/,
@@ -74,6 +74,28 @@ test('not ready in time: the error names the session and its log; the daemon run
   assert.ok(!alive(pid));
   await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
   assert.equal(sb.readLock('sluggish'), null);
+});
+
+test('closing a session this process is still starting waits for its daemon and never signals this process', async () => {
+  const name = await native.sessionClaim('handover', { pid: 0 });
+  assert.equal(sb.readLock(name).pid, process.pid, 'the claim names the starting process');
+  const closing = commands.sessionClose({ browserSession: name, env: sb.env });
+  await new Promise((r) => setTimeout(r, 200));
+  const starting = native.daemonSpawn({
+    name,
+    program: 'sh',
+    args: ['-c', `: ${sb.tmp} handover; sleep 0.5; echo ready >&3; exec sleep 30`],
+    env: {},
+    cwd: sb.tmp,
+  }).catch(() => null); // it may be stopped before it is ready
+  const closed = await closing;
+  assert.equal(closed.browserSession, name);
+  assert.equal(closed.message, 'Browser session closed.');
+  assert.notEqual(closed.pid, process.pid);
+  assert.ok(!alive(closed.pid), 'the daemon is stopped');
+  await starting;
+  assert.equal(sb.readLock(name), null);
+  assert.equal(running('handover').length, 0);
 });
 
 /** Writes `name` into the sandbox's scripts folder; its directory. */

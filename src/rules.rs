@@ -24,7 +24,8 @@ pub async fn connection_rules_edit(
 ) -> Result<Vec<String>> {
     let api = ApiClient::new(&api_key, api_base_url.as_deref(), None).map_err(to_napi)?;
     let locks = LockDir::open_default_async().await.map_err(to_napi)?;
-    let edited =
-        edit_connection_rules(&api, &locks, &connection_id, &RulesEdit::new(add, remove)).await.map_err(to_napi)?;
+    let edited = edit_connection_rules(&api, Some(&locks), &connection_id, &RulesEdit::new(add, remove))
+        .await
+        .map_err(to_napi)?;
     Ok(edited.rules)
 }

@@ -18,7 +18,7 @@ use crate::proxy::{ProxyOptions, ProxyServer, TrafficEntry};
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5000;
 
 /// Options as they arrive from the caller, before validation.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RawClientOptions {
     pub api_key: String,
     /// A number (must be finite) or a string id.
@@ -45,7 +45,7 @@ pub enum RawId {
 }
 
 /// Validated options with their defaults applied.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     pub api_key: String,
     pub connection_id: Option<String>,
@@ -59,6 +59,45 @@ pub struct ClientOptions {
     pub start_browser: bool,
     pub headless: bool,
     pub detection: DetectionConfig,
+}
+
+// The API key stays out of every debug print.
+impl std::fmt::Debug for RawClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawClientOptions")
+            .field("connection_id", &self.connection_id)
+            .field("strict", &self.strict)
+            .field("api_base_url", &self.api_base_url)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("gateway_protocol", &self.gateway_protocol)
+            .field("gateway_port", &self.gateway_port)
+            .field("gateway_host", &self.gateway_host)
+            .field("local_port", &self.local_port)
+            .field("log_level", &self.log_level)
+            .field("start_playwright", &self.start_playwright)
+            .field("headless", &self.headless)
+            .field("block_detection", &self.block_detection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("connection_id", &self.connection_id)
+            .field("strict", &self.strict)
+            .field("api_base_url", &self.api_base_url)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("gateway", &self.gateway)
+            .field("local_port", &self.local_port)
+            .field("log_level", &self.log_level)
+            .field("start_browser", &self.start_browser)
+            .field("headless", &self.headless)
+            .field("detection", &self.detection)
+            .finish_non_exhaustive()
+    }
 }
 
 fn port(name: &str, value: Option<f64>) -> Result<Option<u16>> {
@@ -303,6 +342,15 @@ mod tests {
         assert_eq!(o.gateway, GatewayConfig::default());
         assert_eq!(o.local_port, None);
         assert_eq!(o.log_level, Level::Info);
+    }
+
+    #[test]
+    fn debug_prints_leave_the_api_key_out() {
+        let raw = RawClientOptions { api_key: "secret-key-123".into(), ..Default::default() };
+        assert!(!format!("{raw:?}").contains("secret-key-123"));
+        let o = ClientOptions::validate(raw).expect("valid");
+        assert!(!format!("{o:?}").contains("secret-key-123"));
+        assert!(format!("{o:?}").contains("poll_interval_ms: 5000"));
     }
 
     #[test]

@@ -209,11 +209,17 @@ impl ControlPlane {
     /// [`edit_connection_rules`] on this client's connection, with the lock
     /// in `locks`; the API's answer is swapped in, so the proxy routes by the
     /// new rules from the next request on.
-    pub async fn edit_rules(&self, locks: &LockDir, edit: &RulesEdit) -> Result<EditedRules> {
+    pub async fn edit_rules(&self, locks: Option<&LockDir>, edit: &RulesEdit) -> Result<EditedRules> {
         let id = self.require_connection_id()?;
         let _turn = self.editing.lock().await;
+        let generation = self.generation.load(Ordering::SeqCst);
         let edited = edit_connection_rules(&self.api, locks, &id, edit).await?;
-        self.apply_fresh(parse_connection(&edited.connection, edited.etag.clone())?);
+        // A changed list is stored at once (a page reload relies on it). An
+        // unchanged one is only the GET's answer: if an update was stored
+        // meanwhile, that answer may be older, and polling brings the rest.
+        if edited.changed || self.generation.load(Ordering::SeqCst) == generation {
+            self.apply_fresh(parse_connection(&edited.connection, edited.etag.clone())?);
+        }
         Ok(edited)
     }
 

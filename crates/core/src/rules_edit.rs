@@ -48,7 +48,10 @@ impl RulesEdit {
     /// The rules after this edit of `current`.
     pub fn apply(&self, current: &[String]) -> Vec<String> {
         let mut rules: Vec<String> = current.iter().filter(|r| !self.remove.contains(r)).cloned().collect();
-        if self.add.is_empty() {
+        // Auto-unblock leaves the rules exactly as they are when they already
+        // cover every host it would add.
+        let covered = |rule: &String| self.skip_covered && RuleSet::new(&rules).should_proxy(rule);
+        if self.add.iter().all(covered) {
             return rules;
         }
         let mut seen = HashSet::new();
@@ -66,7 +69,7 @@ impl RulesEdit {
 }
 
 /// The outcome of [`edit_connection_rules`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct EditedRules {
     /// The rules now on the connection.
     pub rules: Vec<String>,
@@ -78,6 +81,17 @@ pub struct EditedRules {
     pub etag: Option<String>,
 }
 
+// The connection holds the proxy password: it stays out of debug prints.
+impl std::fmt::Debug for EditedRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EditedRules")
+            .field("rules", &self.rules)
+            .field("changed", &self.changed)
+            .field("etag", &self.etag)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How long to wait for another writer of the same connection: its GET and
 /// PATCH can each take up to the API timeout.
 fn lock_wait(api: &ApiClient) -> Duration {
@@ -85,15 +99,20 @@ fn lock_wait(api: &ApiClient) -> Duration {
 }
 
 /// Applies `edit` to the rules of connection `connection_id` under the
-/// connection's lock in `locks`: GET the connection from the API, compute the
+/// connection's lock in `locks` (without it, when the lock directory cannot
+/// be used, the edit still reads fresh but is not serialized with other
+/// processes): GET the connection from the API, compute the
 /// new list, PATCH it only if it differs.
 pub async fn edit_connection_rules(
     api: &ApiClient,
-    locks: &LockDir,
+    locks: Option<&LockDir>,
     connection_id: &str,
     edit: &RulesEdit,
 ) -> Result<EditedRules> {
-    let _lock = locks.lock_rules(connection_id, lock_wait(api)).await?;
+    let _lock = match locks {
+        Some(locks) => Some(locks.lock_rules(connection_id, lock_wait(api)).await?),
+        None => None,
+    };
     let id = id_value(connection_id.trim());
     let get = Call::ConnectionsGet { id: id.clone(), etag: None };
     let response = api.send(&get.try_request()?).await?;
@@ -159,6 +178,8 @@ mod tests {
         // An exclusion is the user's word: the host is added, and stays excluded.
         assert_eq!(cover("example.com", &["*", "-example.com"]), ["*", "-example.com", "example.com"]);
         assert_eq!(cover("", &["a"]), ["a"]);
+        // Covered already: the user's list stays exactly as it is.
+        assert_eq!(cover("a.com", &["*", "*"]), ["*", "*"]);
     }
 
     struct Fixture {
@@ -236,7 +257,7 @@ mod tests {
                 let (fx, api) = (Arc::clone(&fx), clients[i % 2].clone());
                 tokio::spawn(async move {
                     let edit = RulesEdit::new(vec![format!("host{i}.example.com")], vec![]);
-                    edit_connection_rules(&api, &fx.locks, &fx.id, &edit).await
+                    edit_connection_rules(&api, Some(&fx.locks), &fx.id, &edit).await
                 })
             })
             .collect();
@@ -261,7 +282,7 @@ mod tests {
         fx.set(&["a.com", "b.com", "c.com"]).await;
         let api = fx.client();
         let edited =
-            edit_connection_rules(&api, &fx.locks, &fx.id, &RulesEdit::new(vec![], strings(&["a.com", "c.com"])))
+            edit_connection_rules(&api, Some(&fx.locks), &fx.id, &RulesEdit::new(vec![], strings(&["a.com", "c.com"])))
                 .await
                 .unwrap();
         assert!(edited.changed);
@@ -271,7 +292,7 @@ mod tests {
 
         // Removing what is not there, adding what is there: no PATCH (same version).
         for edit in [RulesEdit::new(vec![], strings(&["zzz"])), RulesEdit::new(strings(&["b.com"]), vec![])] {
-            let edited = edit_connection_rules(&api, &fx.locks, &fx.id, &edit).await.unwrap();
+            let edited = edit_connection_rules(&api, Some(&fx.locks), &fx.id, &edit).await.unwrap();
             assert!(!edited.changed);
             assert_eq!(edited.rules, ["b.com"]);
             assert_eq!(edited.etag, etag);
@@ -279,7 +300,7 @@ mod tests {
         assert_eq!(fx.get().await, (strings(&["b.com"]), etag));
 
         // An API failure comes back as the API's error, and the lock is let go.
-        let missing = edit_connection_rules(&api, &fx.locks, "999999", &RulesEdit::new(strings(&["x"]), vec![]))
+        let missing = edit_connection_rules(&api, Some(&fx.locks), "999999", &RulesEdit::new(strings(&["x"]), vec![]))
             .await
             .unwrap_err();
         assert_eq!(missing.code(), "ApiError");
@@ -298,7 +319,7 @@ mod tests {
             (&["::1"][..], "[::1]"),
         ] {
             fx.set(rules).await;
-            let edited = control.edit_rules(&fx.locks, &RulesEdit::cover(host)).await.unwrap();
+            let edited = control.edit_rules(Some(&fx.locks), &RulesEdit::cover(host)).await.unwrap();
             assert!(!edited.changed, "{rules:?} covers {host}");
             assert_eq!(fx.get().await.0, strings(rules));
             // The fresh answer is in use locally, stale as the local copy was.
@@ -306,11 +327,11 @@ mod tests {
         }
 
         fx.set(&["a.com"]).await;
-        let edited = control.edit_rules(&fx.locks, &RulesEdit::cover("[::1]")).await.unwrap();
+        let edited = control.edit_rules(Some(&fx.locks), &RulesEdit::cover("[::1]")).await.unwrap();
         assert!(edited.changed);
         assert_eq!(edited.rules, ["a.com", "::1"]);
         assert_eq!(fx.get().await.0, ["a.com", "::1"]);
-        let again = control.edit_rules(&fx.locks, &RulesEdit::cover("[::1]")).await.unwrap();
+        let again = control.edit_rules(Some(&fx.locks), &RulesEdit::cover("[::1]")).await.unwrap();
         assert!(!again.changed, "added once only");
         fx.emu.stop().await;
     }
@@ -322,7 +343,7 @@ mod tests {
         assert!(control.config().load().as_ref().unwrap().raw_rules.is_empty());
         // Another process (the CLI) changes the rules; no poll has run here.
         fx.set(&["other.com", "*.cdn.net"]).await;
-        let edited = control.edit_rules(&fx.locks, &RulesEdit::cover("blocked.com")).await.unwrap();
+        let edited = control.edit_rules(Some(&fx.locks), &RulesEdit::cover("blocked.com")).await.unwrap();
         assert_eq!(edited.rules, ["other.com", "*.cdn.net", "blocked.com"]);
         assert_eq!(fx.get().await.0, ["other.com", "*.cdn.net", "blocked.com"]);
         // And the proxy routes by the answer from the next request on.
@@ -337,8 +358,21 @@ mod tests {
     #[tokio::test]
     async fn rules_edit_without_a_connection_is_an_error() {
         let fx = Fixture::new("rules-noconn").await;
-        let err = fx.control_of(None).edit_rules(&fx.locks, &RulesEdit::cover("a.com")).await.unwrap_err();
+        let err = fx.control_of(None).edit_rules(Some(&fx.locks), &RulesEdit::cover("a.com")).await.unwrap_err();
         assert_eq!(err.to_string(), "No account connection ID available");
+        fx.emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn rules_edit_without_the_lock_directory_still_edits() {
+        let fx = Fixture::new("rules-nolock").await;
+        let control = fx.control().await;
+        fx.set(&["other.com"]).await;
+        let edited = control.edit_rules(None, &RulesEdit::cover("blocked.com")).await.unwrap();
+        assert!(edited.changed);
+        assert_eq!(fx.get().await.0, ["other.com", "blocked.com"]);
+        assert_eq!(control.config().load().as_ref().unwrap().raw_rules, ["other.com", "blocked.com"]);
+        assert_eq!(std::fs::read_dir(fx.locks.path()).unwrap().count(), 0, "no lock file was made");
         fx.emu.stop().await;
     }
 }

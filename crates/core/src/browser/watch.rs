@@ -75,10 +75,17 @@ impl Detector {
         }
         if let UnblockDecision::AddRuleAndReload { hostname } = decision {
             let edit = RulesEdit::cover(&hostname);
-            let edited = match LockDir::open_default_async().await {
-                Ok(locks) => self.control.edit_rules(&locks, &edit).await,
-                Err(e) => Err(e),
+            // The lock directory serializes this edit with the CLI's and other
+            // sessions'; an in-process client that cannot use it (another
+            // user's directory on a shared /tmp) still edits, unserialized.
+            let locks = match LockDir::open_default_async().await {
+                Ok(locks) => Some(locks),
+                Err(e) => {
+                    self.logger.debug(format!("auto-unblock: editing the rules without the lock directory: {e}"));
+                    None
+                }
             };
+            let edited = self.control.edit_rules(locks.as_ref(), &edit).await;
             match edited {
                 Ok(edited) if !edited.changed => {
                     self.logger.debug(format!("auto-unblock: the rules already cover {hostname}"))

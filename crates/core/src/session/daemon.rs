@@ -35,8 +35,10 @@ const READY_FD: RawFd = 3;
 /// What the child writes, followed by a newline.
 const READY_LINE: &[u8] = b"ready";
 
-/// The longest line the parent takes from the ready pipe.
-const MAX_READY_LINE: usize = 64 * 1024;
+/// The longest line the parent takes from the ready pipe: the ready line
+/// carries the lock, whose start URL can be as long as an argument can
+/// (128 KiB on Linux).
+const MAX_READY_LINE: usize = 1024 * 1024;
 
 /// How to start a session daemon.
 #[derive(Debug, Clone)]
@@ -592,7 +594,7 @@ mod tests {
         let grandchild = dir.path().join("grandchild.pid");
         // A line longer than the parent takes, then the daemon lives on.
         let script =
-            format!("sleep 30 & echo $! > '{}'; head -c 100000 /dev/zero >&3; exec sleep 30", grandchild.display());
+            format!("sleep 30 & echo $! > '{}'; head -c 1100000 /dev/zero >&3; exec sleep 30", grandchild.display());
         let mut spec = sh(&dir, &script, Duration::from_secs(20));
         let locks = claimed(&dir, "garbled", &mut spec);
         let err = spawn_daemon(spec).await.unwrap_err();

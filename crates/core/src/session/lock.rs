@@ -250,17 +250,29 @@ impl LockDir {
 
     /// Removes the lock file only if it names `pid` (a daemon cleaning up
     /// after itself must not remove a name someone else has since claimed).
-    /// `true` when it was removed.
+    /// `true` when it was removed. When `pid` is dead (a force-killed
+    /// daemon), the Chromium profile its lock records goes too, after the
+    /// directory lock is released.
     pub fn remove_if_owned(&self, name: &str, pid: u32) -> Result<bool> {
         check_name(name)?;
-        let _guard = self.lock_exclusive()?;
-        match self.read_unlocked(name)? {
-            Some(LockRead::Valid(data)) if data.pid == pid => {
-                self.remove_unlocked(name)?;
-                Ok(true)
+        let profile = {
+            let _guard = self.lock_exclusive()?;
+            match self.read_unlocked(name)? {
+                Some(LockRead::Valid(data)) if data.pid == pid => {
+                    self.remove_unlocked(name)?;
+                    if is_process_alive(pid) {
+                        None
+                    } else {
+                        stale_profile(&data)
+                    }
+                }
+                _ => return Ok(false),
             }
-            _ => Ok(false),
+        };
+        if let Some(profile) = profile {
+            let _ = fs::remove_dir_all(profile);
         }
+        Ok(true)
     }
 
     /// Every `cli-{name}.lock` (with a valid name), sorted by name. A file that
@@ -559,6 +571,33 @@ mod tests {
         assert_eq!(dir.live_sessions().unwrap(), LiveSessions::default());
         assert!(!profile.exists(), "removed after the directory lock");
         assert!(foreign.exists(), "only what the engine creates is removed");
+    }
+
+    #[test]
+    fn session_remove_if_owned_takes_a_dead_owners_profile_along() {
+        let tmp = TempDir::new("lock-remove-profile");
+        let dir = tmp.lock_dir();
+        let profile = |n: &str| {
+            let p = tmp.path().join(format!("{PROFILE_DIR_PREFIX}{n}"));
+            fs::create_dir(&p).unwrap();
+            p
+        };
+        let lock = |pid: u32, p: &Path| {
+            let mut data = early(pid);
+            data.extra.insert("profileDir".into(), Value::from(p.to_str().unwrap()));
+            data
+        };
+        let (dead, live) = (profile("dead"), profile("live"));
+        let gone = dead_pid();
+        dir.write("killed", &lock(gone, &dead)).unwrap();
+        dir.write("running", &lock(std::process::id(), &live)).unwrap();
+
+        assert!(!dir.remove_if_owned("killed", gone + 1).unwrap(), "not its owner");
+        assert!(dead.exists());
+        assert!(dir.remove_if_owned("killed", gone).unwrap());
+        assert!(!dead.exists(), "a dead owner's profile is removed with its lock");
+        assert!(dir.remove_if_owned("running", std::process::id()).unwrap());
+        assert!(live.exists(), "a live owner's profile is its own to remove");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `rules-{connectionId}.lock`: an exclusive `fs2` lock per connection in the
 //! lock directory, held around a read-modify-write of that connection's rules
-//! so that the CLI and every session daemon on this machine take turns.
+//! so that the CLI and every session daemon sharing the directory take turns.
 //!
 //! Waiting never blocks a tokio worker: the lock is tried without blocking and
-//! retried after a short sleep. The holder removes the file before it lets go,
-//! so nothing is left behind; a waiter that then wins the lock on the removed
-//! file notices (the path no longer names its file) and starts over.
+//! retried after a short sleep (opening the file, checking it and removing it
+//! are quick local file calls made in place). The holder removes the file
+//! before it lets go, so nothing is left behind; a waiter that then wins the
+//! lock on the removed file notices (the path no longer names its file) and
+//! starts over.
 
 use std::fs::{self, File};
 use std::io;

@@ -128,8 +128,9 @@ pub fn stop_on_signals(stop: &DaemonStop) -> std::io::Result<()> {
         [(SignalKind::terminate(), libc::SIGTERM, "SIGTERM"), (SignalKind::interrupt(), libc::SIGINT, "SIGINT")];
     if !DEFAULTS_RESTORED.swap(true, Ordering::SeqCst) {
         for (_, number, _) in signals {
-            // SAFETY: setting a standard disposition has no preconditions; it
-            // happens before tokio installs its handler (it chains to this one).
+            // SAFETY: setting a standard disposition has no preconditions. It
+            // happens before tokio installs its handler, which then has no
+            // earlier handler to call.
             unsafe { libc::signal(number, libc::SIG_DFL) };
         }
     }
