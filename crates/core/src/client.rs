@@ -62,43 +62,35 @@ pub struct ClientOptions {
 }
 
 // The API key stays out of every debug print.
-impl std::fmt::Debug for RawClientOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawClientOptions")
-            .field("connection_id", &self.connection_id)
-            .field("strict", &self.strict)
-            .field("api_base_url", &self.api_base_url)
-            .field("poll_interval_ms", &self.poll_interval_ms)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("gateway_protocol", &self.gateway_protocol)
-            .field("gateway_port", &self.gateway_port)
-            .field("gateway_host", &self.gateway_host)
-            .field("local_port", &self.local_port)
-            .field("log_level", &self.log_level)
-            .field("start_playwright", &self.start_playwright)
-            .field("headless", &self.headless)
-            .field("block_detection", &self.block_detection)
-            .finish_non_exhaustive()
-    }
-}
+debug_without_secrets!(RawClientOptions {
+    connection_id,
+    strict,
+    api_base_url,
+    poll_interval_ms,
+    timeout_ms,
+    gateway_protocol,
+    gateway_port,
+    gateway_host,
+    local_port,
+    log_level,
+    start_playwright,
+    headless,
+    block_detection
+});
 
-impl std::fmt::Debug for ClientOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientOptions")
-            .field("connection_id", &self.connection_id)
-            .field("strict", &self.strict)
-            .field("api_base_url", &self.api_base_url)
-            .field("poll_interval_ms", &self.poll_interval_ms)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("gateway", &self.gateway)
-            .field("local_port", &self.local_port)
-            .field("log_level", &self.log_level)
-            .field("start_browser", &self.start_browser)
-            .field("headless", &self.headless)
-            .field("detection", &self.detection)
-            .finish_non_exhaustive()
-    }
-}
+debug_without_secrets!(ClientOptions {
+    connection_id,
+    strict,
+    api_base_url,
+    poll_interval_ms,
+    timeout_ms,
+    gateway,
+    local_port,
+    log_level,
+    start_browser,
+    headless,
+    detection
+});
 
 fn port(name: &str, value: Option<f64>) -> Result<Option<u16>> {
     match value {

@@ -22,18 +22,8 @@ pub struct ConnectionConfig {
     pub etag: Option<String>,
 }
 
-impl std::fmt::Debug for ConnectionConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The credentials stay out of every debug print.
-        f.debug_struct("ConnectionConfig")
-            .field("connection_id", &self.connection_id)
-            .field("raw_rules", &self.raw_rules)
-            .field("session_id", &self.session_id)
-            .field("target_geo", &self.target_geo)
-            .field("etag", &self.etag)
-            .finish_non_exhaustive()
-    }
-}
+// The credentials stay out of every debug print.
+debug_without_secrets!(ConnectionConfig { connection_id, raw_rules, session_id, target_geo, etag });
 
 /// Shared, atomically swapped config. `None` means "no config": route direct.
 pub type ConfigHandle = Arc<ArcSwapOption<ConnectionConfig>>;

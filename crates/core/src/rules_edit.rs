@@ -82,15 +82,7 @@ pub struct EditedRules {
 }
 
 // The connection holds the proxy password: it stays out of debug prints.
-impl std::fmt::Debug for EditedRules {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EditedRules")
-            .field("rules", &self.rules)
-            .field("changed", &self.changed)
-            .field("etag", &self.etag)
-            .finish_non_exhaustive()
-    }
-}
+debug_without_secrets!(EditedRules { rules, changed, etag });
 
 /// How long to wait for another writer of the same connection: its GET and
 /// PATCH can each take up to the API timeout.
