@@ -142,6 +142,23 @@ test('SIGTERM while a --run script runs, and SIGINT: graceful stops, exit 0, loc
   assert.equal(sb.readLock('interrupted'), null);
 });
 
+test("a --run script's own SIGTERM listener does not keep `session close` from stopping the session gracefully", async () => {
+  const cwd = script(
+    'listener.mjs',
+    `process.on('SIGTERM', () => console.log('script saw SIGTERM'));\nconsole.log('listening');\nawait new Promise(() => setInterval(() => {}, 1000));\n`,
+  );
+  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'listener', '--run', 'listener.mjs'], { cwd });
+  assert.equal(r.code, 0, r.stdout);
+  await eventually(() => sb.log('listener').includes('listening'), { what: 'the script to run' });
+  const tree = descendants(r.json.pid);
+  const closed = await sb.cli(['session', 'close', '--browser-session', 'listener']);
+  assert.equal(closed.json.message, 'Browser session closed.', closed.stdout);
+  assert.ok(!alive(r.json.pid));
+  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
+  assert.match(sb.log('listener'), /stopping \(SIGTERM\)[^]*stopped, exit 0/);
+  assert.equal(sb.readLock('listener'), null);
+});
+
 test('an error that escapes a --run script stops the session with exit 1', async () => {
   const cwd = script(
     'stray.mjs',

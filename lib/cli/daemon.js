@@ -22,6 +22,11 @@ function log(msg) {
 async function main() {
   const spec = JSON.parse(process.argv[2]);
   const s = settings(process.env);
+  // SIGTERM and SIGINT are the engine's (it stops the session gracefully).
+  // Listening here first keeps a --run script from taking them over: Node
+  // installs its handler for a signal once, with the first listener, and the
+  // engine replaces that handler with its own as it starts.
+  for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => native.sessionDaemonStop(0, signal));
   for (const event of ['uncaughtException', 'unhandledRejection']) {
     process.on(event, (err) => {
       log(`error: ${err?.stack ?? err}`);
