@@ -1,11 +1,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync, mkdtempSync, rmSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sdk, serve, root, emulatorClientOptions, eventually } from './helpers.mjs';
+import { sdk, serve, root, emulatorClientOptions, eventually, runNode } from './helpers.mjs';
 
 const { AluviaClient, AluviaApi } = sdk;
 
@@ -232,14 +231,8 @@ test('pages opened by another process over CDP are watched too', async () => {
         await browser.close();
       })().catch((e) => { console.error(e); process.exit(1); });
     `;
-    const child = spawn(process.execPath, ['-e', script, connection.cdpUrl, `${emu.siteUrl}strict/other`], {
-      cwd: root,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let err = '';
-    child.stderr.on('data', (c) => (err += c));
-    const [code] = await once(child, 'close');
-    assert.equal(code, 0, err);
+    const { code, stderr } = await runNode(['-e', script, connection.cdpUrl, `${emu.siteUrl}strict/other`]);
+    assert.equal(code, 0, stderr);
     const hit = await until(() => results.find((x) => x.r.url.endsWith('/strict/other')), 'a result for the other process page');
     assert.equal(hit.r.blockStatus, 'blocked');
   } finally {
@@ -314,13 +307,7 @@ test("logLevel 'debug' prints one JSON line per result", async () => {
     })().catch((e) => { console.error(e); process.exit(1); });
   `;
   const opts = emulatorClientOptions(emu, { startPlaywright: true, logLevel: 'debug' });
-  const child = spawn(process.execPath, ['-e', script, JSON.stringify(opts), `${corpus.url}/title`], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let err = '';
-  child.stderr.on('data', (c) => (err += c));
-  const [code] = await once(child, 'close');
+  const { code, stderr: err } = await runNode(['-e', script, JSON.stringify(opts), `${corpus.url}/title`]);
   assert.equal(code, 0, err);
   const lines = err
     .split('\n')

@@ -3,8 +3,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
-import { spawn } from 'node:child_process';
-import { sdk, require, whoami, recorder, admin, viaProxy, viaTunnel, root, emulatorClientOptions } from './helpers.mjs';
+import { sdk, require, whoami, recorder, admin, viaProxy, viaTunnel, root, emulatorClientOptions, runNode } from './helpers.mjs';
 
 const { AluviaClient, AluviaApi, ApiError, InvalidApiKeyError, ProxyStartError } = sdk;
 const { emulatorExitAddress } = require('../lib/emulator.js');
@@ -325,12 +324,7 @@ test('credentials never appear in logs, even at debug level and on failures', as
       await c.close();
     })().catch((e) => { console.error(e); process.exit(1); });
   `;
-  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (c) => (out += c));
-  child.stderr.on('data', (c) => (err += c));
-  const [code] = await once(child, 'close');
+  const { code, stdout: out, stderr: err } = await runNode(['-e', script]);
   assert.equal(code, 0, err);
   const { id } = JSON.parse(out.trim().split('\n').at(-1));
   const creds = await api.account.connections.get(id);

@@ -2,8 +2,7 @@
 // with the sandbox's TMPDIR (the lock directory follows os.tmpdir()).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { sdk, serve, root } from './helpers.mjs';
+import { sdk, serve, root, runNode } from './helpers.mjs';
 import { Sandbox, alive, deadPid, pageHandler } from './sessions.mjs';
 import * as esm from '../index.mjs';
 
@@ -28,30 +27,19 @@ after(async () => {
 });
 
 /** Runs `body` (an async function body with `connect` in scope) in a child; its JSON result. */
-function inChild(body) {
+async function inChild(body) {
   const code = `
     const { connect, ConnectError } = require(${JSON.stringify(`${root}/lib/index.js`)});
     (async () => { ${body} })().then(
       (r) => { process.stdout.write(JSON.stringify({ ok: r ?? null })); process.exit(0); },
       (e) => { process.stdout.write(JSON.stringify({ error: e.message, name: e.name, isConnectError: e instanceof ConnectError })); process.exit(0); },
     );`;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', code], {
-      env: { ...process.env, ...sb.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c) => (out += c));
-    child.stderr.on('data', (c) => (err += c));
-    child.on('close', () => {
-      try {
-        resolve(JSON.parse(out));
-      } catch {
-        reject(new Error(`child output: ${out} ${err}`));
-      }
-    });
-  });
+  const { stdout, stderr } = await runNode(['-e', code], { env: sb.env });
+  try {
+    return JSON.parse(stdout);
+  } catch {
+    throw new Error(`child output: ${stdout} ${stderr}`);
+  }
 }
 
 const CONNECT_AND_READ = `

@@ -98,10 +98,10 @@ export async function admin(emu, method, path, body) {
   return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
-/** Run the CLI to completion; resolves { code, stdout, stderr, json }. */
-export function runCli(args, { env = {}, cwd = root, timeoutMs = 90_000 } = {}) {
+/** Run `node <argv…>` to completion; resolves { code, stdout, stderr }. */
+export function runNode(argv, { env = {}, cwd = root, timeoutMs = 90_000 } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliPath, ...args], {
+    const child = spawn(process.execPath, argv, {
       cwd,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -112,19 +112,25 @@ export function runCli(args, { env = {}, cwd = root, timeoutMs = 90_000 } = {}) 
     child.stderr.on('data', (c) => (stderr += c));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`aluvia ${args.join(' ')} timed out; stderr: ${stderr}`));
+      reject(new Error(`node ${argv[0]} timed out; stderr: ${stderr}`));
     }, timeoutMs);
     child.on('close', (code) => {
       clearTimeout(timer);
-      let json;
-      try {
-        json = JSON.parse(stdout);
-      } catch {
-        json = undefined;
-      }
-      resolve({ code, stdout, stderr, json });
+      resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** Run the CLI to completion; resolves { code, stdout, stderr, json }. */
+export async function runCli(args, opts) {
+  const r = await runNode([cliPath, ...args], opts);
+  let json;
+  try {
+    json = JSON.parse(r.stdout);
+  } catch {
+    json = undefined;
+  }
+  return { ...r, json };
 }
 
 /** Send a raw request to a proxy and return { status, headers, body }. */

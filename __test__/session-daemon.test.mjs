@@ -1,7 +1,7 @@
 // The daemon launcher and the session daemon's life, driven in this process
 // and through the CLI: real daemons (sh, and the CLI's own with Chromium),
-// the emulator, pages on loopback, a private TMPDIR. Every process started here is stopped, and the sandbox
-// removed, in after().
+// the emulator, pages on loopback, a private TMPDIR. Every process started
+// here is stopped, and the sandbox removed, in after().
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -98,6 +98,28 @@ test('closing a session this process is still starting waits for its daemon and 
   assert.equal(running('handover').length, 0);
 });
 
+/**
+ * Waits until the daemon `pid` and the Chromium processes in `tree` are gone;
+ * then session `name`'s log must match `log` and its lock be removed.
+ */
+async function assertStopped(name, pid, tree, log) {
+  await eventually(() => !alive(pid), { what: `the daemon of ${name} to stop` });
+  await eventually(() => tree.every((p) => !alive(p)), { what: `the Chromium of ${name} to exit` });
+  assert.match(sb.log(name), log);
+  assert.equal(sb.readLock(name), null);
+}
+
+/** Starts session `name` running the script `text`; the CLI's output once the script has logged `script is running`. */
+async function startRun(name, text) {
+  const cwd = script(`${name}.mjs`, text);
+  const r = await sb.cli(['session', 'start', site.url, '--browser-session', name, '--run', `${name}.mjs`], { cwd });
+  assert.equal(r.code, 0, r.stdout);
+  await eventually(() => sb.log(name).includes('script is running'), { what: `the script of ${name} to run` });
+  return r.json;
+}
+
+const FOREVER = `await new Promise(() => setInterval(() => {}, 1000));\n`;
+
 /** Writes `name` into the sandbox's scripts folder; its directory. */
 function script(name, text) {
   const dir = join(sb.tmp, 'scripts');
@@ -121,54 +143,30 @@ test('--run: the start output carries the ready lock, even when the script is al
 });
 
 test('SIGTERM while a --run script runs, and SIGINT: graceful stops, exit 0, lock removed, no Chromium left', async () => {
-  const cwd = script('forever.mjs', `console.log('waiting'); await new Promise(() => setInterval(() => {}, 1000));\n`);
-  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'forever', '--run', 'forever.mjs'], { cwd });
-  assert.equal(r.code, 0, r.stdout);
-  await eventually(() => sb.log('forever').includes('waiting'), { what: 'the script to run' });
-  let tree = descendants(r.json.pid);
-  process.kill(r.json.pid, 'SIGTERM');
-  await eventually(() => !alive(r.json.pid), { what: 'the daemon to stop' });
-  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
-  assert.match(sb.log('forever'), /stopping \(SIGTERM\)[^]*stopped, exit 0/);
-  assert.equal(sb.readLock('forever'), null);
+  const forever = await startRun('forever', `console.log('script is running');\n${FOREVER}`);
+  let tree = descendants(forever.pid);
+  process.kill(forever.pid, 'SIGTERM');
+  await assertStopped('forever', forever.pid, tree, /stopping \(SIGTERM\)[^]*stopped, exit 0/);
 
   const plain = await sb.cli(['session', 'start', site.url, '--browser-session', 'interrupted']);
   assert.equal(plain.code, 0, plain.stdout);
   tree = descendants(plain.json.pid);
   process.kill(plain.json.pid, 'SIGINT');
-  await eventually(() => !alive(plain.json.pid), { what: 'the daemon to stop' });
-  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
-  assert.match(sb.log('interrupted'), /stopping \(SIGINT\)[^]*stopped, exit 0/);
-  assert.equal(sb.readLock('interrupted'), null);
+  await assertStopped('interrupted', plain.json.pid, tree, /stopping \(SIGINT\)[^]*stopped, exit 0/);
 });
 
 test("a --run script's own SIGTERM listener does not keep `session close` from stopping the session gracefully", async () => {
-  const cwd = script(
-    'listener.mjs',
-    `process.on('SIGTERM', () => console.log('script saw SIGTERM'));\nconsole.log('listening');\nawait new Promise(() => setInterval(() => {}, 1000));\n`,
-  );
-  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'listener', '--run', 'listener.mjs'], { cwd });
-  assert.equal(r.code, 0, r.stdout);
-  await eventually(() => sb.log('listener').includes('listening'), { what: 'the script to run' });
-  const tree = descendants(r.json.pid);
+  const listener = await startRun('listener', `process.on('SIGTERM', () => console.log('script saw SIGTERM'));\nconsole.log('script is running');\n${FOREVER}`);
+  const tree = descendants(listener.pid);
   const closed = await sb.cli(['session', 'close', '--browser-session', 'listener']);
   assert.equal(closed.json.message, 'Browser session closed.', closed.stdout);
-  assert.ok(!alive(r.json.pid));
-  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
-  assert.match(sb.log('listener'), /stopping \(SIGTERM\)[^]*stopped, exit 0/);
-  assert.equal(sb.readLock('listener'), null);
+  await assertStopped('listener', listener.pid, tree, /stopping \(SIGTERM\)[^]*stopped, exit 0/);
 });
 
 test('an error that escapes a --run script stops the session with exit 1', async () => {
-  const cwd = script(
-    'stray.mjs',
-    `setTimeout(() => { throw new Error('stray error on purpose'); }, 50);\nawait new Promise(() => setInterval(() => {}, 1000));\n`,
-  );
+  const cwd = script('stray.mjs', `setTimeout(() => { throw new Error('stray error on purpose'); }, 50);\n${FOREVER}`);
   const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'stray', '--run', 'stray.mjs'], { cwd });
   assert.equal(r.code, 0, r.stdout);
   const tree = descendants(r.json.pid);
-  await eventually(() => !alive(r.json.pid), { what: 'the daemon to stop' });
-  await eventually(() => tree.every((p) => !alive(p)), { what: 'its Chromium to exit' });
-  assert.match(sb.log('stray'), /error: Error: stray error on purpose[^]*stopping \(uncaught exception\)[^]*stopped, exit 1/);
-  assert.equal(sb.readLock('stray'), null);
+  await assertStopped('stray', r.json.pid, tree, /error: Error: stray error on purpose[^]*stopping \(uncaught exception\)[^]*stopped, exit 1/);
 });

@@ -388,12 +388,6 @@ pub async fn session_claim(name: Option<String>, initial: Value) -> Result<Strin
     .await
 }
 
-/// Removes the lock file of `name` if it names `pid`; `true` when removed.
-#[napi]
-pub async fn session_remove(name: String, pid: u32) -> Result<bool> {
-    blocking(move || lock_dir()?.remove_if_owned(&name, pid).map_err(to_napi)).await
-}
-
 #[napi(object)]
 pub struct BindingDaemonSpawn {
     /// The claimed session name: its lock's pid becomes the daemon's; the log is `cli-{name}.log`.
@@ -503,17 +497,22 @@ pub fn session_daemon_stop(code: i32, reason: String) {
     daemon_stop().request(code, reason);
 }
 
-/// SIGTERM, up to `graceMs` of waiting, then SIGKILL (to the process group
-/// when it leads one): `exited`, `forceKilled` or `notRunning`.
+/// `session close` of `name`: `{ outcome, lock }` with outcome `exited`,
+/// `forceKilled` or `notRunning`, and the lock of the process stopped (null
+/// when the lock went away first); see `session::close_session`.
 #[napi]
-pub async fn process_terminate(pid: u32, grace_ms: u32) -> Result<String> {
-    let outcome = session::terminate(pid, std::time::Duration::from_millis(grace_ms.into())).await.map_err(to_napi)?;
-    Ok(match outcome {
-        session::Termination::Exited => "exited",
-        session::Termination::ForceKilled => "forceKilled",
-        session::Termination::NotRunning => "notRunning",
+pub async fn session_close(name: String, grace_ms: u32) -> Result<Value> {
+    let dir = blocking(lock_dir).await?;
+    let grace = std::time::Duration::from_millis(grace_ms.into());
+    match session::close_session(&dir, &name, grace, session::HANDOVER_WAIT).await.map_err(to_napi)? {
+        session::Closed::Stopped { termination, lock } => {
+            Ok(serde_json::json!({ "outcome": termination.as_str(), "lock": lock_json(&lock)? }))
+        }
+        session::Closed::Gone => Ok(serde_json::json!({ "outcome": "notRunning", "lock": null })),
+        session::Closed::StillStarting => {
+            Err(cli_error(serde_json::json!({ "error": format!("Browser session '{name}' is still starting.") })))
+        }
     }
-    .into())
 }
 
 // ---------------------------------------------------------------- emulator

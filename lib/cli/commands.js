@@ -14,8 +14,6 @@ const { mapped, CliError } = require('../errors.js');
 const DAEMON = path.join(__dirname, 'daemon.js');
 /** `session close`: how long to wait after SIGTERM before SIGKILL. */
 const CLOSE_GRACE_MS = 10_000;
-/** How long `session close` waits for a start in this process to hand its lock to the daemon. */
-const HANDOVER_WAIT_MS = 10_000;
 
 const ENV_KEYS = [
   'ALUVIA_API_KEY',
@@ -128,40 +126,8 @@ function sessionStart(o = {}) {
   });
 }
 
-/** The live lock of session `name`, or null. */
-async function liveLock(name) {
-  const { sessions } = await mapped(() => native.sessionList());
-  return sessions.find((s) => s.session === name) ?? null;
-}
-
-/**
- * Stops the process a session's lock names and removes the lock. Until
- * `session start` hands the claimed lock to its daemon, the lock names the
- * starting process: when that is this process (the MCP server), wait for
- * the hand-over rather than signal ourselves; when it hands over while we
- * stop the starter, stop the daemon too. Resolves to the termination outcome
- * and the lock of the process stopped last.
- */
-async function closeOne(lock) {
-  const deadline = Date.now() + HANDOVER_WAIT_MS;
-  while (lock?.pid === process.pid && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
-    lock = await liveLock(lock.session);
-  }
-  if (!lock) return { outcome: 'notRunning', lock: null };
-  if (lock.pid === process.pid) throw new CliError({ error: `Browser session '${lock.session}' is still starting.` });
-  let outcome = await mapped(() => native.processTerminate(lock.pid, CLOSE_GRACE_MS));
-  const removed = await mapped(() => native.sessionRemove(lock.session, lock.pid));
-  if (!removed && !lock.ready) {
-    const daemon = await liveLock(lock.session);
-    if (daemon && daemon.pid !== lock.pid && daemon.pid !== process.pid) {
-      outcome = await mapped(() => native.processTerminate(daemon.pid, CLOSE_GRACE_MS));
-      await mapped(() => native.sessionRemove(daemon.session, daemon.pid));
-      return { outcome, lock: daemon };
-    }
-  }
-  return { outcome, lock };
-}
+/** Stops session `name` and removes its lock (the engine's `sessionClose`): `{ outcome, lock }`. */
+const closeOne = (name) => mapped(() => native.sessionClose(name, CLOSE_GRACE_MS));
 
 /** `session close`: options browserSession, all, env. */
 function sessionClose(o = {}) {
@@ -169,12 +135,12 @@ function sessionClose(o = {}) {
     if (o.all) {
       const { sessions } = await mapped(() => native.sessionList());
       if (sessions.length === 0) return { error: 'No running browser sessions found.', closed: [], count: 0 };
-      await Promise.all(sessions.map(closeOne));
+      await Promise.all(sessions.map((s) => closeOne(s.session)));
       const closed = sessions.map((s) => s.session);
       return { message: 'All browser sessions closed.', closed, count: closed.length };
     }
     const resolved = await resolve(o.browserSession, 'close');
-    const { outcome, lock } = await closeOne(resolved);
+    const { outcome, lock } = await closeOne(resolved.session);
     if (outcome === 'notRunning') {
       return { browserSession: resolved.session, message: 'Browser process was not running. Lock file cleaned up.' };
     }

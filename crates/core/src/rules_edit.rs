@@ -48,22 +48,16 @@ impl RulesEdit {
     /// The rules after this edit of `current`.
     pub fn apply(&self, current: &[String]) -> Vec<String> {
         let mut rules: Vec<String> = current.iter().filter(|r| !self.remove.contains(r)).cloned().collect();
-        // Auto-unblock leaves the rules exactly as they are when they already
-        // cover every host it would add.
-        let covered = |rule: &String| self.skip_covered && RuleSet::new(&rules).should_proxy(rule);
-        if self.add.iter().all(covered) {
+        // Auto-unblock adds nothing the rules already proxy, and then leaves
+        // the user's list exactly as it is.
+        let covers = RuleSet::new(&rules);
+        let add: Vec<&String> = self.add.iter().filter(|r| !(self.skip_covered && covers.should_proxy(r))).collect();
+        if add.is_empty() {
             return rules;
         }
         let mut seen = HashSet::new();
         rules.retain(|r| seen.insert(r.clone()));
-        for rule in &self.add {
-            if self.skip_covered && RuleSet::new(&rules).should_proxy(rule) {
-                continue;
-            }
-            if seen.insert(rule.clone()) {
-                rules.push(rule.clone());
-            }
-        }
+        rules.extend(add.into_iter().filter(|r| seen.insert((*r).clone())).cloned());
         rules
     }
 }

@@ -8,7 +8,8 @@
 //!   [`LockDir::lock_rules`] takes the per-connection `rules-{id}.lock` that
 //!   serializes rule edits on this machine.
 //! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
-//! - [`is_process_alive`] and [`terminate`] deal with daemon processes.
+//! - [`is_process_alive`] and [`terminate`] deal with daemon processes;
+//!   [`close_session`] is `session close`.
 //! - [`spawn_daemon`] starts a detached daemon and waits on a pipe until it calls
 //!   [`signal_ready`]; [`run_daemon`] is that daemon's life, from its first
 //!   lock write to the lock's removal.
@@ -16,6 +17,7 @@
 //! Unix only.
 #![cfg(unix)]
 
+mod close;
 mod daemon;
 mod dir;
 mod lock;
@@ -26,6 +28,7 @@ mod rules_lock;
 mod run;
 mod sync;
 
+pub use close::{close_session, Closed, HANDOVER_WAIT};
 pub use daemon::{
     prepare_ready_fd, signal_ready, spawn_daemon, DaemonReady, DaemonSpawn, LaunchError, DEFAULT_READY_TIMEOUT,
     READY_FD_ENV,

@@ -53,6 +53,17 @@ pub enum Termination {
     NotRunning,
 }
 
+impl Termination {
+    /// As the CLI's close reports it: `exited`, `forceKilled` or `notRunning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Termination::Exited => "exited",
+            Termination::ForceKilled => "forceKilled",
+            Termination::NotRunning => "notRunning",
+        }
+    }
+}
+
 fn signal(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: plain syscall; pid is positive or a negated process group id.
     if unsafe { libc::kill(pid, sig) } == 0 {

@@ -1,0 +1,121 @@
+//! `session close`: stop the process a session's lock names and remove the
+//! lock.
+//!
+//! Until `session start` hands its claimed lock to the daemon it spawned, the
+//! lock names the starting process. When that is this very process (the MCP
+//! server starting and closing at once), the close waits for the hand-over
+//! rather than signal itself. When the hand-over lands while the starter is
+//! being stopped, the daemon it handed over to is stopped too.
+
+use std::time::Duration;
+
+use tokio::time::{sleep, Instant};
+
+use super::dir::LockDir;
+use super::lock::{LockData, LockRead};
+use super::off_thread;
+use super::process::{terminate, Termination};
+use crate::error::Result;
+
+/// How long a close waits for a start in this process to hand its claimed
+/// lock to the daemon.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// How [`close_session`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Closed {
+    /// The process `lock` named was stopped (or was not running) and the lock
+    /// is gone.
+    Stopped { termination: Termination, lock: Box<LockData> },
+    /// The lock went away before anything was signalled (a start that failed).
+    Gone,
+    /// A start in this process still holds the claim after the wait.
+    StillStarting,
+}
+
+async fn read_lock(dir: &LockDir, name: &str) -> Result<Option<LockData>> {
+    let (dir, name) = (dir.clone(), name.to_string());
+    off_thread(move || {
+        Ok(match dir.read(&name)? {
+            Some(LockRead::Valid(lock)) => Some(lock),
+            _ => None,
+        })
+    })
+    .await
+}
+
+async fn stop(dir: &LockDir, name: &str, pid: u32, grace: Duration) -> Result<(Termination, bool)> {
+    let termination = terminate(pid, grace).await?;
+    let (dir, name) = (dir.clone(), name.to_string());
+    let removed = off_thread(move || dir.remove_if_owned(&name, pid)).await?;
+    Ok((termination, removed))
+}
+
+/// Stops session `name`: SIGTERM, SIGKILL to its process group after `grace`
+/// (see [`terminate`]), then its lock (and a dead owner's Chromium profile)
+/// is removed. Waits up to `handover_wait` while the lock names this process.
+pub async fn close_session(dir: &LockDir, name: &str, grace: Duration, handover_wait: Duration) -> Result<Closed> {
+    let me = std::process::id();
+    let deadline = Instant::now() + handover_wait;
+    let mut lock = read_lock(dir, name).await?;
+    while lock.as_ref().is_some_and(|l| l.pid == me) {
+        if Instant::now() >= deadline {
+            return Ok(Closed::StillStarting);
+        }
+        sleep(Duration::from_millis(50)).await;
+        lock = read_lock(dir, name).await?;
+    }
+    let Some(lock) = lock else { return Ok(Closed::Gone) };
+    let (termination, removed) = stop(dir, name, lock.pid, grace).await?;
+    if !removed && lock.ready != Some(true) {
+        // The pid stopped was the starter; the lock now names its daemon.
+        if let Some(daemon) = read_lock(dir, name).await?.filter(|d| d.pid != lock.pid && d.pid != me) {
+            let (termination, _) = stop(dir, name, daemon.pid, grace).await?;
+            return Ok(Closed::Stopped { termination, lock: Box::new(daemon) });
+        }
+    }
+    Ok(Closed::Stopped { termination, lock: Box::new(lock) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::testutil::{dead_pid, TempDir};
+
+    const GRACE: Duration = Duration::from_secs(2);
+
+    fn lock(pid: u32) -> LockData {
+        serde_json::from_value(serde_json::json!({ "pid": pid, "ready": true })).unwrap()
+    }
+
+    #[tokio::test]
+    async fn closing_stops_the_process_and_removes_the_lock() {
+        let tmp = TempDir::new("close-stop");
+        let dir = tmp.lock_dir();
+        let mut child = tokio::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id().unwrap();
+        dir.write("running", &lock(pid)).unwrap();
+        let closed = close_session(&dir, "running", GRACE, HANDOVER_WAIT).await.unwrap();
+        assert_eq!(closed, Closed::Stopped { termination: Termination::Exited, lock: Box::new(lock(pid)) });
+        assert!(child.wait().await.unwrap().code().is_none(), "ended by a signal");
+        assert!(dir.read("running").unwrap().is_none());
+
+        let gone = dead_pid();
+        dir.write("dead", &lock(gone)).unwrap();
+        let closed = close_session(&dir, "dead", GRACE, HANDOVER_WAIT).await.unwrap();
+        assert_eq!(closed, Closed::Stopped { termination: Termination::NotRunning, lock: Box::new(lock(gone)) });
+        assert!(dir.read("dead").unwrap().is_none(), "a dead owner's lock is cleaned up");
+        assert_eq!(close_session(&dir, "missing", GRACE, HANDOVER_WAIT).await.unwrap(), Closed::Gone);
+    }
+
+    #[tokio::test]
+    async fn a_claim_of_this_process_is_never_signalled() {
+        let tmp = TempDir::new("close-self");
+        let dir = tmp.lock_dir();
+        let claim = LockData { ready: None, ..lock(std::process::id()) };
+        dir.write("starting", &claim).unwrap();
+        let closed = close_session(&dir, "starting", GRACE, Duration::from_millis(200)).await.unwrap();
+        assert_eq!(closed, Closed::StillStarting);
+        assert!(dir.read("starting").unwrap().is_some(), "the claim is left to its start");
+    }
+}
