@@ -225,6 +225,7 @@ impl Client {
             logger: Arc::clone(&self.logger),
         })
         .await?;
+        self.control.set_route_listener(Some(proxy.route_listener()));
         let browser = if self.options.start_browser {
             let launched = BrowserSession::launch(BrowserOptions {
                 proxy_url: format!("http://{}", proxy.local_addr()),
@@ -238,6 +239,7 @@ impl Client {
             match launched {
                 Ok(b) => Some(Arc::new(b)),
                 Err(e) => {
+                    self.control.set_route_listener(None);
                     proxy.stop().await;
                     return Err(e);
                 }
@@ -263,6 +265,7 @@ impl Client {
     pub async fn stop(&self) {
         self.close_browser().await;
         self.control.stop_polling();
+        self.control.set_route_listener(None);
         let proxy = self.proxy.lock().await.take();
         if let Ok(mut running) = self.running.lock() {
             *running = None;

@@ -13,6 +13,7 @@ use crate::api::{finish, ApiClient, Call};
 use crate::config::{ConfigHandle, ConnectionConfig};
 use crate::error::{AluviaError, Result};
 use crate::log::Logger;
+use crate::proxy::RouteListener;
 use crate::rules::RuleSet;
 use crate::rules_edit::{edit_connection_rules, EditedRules, RulesEdit};
 use crate::session::LockDir;
@@ -74,6 +75,8 @@ pub struct ControlPlane {
     /// in the order the API applied them.
     editing: tokio::sync::Mutex<()>,
     poller: Mutex<Option<JoinHandle<()>>>,
+    /// The running proxy's: closes connections on routes a change altered.
+    on_change: Mutex<Option<RouteListener>>,
 }
 
 impl ControlPlane {
@@ -86,6 +89,7 @@ impl ControlPlane {
             generation: AtomicU64::new(0),
             editing: tokio::sync::Mutex::new(()),
             poller: Mutex::new(None),
+            on_change: Mutex::new(None),
         }
     }
 
@@ -107,12 +111,25 @@ impl ControlPlane {
         }
     }
 
-    fn apply(&self, mut cfg: ConnectionConfig) {
+    /// Set (or clear) what runs after every config change.
+    pub fn set_route_listener(&self, listener: Option<RouteListener>) {
+        if let Ok(mut slot) = self.on_change.lock() {
+            *slot = listener;
+        }
+    }
+
+    /// Store `cfg`, then let the proxy close the connections whose route it
+    /// changed: once this returns, the next request uses the new config.
+    async fn apply(&self, mut cfg: ConnectionConfig) {
         if cfg.connection_id.is_none() {
             cfg.connection_id = self.connection_id();
         }
         self.set_connection_id(cfg.connection_id.clone());
         self.config.store(Some(Arc::new(cfg)));
+        let listener = self.on_change.lock().ok().and_then(|l| l.clone());
+        if let Some(listener) = listener {
+            listener().await;
+        }
     }
 
     /// Load the config: GET by id, or POST to create a connection.
@@ -120,7 +137,7 @@ impl ControlPlane {
     pub async fn init(&self, strict: bool) -> Result<()> {
         match self.load().await {
             Ok(cfg) => {
-                self.apply(cfg);
+                self.apply(cfg).await;
                 Ok(())
             }
             Err(e) if strict => Err(e),
@@ -153,7 +170,7 @@ impl ControlPlane {
         if self.generation.load(Ordering::SeqCst) != generation {
             return Ok(false);
         }
-        self.apply(cfg);
+        self.apply(cfg).await;
         Ok(true)
     }
 
@@ -186,9 +203,9 @@ impl ControlPlane {
 
     /// Swap in a config the API answered after any poll still in flight was
     /// sent: that poll's answer is then dropped.
-    fn apply_fresh(&self, cfg: ConnectionConfig) {
+    async fn apply_fresh(&self, cfg: ConnectionConfig) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.apply(cfg);
+        self.apply(cfg).await;
     }
 
     fn require_connection_id(&self) -> Result<String> {
@@ -202,7 +219,7 @@ impl ControlPlane {
         let response = self.api.send(&call.try_request()?).await?;
         let data = finish(&call, &response)?.unwrap_or(Value::Null);
         let cfg = parse_connection(&data, response.etag.clone())?;
-        self.apply_fresh(cfg.clone());
+        self.apply_fresh(cfg.clone()).await;
         Ok(cfg)
     }
 
@@ -218,7 +235,7 @@ impl ControlPlane {
         // unchanged one is only the GET's answer: if an update was stored
         // meanwhile, that answer may be older, and polling brings the rest.
         if edited.changed || self.generation.load(Ordering::SeqCst) == generation {
-            self.apply_fresh(parse_connection(&edited.connection, edited.etag.clone())?);
+            self.apply_fresh(parse_connection(&edited.connection, edited.etag.clone())?).await;
         }
         Ok(edited)
     }

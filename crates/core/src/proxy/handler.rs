@@ -4,56 +4,75 @@
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::fmt::Display;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, Scheme};
-use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 
-use super::traffic::{Counters, CountingBody, Direction, Route, Traffic};
+use super::routes::{gateway_fingerprint, Kind, Registration, RouteKey, Routes};
+use super::target::Target;
+use super::traffic::{Counters, CountingIo, Route, Traffic};
 use super::tunnel::{self, End};
-use super::upstream::{authority_host, bare_host, Connector, DialError, Dialer};
-use super::{stopped, Timeouts, Tracker};
-use crate::config::ConfigHandle;
+use super::upstream::{Connector, DialError, Dialer, MaybeTls};
+use super::{stopped, Limits, OpenGuard, Tracker};
+use crate::config::{ConfigHandle, ConnectionConfig};
 use crate::log::{Level, Logger};
-use crate::rules::normalize_host;
 
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
-pub(crate) type ReqBody = CountingBody<Incoming>;
-pub(crate) type PooledClient = Client<Connector, ReqBody>;
+pub(crate) type PooledClient = Client<Connector, ClientBody>;
 
 /// Everything the connection and tunnel tasks share.
 pub(crate) struct Shared {
     pub(crate) config: ConfigHandle,
     pub(crate) logger: Arc<Logger>,
-    pub(crate) traffic: Traffic,
+    pub(crate) traffic: Arc<Traffic>,
     pub(crate) dialer: Arc<Dialer>,
-    pub(crate) direct: PooledClient,
-    pub(crate) via_gateway: PooledClient,
-    pub(crate) timeouts: Timeouts,
+    pub(crate) routes: Arc<Routes>,
+    /// Pooled connections to targets; replaced when a route change sends a
+    /// host with pooled connections through the gateway.
+    pub(crate) direct: ArcSwap<PooledClient>,
+    /// Pooled connections to the gateway for one gateway route; replaced
+    /// when credentials, `session_id` or `target_geo` change.
+    pub(crate) gateway: ArcSwapOption<GatewayPool>,
+    pub(crate) limits: Limits,
+    /// Open client connections, tunnels included, against `limits`.
+    pub(crate) open: Arc<AtomicUsize>,
     pub(crate) tracker: Tracker,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) local_addr: SocketAddr,
 }
 
+/// The gateway route of one config: its `Proxy-Authorization` value and the
+/// pool of gateway connections opened for it.
+pub(crate) struct GatewayPool {
+    fingerprint: u64,
+    /// The config this pool was made from: the same snapshot skips hashing.
+    /// (A `Weak` keeps the allocation, so its address is never reused.)
+    made_from: Weak<ConnectionConfig>,
+    auth: HeaderValue,
+    client: PooledClient,
+}
+
 /// The routing decision for one request, taken from one config snapshot.
 enum Decision {
     Direct,
-    /// Through the gateway, with the `Proxy-Authorization` value to send.
-    Gateway(HeaderValue),
+    Gateway(Arc<GatewayPool>),
 }
 
 impl Decision {
@@ -63,37 +82,62 @@ impl Decision {
             Decision::Gateway(_) => Route::Gateway,
         }
     }
+
+    fn key(&self) -> RouteKey {
+        match self {
+            Decision::Direct => RouteKey::Direct,
+            Decision::Gateway(pool) => RouteKey::Gateway(pool.fingerprint),
+        }
+    }
 }
 
-/// Where a request goes.
-struct Target {
-    /// As it goes into an authority (IPv6 in brackets).
-    host: String,
-    port: u16,
-    /// Normalized, for the rules and the counters.
-    hostname: String,
+/// A pooled client whose connections go direct or to the gateway.
+pub(crate) fn pooled_client(
+    dialer: &Arc<Dialer>,
+    via_gateway: bool,
+    traffic: &Arc<Traffic>,
+    routes: &Arc<Routes>,
+    config: &ConfigHandle,
+) -> PooledClient {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .http1_preserve_header_case(true)
+        .build(Connector {
+            dialer: dialer.clone(),
+            via_gateway,
+            traffic: traffic.clone(),
+            routes: routes.clone(),
+            config: config.clone(),
+        })
 }
 
-impl Target {
-    fn new(host: &str, port: Option<u16>, default_port: u16) -> Result<Target, &'static str> {
-        let bare = bare_host(host);
-        if bare.is_empty() {
-            return Err("missing host");
+/// The client's request body, remembering whether reading it failed (a
+/// malformed chunked body is the client's fault: 400, not 502).
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    failed: Arc<AtomicBool>,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.failed.store(true, Ordering::Relaxed);
         }
-        let port = port.unwrap_or(default_port);
-        if port == 0 {
-            return Err("port 0 is not a valid target");
-        }
-        Ok(Target { host: authority_host(bare), port, hostname: normalize_host(bare) })
+        polled
     }
 
-    /// `host:port`, the port left out when it is the default.
-    fn authority(&self, default_port: u16) -> String {
-        if self.port == default_port {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -183,10 +227,37 @@ fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs_f32())
 }
 
+/// True for a request that asks to switch protocols (a WebSocket handshake).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Keep `Upgrade` (and `Connection: upgrade`) across the hop-by-hop strip.
+fn strip_keeping_upgrade(headers: &mut HeaderMap) {
+    let upgrade = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(headers);
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// How many times a tunnel is dialled again when the route changed while it
+/// was being dialled.
+const ROUTE_ATTEMPTS: usize = 3;
+
 impl Shared {
     pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         if req.method() == Method::CONNECT {
             Ok(self.tunnel(req).await)
+        } else if is_upgrade(req.headers()) {
+            Ok(self.upgrade(req).await)
         } else {
             Ok(self.forward(req).await)
         }
@@ -195,20 +266,63 @@ impl Shared {
     /// Read the current config once, lock-free, and decide.
     fn decide(&self, hostname: &str) -> Decision {
         let snapshot = self.config.load();
-        match snapshot.as_deref() {
-            Some(cfg) if cfg.rules.should_proxy(hostname) => {
-                Decision::Gateway(basic_auth(&cfg.proxy_username, &cfg.proxy_password))
-            }
+        match snapshot.as_ref() {
+            Some(cfg) if cfg.rules.should_proxy(hostname) => Decision::Gateway(self.gateway_pool(cfg)),
             _ => Decision::Direct,
         }
     }
 
-    /// True when a direct request would come straight back to this proxy.
-    fn is_self(&self, target: &Target) -> bool {
-        if target.port != self.local_addr.port() {
-            return false;
+    /// The gateway pool for `cfg`'s gateway route, made when there is none.
+    fn gateway_pool(&self, cfg: &Arc<ConnectionConfig>) -> Arc<GatewayPool> {
+        let current = self.gateway.load_full();
+        if let Some(pool) = &current {
+            if std::ptr::eq(pool.made_from.as_ptr(), Arc::as_ptr(cfg)) {
+                return pool.clone();
+            }
         }
-        target.hostname == "localhost" || target.hostname.parse::<IpAddr>().is_ok_and(|ip| ip == self.local_addr.ip())
+        let fingerprint = gateway_fingerprint(cfg);
+        if let Some(pool) = current.filter(|p| p.fingerprint == fingerprint) {
+            return pool;
+        }
+        let fresh = Arc::new(GatewayPool {
+            fingerprint,
+            made_from: Arc::downgrade(cfg),
+            auth: basic_auth(&cfg.proxy_username, &cfg.proxy_password),
+            client: pooled_client(&self.dialer, true, &self.traffic, &self.routes, &self.config),
+        });
+        let previous = self.gateway.rcu(|cur| match cur {
+            Some(p) if p.fingerprint == fingerprint => Some(p.clone()),
+            _ => Some(fresh.clone()),
+        });
+        match previous {
+            Some(p) if p.fingerprint == fingerprint => p,
+            _ => fresh,
+        }
+    }
+
+    /// After a config change: close the tunnels whose route it changes and
+    /// drop the pools of connections on stale routes, before returning.
+    pub(crate) async fn reroute(&self) {
+        let cfg = self.config.load_full();
+        let fingerprint = cfg.as_deref().map(gateway_fingerprint);
+        let stale_gateway = self.gateway.load().as_ref().is_some_and(|p| Some(p.fingerprint) != fingerprint);
+        if stale_gateway {
+            // Its idle connections close as the pool drops; requests in
+            // flight finish on theirs.
+            self.gateway.store(None);
+        }
+        let rerouted = self.routes.reroute(cfg.as_deref()).await;
+        if rerouted.stale_direct_pool {
+            self.direct.store(Arc::new(pooled_client(&self.dialer, false, &self.traffic, &self.routes, &self.config)));
+        }
+        if self.logger.enabled(Level::Debug) && (rerouted.tunnels_closed > 0 || stale_gateway) {
+            self.logger.debug(format!(
+                "route change: closed {} tunnel(s){}{}",
+                rerouted.tunnels_closed,
+                if stale_gateway { ", the gateway pool" } else { "" },
+                if rerouted.stale_direct_pool { ", the direct pool" } else { "" },
+            ));
+        }
     }
 
     fn log(&self, what: &str, hostname: &str, route: Route, status: StatusCode, note: Option<&str>) {
@@ -233,10 +347,13 @@ impl Shared {
     fn request_target(req: &Request<Incoming>) -> Result<Target, &'static str> {
         let uri = req.uri();
         if let Some(scheme) = uri.scheme() {
-            if *scheme != Scheme::HTTP {
+            if *scheme != Scheme::HTTP && !scheme.as_str().eq_ignore_ascii_case("ws") {
                 return Err("only http:// URLs can be proxied; use CONNECT for https");
             }
             let authority = uri.authority().ok_or("missing host")?;
+            if authority.as_str().contains('@') {
+                return Err("a target with userinfo (user:password@) is not proxied");
+            }
             return Target::new(authority.host(), authority.port_u16(), 80);
         }
         if uri.authority().is_some() {
@@ -244,28 +361,38 @@ impl Shared {
         }
         let host = req.headers().get(header::HOST).ok_or("missing host")?;
         let authority: Authority = host.to_str().ok().and_then(|h| h.parse().ok()).ok_or("malformed Host header")?;
+        if authority.as_str().contains('@') {
+            return Err("a target with userinfo (user:password@) is not proxied");
+        }
         Target::new(authority.host(), authority.port_u16(), 80)
+    }
+
+    /// The target of a request, or the 400 that refuses it (malformed, or
+    /// the proxy itself).
+    async fn checked_target(&self, req: &Request<Incoming>) -> Result<(Target, Uri), Response<ProxyBody>> {
+        let method = req.method().as_str();
+        let target = Self::request_target(req).map_err(|why| self.reject(method, StatusCode::BAD_REQUEST, why))?;
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri: Uri = format!("http://{}{path}", target.authority(80))
+            .parse()
+            .map_err(|_| self.reject(method, StatusCode::BAD_REQUEST, "malformed request target"))?;
+        if target.is_proxy(self.local_addr).await {
+            return Err(self.reject(method, StatusCode::BAD_REQUEST, "the request targets the proxy itself"));
+        }
+        Ok((target, uri))
     }
 
     async fn forward(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let method = req.method().clone();
-        let target = match Self::request_target(&req) {
+        let (target, uri) = match self.checked_target(&req).await {
             Ok(t) => t,
-            Err(why) => return self.reject(method.as_str(), StatusCode::BAD_REQUEST, why),
+            Err(res) => return res,
         };
         let absolute = req.uri().scheme().is_some();
         let authority = target.authority(80);
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = match format!("http://{authority}{path}").parse() {
-            Ok(uri) => uri,
-            Err(_) => return self.reject(method.as_str(), StatusCode::BAD_REQUEST, "malformed request target"),
-        };
 
         let decision = self.decide(&target.hostname);
         let route = decision.route();
-        if route == Route::Direct && self.is_self(&target) {
-            return self.reject(method.as_str(), StatusCode::BAD_REQUEST, "the request targets the proxy itself");
-        }
         let counters = self.traffic.counters(&target.hostname, route);
         counters.requests.fetch_add(1, Ordering::Relaxed);
 
@@ -277,26 +404,35 @@ impl Shared {
                 parts.headers.insert(header::HOST, host);
             }
         }
+        let direct;
         let (client, upstream_label) = match &decision {
-            Decision::Direct => (&self.direct, format!("{}:{}", target.host, target.port)),
-            Decision::Gateway(auth) => {
-                parts.headers.insert(header::PROXY_AUTHORIZATION, auth.clone());
-                (&self.via_gateway, self.dialer.gateway_label())
+            Decision::Direct => {
+                direct = self.direct.load_full();
+                (&*direct, format!("{}:{}", target.host, target.port))
+            }
+            Decision::Gateway(pool) => {
+                parts.headers.insert(header::PROXY_AUTHORIZATION, pool.auth.clone());
+                (&pool.client, self.dialer.gateway_label())
             }
         };
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let upstream_req = Request::from_parts(parts, CountingBody::new(body, counters.clone(), Direction::Sent));
+        let failed = Arc::new(AtomicBool::new(false));
+        let upstream_req = Request::from_parts(parts, ClientBody { inner: body, failed: failed.clone() });
 
-        let res = match tokio::time::timeout(self.timeouts.response, client.request(upstream_req)).await {
+        let res = match tokio::time::timeout(self.limits.response, client.request(upstream_req)).await {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => {
-                let res = match find_dial_error(&e) {
-                    Some(dial) => dial_failure(dial),
-                    None => plain(
-                        StatusCode::BAD_GATEWAY,
-                        format!("request to {upstream_label} failed ({})", root_cause(&e)),
-                    ),
+                let res = if failed.load(Ordering::Relaxed) {
+                    plain(StatusCode::BAD_REQUEST, format!("malformed request body ({})", root_cause(&e)))
+                } else {
+                    match find_dial_error(&e) {
+                        Some(dial) => dial_failure(dial),
+                        None => plain(
+                            StatusCode::BAD_GATEWAY,
+                            format!("request to {upstream_label} failed ({})", root_cause(&e)),
+                        ),
+                    }
                 };
                 self.log(method.as_str(), &target.hostname, route, res.status(), Some(&root_cause(&e)));
                 return res;
@@ -304,7 +440,7 @@ impl Shared {
             Err(_) => {
                 let res = plain(
                     StatusCode::GATEWAY_TIMEOUT,
-                    format!("no response from {upstream_label} within {}", secs(self.timeouts.response)),
+                    format!("no response from {upstream_label} within {}", secs(self.limits.response)),
                 );
                 self.log(method.as_str(), &target.hostname, route, res.status(), Some("timed out"));
                 return res;
@@ -322,12 +458,130 @@ impl Shared {
         self.log(method.as_str(), &target.hostname, route, res.status(), None);
         let (mut parts, body) = res.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = CountingBody::new(body, counters, Direction::Received).map_err(BoxError::from).boxed_unsync();
-        Response::from_parts(parts, body)
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+    }
+
+    /// An `Upgrade` request in absolute form (a WebSocket over `ws://`):
+    /// forwarded on a connection of its own and, once the target switches
+    /// protocols, relayed and counted like a tunnel.
+    async fn upgrade(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let method = req.method().clone();
+        let (target, uri) = match self.checked_target(&req).await {
+            Ok(t) => t,
+            Err(res) => return res,
+        };
+        let client_side = hyper::upgrade::on(&mut req);
+        let Some((decision, io, registration)) = self.dial_registered(&target).await else {
+            return plain(StatusCode::BAD_GATEWAY, "the route changed while connecting; try again");
+        };
+        let route = decision.route();
+        let host_counters = self.traffic.counters(&target.hostname, route);
+        host_counters.requests.fetch_add(1, Ordering::Relaxed);
+        let io = match io {
+            Ok(io) => io,
+            Err(res) => {
+                self.log(method.as_str(), &target.hostname, route, res.status(), Some("upgrade"));
+                return res;
+            }
+        };
+        host_counters.tunnels.fetch_add(1, Ordering::Relaxed);
+        let counters = Counters::child(&host_counters);
+        let label = match &decision {
+            Decision::Direct => format!("{}:{}", target.host, target.port),
+            Decision::Gateway(_) => self.dialer.gateway_label(),
+        };
+        let io = CountingIo::upstream(io, counters.clone());
+        let (mut sender, conn) = match hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io)).await
+        {
+            Ok(pair) => pair,
+            Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))),
+        };
+        let conn_guard = self.tracker.guard();
+        tokio::spawn(async move {
+            let _guard = conn_guard;
+            let _ = conn.with_upgrades().await;
+        });
+
+        let (mut parts, _body) = req.into_parts();
+        strip_keeping_upgrade(&mut parts.headers);
+        if let Ok(host) = HeaderValue::from_str(&target.authority(80)) {
+            parts.headers.insert(header::HOST, host);
+        }
+        match &decision {
+            Decision::Direct => {
+                parts.uri = uri.path_and_query().map_or_else(
+                    || Uri::from_static("/"),
+                    |p| p.as_str().parse().unwrap_or_else(|_| Uri::from_static("/")),
+                )
+            }
+            Decision::Gateway(pool) => {
+                parts.headers.insert(header::PROXY_AUTHORIZATION, pool.auth.clone());
+                parts.uri = uri;
+            }
+        }
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, Empty::<Bytes>::new());
+        let mut res = match tokio::time::timeout(self.limits.response, sender.send_request(upstream_req)).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => {
+                return plain(StatusCode::BAD_GATEWAY, format!("request to {label} failed ({})", root_cause(&e)))
+            }
+            Err(_) => {
+                return plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("no response from {label} within {}", secs(self.limits.response)),
+                )
+            }
+        };
+        self.log(method.as_str(), &target.hostname, route, res.status(), Some("upgrade"));
+        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = res.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+        }
+        let upstream_side = hyper::upgrade::on(&mut res);
+        let relay = async move {
+            let (Ok(client), Ok(upstream)) = tokio::join!(client_side, upstream_side) else { return };
+            // The upstream side counts its own bytes (it is a CountingIo).
+            let _ = tunnel::relay_uncounted(End::client(client), TokioIo::new(upstream)).await;
+        };
+        self.spawn_tunnel(relay, registration, counters);
+        let (mut parts, _) = res.into_parts();
+        strip_keeping_upgrade(&mut parts.headers);
+        Response::from_parts(parts, empty())
+    }
+
+    /// Dial `target` on the route the current config gives, and register the
+    /// connection under that route. If the route changed meanwhile (a
+    /// reroute ran between the decision and the registration), decide and
+    /// dial again. `None` only if that keeps happening.
+    async fn dial_registered(
+        &self,
+        target: &Target,
+    ) -> Option<(Decision, Result<MaybeTls, Response<ProxyBody>>, Registration)> {
+        for _ in 0..ROUTE_ATTEMPTS {
+            let decision = self.decide(&target.hostname);
+            let dialled = match &decision {
+                Decision::Direct => self
+                    .dialer
+                    .target(&target.host, target.port)
+                    .await
+                    .map(MaybeTls::Plain)
+                    .map_err(|e| dial_failure(&e)),
+                Decision::Gateway(_) => self.dialer.gateway().await.map_err(|e| dial_failure(&e)),
+            };
+            let Some(registration) = self.routes.register(&self.config, &target.hostname, decision.key(), Kind::Tunnel)
+            else {
+                continue;
+            };
+            return Some((decision, dialled, registration));
+        }
+        None
     }
 
     async fn tunnel(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let target = match req.uri().authority() {
+            Some(a) if a.as_str().contains('@') => Err("a target with userinfo (user:password@) is not proxied"),
             Some(a)
                 if req.uri().scheme().is_none() && req.uri().path_and_query().is_none_or(|p| p.as_str().is_empty()) =>
             {
@@ -342,26 +596,30 @@ impl Shared {
             Ok(t) => t,
             Err(why) => return self.reject("CONNECT", StatusCode::BAD_REQUEST, why),
         };
-
-        let decision = self.decide(&target.hostname);
-        let route = decision.route();
-        if route == Route::Direct && self.is_self(&target) {
+        if target.is_proxy(self.local_addr).await {
             return self.reject("CONNECT", StatusCode::BAD_REQUEST, "the tunnel targets the proxy itself");
         }
-        let counters = self.traffic.counters(&target.hostname, route);
-        counters.tunnels.fetch_add(1, Ordering::Relaxed);
 
-        let upstream = match decision {
-            Decision::Direct => match self.dialer.target(&target.host, target.port).await {
-                Ok(tcp) => End::tcp(tcp),
-                Err(e) => {
-                    let res = dial_failure(&e);
-                    self.log("CONNECT", &target.hostname, route, res.status(), Some(&e.reason));
-                    return res;
-                }
+        let Some((decision, dialled, registration)) = self.dial_registered(&target).await else {
+            return plain(StatusCode::BAD_GATEWAY, "the route changed while connecting; try again");
+        };
+        let route = decision.route();
+        let host_counters = self.traffic.counters(&target.hostname, route);
+        host_counters.tunnels.fetch_add(1, Ordering::Relaxed);
+        let io = match dialled {
+            Ok(io) => io,
+            Err(res) => {
+                self.log("CONNECT", &target.hostname, route, res.status(), Some("dial failed"));
+                return res;
+            }
+        };
+        let upstream = match &decision {
+            Decision::Direct => match io {
+                MaybeTls::Plain(tcp) => End::tcp(tcp),
+                other => End::other(other),
             },
-            Decision::Gateway(auth) => {
-                match self.gateway_tunnel(&format!("{}:{}", target.host, target.port), auth).await {
+            Decision::Gateway(pool) => {
+                match self.gateway_tunnel(io, &format!("{}:{}", target.host, target.port), pool.auth.clone()).await {
                     Ok(end) => end,
                     Err(res) => {
                         self.log("CONNECT", &target.hostname, route, res.status(), Some("gateway tunnel failed"));
@@ -372,14 +630,25 @@ impl Shared {
         };
 
         self.log("CONNECT", &target.hostname, route, StatusCode::OK, None);
-        self.spawn_splice(hyper::upgrade::on(&mut req), upstream, counters);
+        let counters = Counters::child(&host_counters);
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let relay_counters = counters.clone();
+        let relay = async move {
+            let Ok(client) = on_upgrade.await else { return };
+            let _ = tunnel::relay(End::client(client), upstream, relay_counters).await;
+        };
+        self.spawn_tunnel(relay, registration, counters);
         Response::new(empty())
     }
 
-    /// Ask the gateway for its own tunnel to `authority`.
-    async fn gateway_tunnel(&self, authority: &str, auth: HeaderValue) -> Result<End, Response<ProxyBody>> {
+    /// Ask the gateway, over `io`, for its own tunnel to `authority`.
+    async fn gateway_tunnel(
+        &self,
+        io: MaybeTls,
+        authority: &str,
+        auth: HeaderValue,
+    ) -> Result<End, Response<ProxyBody>> {
         let label = self.dialer.gateway_label();
-        let io = self.dialer.gateway().await.map_err(|e| dial_failure(&e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
             .await
             .map_err(|e| plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))))?;
@@ -396,7 +665,7 @@ impl Shared {
         // over to the upgrade, possibly before the response is picked up.
         let conn = conn.with_upgrades();
         tokio::pin!(conn);
-        let send = tokio::time::timeout(self.timeouts.response, sender.send_request(req));
+        let send = tokio::time::timeout(self.limits.response, sender.send_request(req));
         tokio::pin!(send);
         let mut conn_done = false;
         let answer = loop {
@@ -416,7 +685,7 @@ impl Shared {
             Err(_) => {
                 return Err(plain(
                     StatusCode::GATEWAY_TIMEOUT,
-                    format!("no answer from {label} within {}", secs(self.timeouts.response)),
+                    format!("no answer from {label} within {}", secs(self.limits.response)),
                 ))
             }
         };
@@ -433,21 +702,51 @@ impl Shared {
             .map_err(|e| plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))))
     }
 
-    /// Once the client's connection is handed over, splice it with upstream
-    /// until either side closes or the proxy stops.
-    fn spawn_splice(&self, on_upgrade: OnUpgrade, upstream: End, counters: Arc<Counters>) {
+    /// Run a tunnel's relay until it ends, the proxy stops, a route change
+    /// cancels it, or no byte moved either way for the idle limit. The
+    /// registration goes only after the relay (and its sockets) are dropped.
+    fn spawn_tunnel(
+        &self,
+        relay: impl std::future::Future<Output = ()> + Send + 'static,
+        registration: Registration,
+        counters: Arc<Counters>,
+    ) {
         let guard = self.tracker.guard();
+        let open = OpenGuard::new(&self.open);
         let mut shutdown = self.shutdown.clone();
+        let idle = self.limits.tunnel_idle;
+        let token = registration.token().clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let splice = async move {
-                let Ok(client) = on_upgrade.await else { return };
-                let _ = tunnel::relay(End::client(client), upstream, counters).await;
-            };
+            let _open = open;
+            let _registration = registration;
             tokio::select! {
-                _ = splice => {}
+                _ = relay => {}
                 _ = stopped(&mut shutdown) => {}
+                _ = token.cancelled() => {}
+                _ = idle_for(idle, &counters) => {}
             }
         });
+    }
+}
+
+/// Resolves once `counters` have not moved for `limit` (checked a few times
+/// per limit, so it ends between `limit` and 1.25 × `limit` of silence).
+async fn idle_for(limit: Duration, counters: &Counters) {
+    let tick = limit / 4;
+    let mut last = counters.bytes_moved();
+    let mut quiet = Duration::ZERO;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = counters.bytes_moved();
+        if now == last {
+            quiet += tick;
+            if quiet >= limit {
+                return;
+            }
+        } else {
+            last = now;
+            quiet = Duration::ZERO;
+        }
     }
 }

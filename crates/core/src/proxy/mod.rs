@@ -9,6 +9,9 @@
 //! own `CONNECT`.
 
 mod handler;
+mod peer;
+mod routes;
+mod target;
 mod traffic;
 mod tunnel;
 mod upstream;
@@ -16,15 +19,17 @@ mod upstream;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -32,8 +37,9 @@ use crate::config::{ConfigHandle, GatewayConfig};
 use crate::error::AluviaError;
 use crate::log::{Level, Logger};
 
-use handler::{PooledClient, Shared};
-use upstream::{Connector, Dialer};
+use handler::{pooled_client, Shared};
+use routes::Routes;
+use upstream::Dialer;
 
 pub use traffic::{Route, TrafficEntry};
 
@@ -48,22 +54,54 @@ pub struct ProxyOptions {
     pub logger: Arc<Logger>,
 }
 
-/// The time limits of the data plane.
+/// The time and size limits of the data plane.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Timeouts {
+pub(crate) struct Limits {
     /// TCP connect (and TLS handshake) to the target or the gateway.
     pub(crate) connect: Duration,
     /// From sending a request (or the gateway's CONNECT) to the response headers.
     pub(crate) response: Duration,
     /// How long `stop()` lets an in-flight request finish.
     pub(crate) grace: Duration,
+    /// A tunnel with no byte either way for this long is closed.
+    pub(crate) tunnel_idle: Duration,
+    /// Open client connections; past it new ones are closed at once.
+    pub(crate) max_connections: usize,
 }
 
-impl Default for Timeouts {
+/// The default bound on open client connections.
+pub const MAX_CLIENT_CONNECTIONS: usize = 4096;
+
+/// The bound, kept well under the process's descriptor limit: a tunnel holds
+/// two sockets, and two pipes while it moves bytes.
+fn connection_bound() -> usize {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit fills the local struct.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
+            let usable = (lim.rlim_cur as usize).saturating_sub(256) / 3;
+            return usable.clamp(64, MAX_CLIENT_CONNECTIONS);
+        }
+    }
+    MAX_CLIENT_CONNECTIONS
+}
+
+impl Default for Limits {
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(30), response: Duration::from_secs(60), grace: Duration::from_secs(1) }
+        Limits {
+            connect: Duration::from_secs(30),
+            response: Duration::from_secs(60),
+            grace: Duration::from_secs(1),
+            tunnel_idle: Duration::from_secs(300),
+            max_connections: connection_bound(),
+        }
     }
 }
+
+/// Called after every config change; resolves once open connections on a
+/// route the change altered are closed.
+pub type RouteListener = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// A running proxy. Dropping it stops it in the background; `stop()` stops
 /// it and waits.
@@ -83,10 +121,10 @@ impl std::fmt::Debug for ProxyServer {
 impl ProxyServer {
     /// Bind 127.0.0.1 and start serving on the current tokio runtime.
     pub async fn start(opts: ProxyOptions) -> Result<ProxyServer, AluviaError> {
-        Self::start_with(opts, Timeouts::default()).await
+        Self::start_with(opts, Limits::default()).await
     }
 
-    pub(crate) async fn start_with(opts: ProxyOptions, timeouts: Timeouts) -> Result<ProxyServer, AluviaError> {
+    pub(crate) async fn start_with(opts: ProxyOptions, limits: Limits) -> Result<ProxyServer, AluviaError> {
         let port = opts.port.unwrap_or(0);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .await
@@ -94,17 +132,21 @@ impl ProxyServer {
         let local_addr =
             listener.local_addr().map_err(|e| AluviaError::ProxyStart(format!("{e} (127.0.0.1:{port})")))?;
 
-        let dialer = Arc::new(Dialer::new(opts.gateway, timeouts.connect).map_err(AluviaError::ProxyStart)?);
+        let dialer = Arc::new(Dialer::new(opts.gateway, limits.connect).map_err(AluviaError::ProxyStart)?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = Tracker::default();
+        let traffic = Arc::default();
+        let routes = Arc::new(Routes::default());
         let shared = Arc::new(Shared {
+            direct: ArcSwap::from_pointee(pooled_client(&dialer, false, &traffic, &routes, &opts.config)),
+            gateway: ArcSwapOption::empty(),
+            open: Arc::default(),
             config: opts.config,
             logger: opts.logger,
-            traffic: Default::default(),
-            direct: pooled_client(&dialer, false),
-            via_gateway: pooled_client(&dialer, true),
+            traffic,
             dialer,
-            timeouts,
+            routes,
+            limits,
             tracker: tracker.clone(),
             shutdown: shutdown_rx,
             local_addr,
@@ -131,6 +173,21 @@ impl ProxyServer {
         self.shared.traffic.snapshot()
     }
 
+    /// What the control plane calls after each config change: tunnels and
+    /// pooled connections on a route the change altered are closed before
+    /// the returned future resolves. Holds the proxy weakly.
+    pub fn route_listener(&self) -> RouteListener {
+        let shared = Arc::downgrade(&self.shared);
+        Arc::new(move || {
+            let shared = shared.clone();
+            Box::pin(async move {
+                if let Some(shared) = shared.upgrade() {
+                    shared.reroute().await;
+                }
+            })
+        })
+    }
+
     /// Stop accepting, end open connections and tunnels, and wait for them.
     /// Idempotent.
     pub async fn stop(&self) {
@@ -145,22 +202,30 @@ impl Drop for ProxyServer {
     }
 }
 
-fn pooled_client(dialer: &Arc<Dialer>, via_gateway: bool) -> PooledClient {
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .http1_preserve_header_case(true)
-        .build(Connector { dialer: dialer.clone(), via_gateway })
-}
-
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.clone();
+    let open = shared.open.clone();
+    let mut refused_logged = false;
     loop {
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve_connection(shared.clone(), stream),
+                Ok((stream, peer)) => {
+                    if open.load(Ordering::Relaxed) >= shared.limits.max_connections {
+                        // Refused at once: closing it is the answer.
+                        if !refused_logged {
+                            shared.logger.warn(format!(
+                                "proxy: {} client connections open, refusing new ones until some close",
+                                shared.limits.max_connections
+                            ));
+                            refused_logged = true;
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                    refused_logged = false;
+                    serve_connection(shared.clone(), stream, peer, OpenGuard::new(&open));
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     shared.logger.debug(format!("proxy accept failed: {e}"));
@@ -172,14 +237,51 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     // The listener drops here: the port refuses from now on.
 }
 
-fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
+/// The missing same-user check is logged once per process.
+static UNKNOWN_PEER_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Counts one open client connection for as long as it lives (a tunnel
+/// takes one of its own when its connection is handed over).
+pub(crate) struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    pub(crate) fn new(open: &Arc<AtomicUsize>) -> OpenGuard {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(open.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, open: OpenGuard) {
     let _ = stream.set_nodelay(true);
     let guard = shared.tracker.guard();
     let mut shutdown = shared.shutdown.clone();
-    let grace = shared.timeouts.grace;
+    let grace = shared.limits.grace;
     let logger = shared.logger.clone();
     tokio::spawn(async move {
         let _guard = guard;
+        let _open = open;
+        // Only the owner's processes: another local user's connection is
+        // closed unanswered.
+        match peer::same_user(peer, shared.local_addr) {
+            Some(true) => {}
+            Some(false) => {
+                if logger.enabled(Level::Debug) {
+                    logger.debug(format!("proxy: refused a connection from {peer}: another user's process"));
+                }
+                return;
+            }
+            None => {
+                if !UNKNOWN_PEER_LOGGED.swap(true, Ordering::Relaxed) && cfg!(target_os = "linux") {
+                    logger.warn("proxy: cannot tell which user a connection comes from (no sock_diag, no /proc/net/tcp); serving every local user");
+                }
+            }
+        }
         let service = service_fn(move |req| shared.clone().handle(req));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

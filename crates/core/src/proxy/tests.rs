@@ -218,14 +218,14 @@ struct Harness {
 }
 
 async fn start_proxy(gateway: GatewayConfig) -> Harness {
-    start_proxy_with(gateway, Timeouts::default()).await
+    start_proxy_with(gateway, Limits::default()).await
 }
 
-async fn start_proxy_with(gateway: GatewayConfig, timeouts: Timeouts) -> Harness {
+async fn start_proxy_with(gateway: GatewayConfig, limits: Limits) -> Harness {
     let config = new_handle();
     let opts =
         ProxyOptions { port: None, gateway, config: config.clone(), logger: Arc::new(Logger::new(Level::Silent)) };
-    let proxy = ProxyServer::start_with(opts, timeouts).await.unwrap();
+    let proxy = ProxyServer::start_with(opts, limits).await.unwrap();
     assert!(proxy.local_addr().ip().is_loopback());
     Harness { proxy, config }
 }
@@ -586,20 +586,70 @@ async fn binding_a_port_in_use_is_a_proxy_start_error() {
     assert_eq!(err.code(), "ProxyStartError");
 }
 
+/// A target that counts the bytes it reads and writes on the wire: it reads
+/// one request (head and a `Content-Length` body) per connection, answers
+/// with a fixed response and closes.
+async fn start_byte_counting_target() -> (SocketAddr, Arc<Mutex<(u64, u64)>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new((0u64, 0u64)));
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+                stream.write_all(answer).await.unwrap();
+                let mut c = counts.lock().unwrap();
+                c.0 += buf.len() as u64;
+                c.1 += answer.len() as u64;
+            });
+        }
+    });
+    (addr, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traffic_counts_requests_tunnels_and_bytes() {
+async fn traffic_counts_wire_bytes_requests_and_tunnels() {
     let gateway = Gateway::start().await;
     let h = start_proxy(gateway.config()).await;
     h.config.store(Some(conn_config(&["127.0.0.3"], PASS)));
-    let target = start_target("127.0.0.1").await;
+    let (target, origin) = start_byte_counting_target().await;
     let echo = start_echo("127.0.0.3").await;
 
     let post = Request::post(format!("http://{target}/count")).body(Full::new(Bytes::from("0123456789"))).unwrap();
     let (status, body) = send(&mut client(h.proxy.local_addr()).await, post).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello"));
     let mut tunnel = open_tunnel(h.proxy.local_addr(), echo).await.unwrap();
     tunnel_roundtrip(&mut tunnel, b"12345").await;
 
+    // What crossed the wire at the origin: request line, headers, body; and
+    // the whole chunked answer.
+    let (origin_read, origin_wrote) = *origin.lock().unwrap();
+    assert!(origin_read > 10 + 20, "{origin_read}");
     let traffic = h.proxy.traffic();
     assert_eq!(
         traffic,
@@ -609,8 +659,8 @@ async fn traffic_counts_requests_tunnels_and_bytes() {
                 route: Route::Direct,
                 requests: 1,
                 tunnels: 0,
-                bytes_sent: 10,
-                bytes_received: body.len() as u64,
+                bytes_sent: origin_read,
+                bytes_received: origin_wrote,
             },
             TrafficEntry {
                 hostname: "127.0.0.3".into(),
@@ -633,8 +683,8 @@ async fn traffic_counts_requests_tunnels_and_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_a_504() {
     let gateway = Gateway::start().await;
-    let timeouts = Timeouts { response: Duration::from_millis(300), ..Timeouts::default() };
-    let h = start_proxy_with(gateway.config(), timeouts).await;
+    let limits = Limits { response: Duration::from_millis(300), ..Limits::default() };
+    let h = start_proxy_with(gateway.config(), limits).await;
     let silent = start_silent().await;
     let (status, body) = send(&mut client(h.proxy.local_addr()).await, get(&format!("http://{silent}/"))).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
@@ -764,5 +814,327 @@ async fn bytes_a_gateway_sends_with_its_connect_answer_reach_the_client() {
     let mut tunnel = open_tunnel(h.proxy.local_addr(), echo).await.unwrap();
     assert_eq!(tunnel_roundtrip(&mut tunnel, b"after the head").await, "eager-gateway");
     bulk_echo(tunnel, "", 4 * 1024 * 1024).await;
+    h.proxy.stop().await;
+}
+
+// ------------------------------------------------- route changes, limits --
+
+/// Store `cfg` and run the proxy's reroute, as the control plane does.
+async fn change_config(h: &Harness, cfg: Arc<ConnectionConfig>) {
+    h.config.store(Some(cfg));
+    tokio::time::timeout(STEP, (h.proxy.route_listener())()).await.expect("reroute hung");
+}
+
+/// True once the peer has closed `stream` (EOF or reset), within a step.
+async fn closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(STEP, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_change_closes_exactly_the_tunnels_it_reroutes() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    h.config.store(Some(conn_config(&["127.0.0.4"], PASS)));
+    let a = start_echo("127.0.0.3").await;
+    let b = start_echo("127.0.0.4").await;
+
+    let mut to_a = open_tunnel(h.proxy.local_addr(), a).await.unwrap();
+    assert_eq!(tunnel_roundtrip(&mut to_a, b"a").await, DIRECT_PEER);
+    let mut to_b = open_tunnel(h.proxy.local_addr(), b).await.unwrap();
+    assert_eq!(tunnel_roundtrip(&mut to_b, b"b").await, GATEWAY_PEER);
+
+    // a moves to the gateway: its direct tunnel is gone once the change is
+    // done; b's tunnel (same gateway route) keeps carrying bytes.
+    change_config(&h, conn_config(&["127.0.0.3", "127.0.0.4"], PASS)).await;
+    assert!(closed(&mut to_a).await, "the direct tunnel to a survived the route change");
+    tunnel_roundtrip_again(&mut to_b, b"still here").await;
+    let mut again = open_tunnel(h.proxy.local_addr(), a).await.unwrap();
+    assert_eq!(tunnel_roundtrip(&mut again, b"a").await, GATEWAY_PEER);
+
+    // A new session id is a new gateway route: every gateway tunnel closes.
+    let mut rotated = (*conn_config(&["127.0.0.3", "127.0.0.4"], PASS)).clone();
+    rotated.session_id = Some("rotated".into());
+    change_config(&h, Arc::new(rotated.clone())).await;
+    assert!(closed(&mut to_b).await, "a gateway tunnel survived a session change");
+    assert!(closed(&mut again).await, "a gateway tunnel survived a session change");
+
+    // The same config again closes nothing.
+    let mut fresh = open_tunnel(h.proxy.local_addr(), b).await.unwrap();
+    tunnel_roundtrip(&mut fresh, b"x").await;
+    change_config(&h, Arc::new(rotated)).await;
+    tunnel_roundtrip_again(&mut fresh, b"unchanged").await;
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_edit_never_cuts_a_transfer_to_another_host() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    h.config.store(Some(conn_config(&[], PASS)));
+    let busy = start_echo("127.0.0.3").await;
+    let mut download = open_tunnel(h.proxy.local_addr(), busy).await.unwrap();
+    tunnel_roundtrip(&mut download, b"start").await;
+    let (mut r, mut w) = download.into_split();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..64 {
+            w.write_all(&chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        w
+    });
+    for rules in [&["127.0.0.9"][..], &["127.0.0.9", "-127.0.0.3"], &["*.example.com"]] {
+        change_config(&h, conn_config(rules, PASS)).await;
+    }
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < 64 * 64 * 1024 {
+        let n = tokio::time::timeout(STEP, r.read(&mut buf)).await.expect("transfer stalled").unwrap();
+        assert!(n > 0, "the transfer was cut after {got} bytes");
+        got += n;
+    }
+    writer.await.unwrap();
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_the_proxy_itself_is_a_400() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let port = h.proxy.local_addr().port();
+    let fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    let before = fds();
+    for host in [
+        "127.0.0.1",
+        "localhost",
+        "0.0.0.0",
+        "127.1",
+        "2130706433",
+        "0x7f.1",
+        "127.0.0.7",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+    ] {
+        let answer = raw(
+            h.proxy.local_addr(),
+            &format!("GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{host}: {answer}");
+        assert!(answer.contains("targets the proxy itself"), "{host}: {answer}");
+        let refused = open_tunnel_to(h.proxy.local_addr(), &format!("{host}:{port}")).await.unwrap_err();
+        assert!(refused.starts_with("HTTP/1.1 400"), "CONNECT {host}: {refused}");
+    }
+    // With the gateway route too: the gateway here is local and would loop.
+    h.config.store(Some(conn_config(&["*"], PASS)));
+    let answer = raw(
+        h.proxy.local_addr(),
+        &format!("GET http://127.1:{port}/ HTTP/1.1\r\nHost: 127.1:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(gateway.seen().is_empty(), "a self-loop reached the gateway: {:?}", gateway.seen());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(fds() <= before + 4, "descriptors grew from {before} to {}", fds());
+    h.proxy.stop().await;
+}
+
+/// `CONNECT authority` as given; the stream, or the proxy's refusal.
+async fn open_tunnel_to(proxy: SocketAddr, authority: &str) -> Result<TcpStream, String> {
+    let mut tcp = TcpStream::connect(proxy).await.unwrap();
+    tcp.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let Ok(read) = tokio::time::timeout(STEP, tcp.read(&mut answer)).await else {
+        let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+        panic!("CONNECT {authority} hung ({fds} descriptors open)");
+    };
+    let n = read.unwrap_or(0);
+    let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+    if text.starts_with("HTTP/1.1 200") {
+        Ok(tcp)
+    } else {
+        Err(text)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_targets_and_malformed_chunked_bodies_are_400s() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let target = start_target("127.0.0.1").await;
+    let answer = raw(
+        h.proxy.local_addr(),
+        &format!("GET http://user:pw@{target}/ HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("userinfo"), "{answer}");
+    assert!(!answer.contains("pw@"), "{answer}");
+    let refused = open_tunnel_to(h.proxy.local_addr(), &format!("user:pw@{target}")).await.unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+
+    let answer = raw(
+        h.proxy.local_addr(),
+        &format!(
+            "POST http://{target}/ HTTP/1.1\r\nHost: {target}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot a chunk\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    h.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_closes_and_a_busy_one_stays() {
+    let gateway = Gateway::start().await;
+    let limits = Limits { tunnel_idle: Duration::from_millis(400), ..Limits::default() };
+    let h = start_proxy_with(gateway.config(), limits).await;
+    let echo = start_echo("127.0.0.1").await;
+    let mut idle = open_tunnel(h.proxy.local_addr(), echo).await.unwrap();
+    tunnel_roundtrip(&mut idle, b"x").await;
+    let mut busy = open_tunnel(h.proxy.local_addr(), echo).await.unwrap();
+    tunnel_roundtrip(&mut busy, b"x").await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tunnel_roundtrip_again(&mut busy, b"ping").await;
+    }
+    assert!(closed(&mut idle).await, "an idle tunnel stayed open");
+    tunnel_roundtrip_again(&mut busy, b"still busy").await;
+    h.proxy.stop().await;
+}
+
+/// Raise the soft descriptor limit to the hard one.
+fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        lim.rlim_cur
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_tunnels_do_not_starve_a_plain_get() {
+    const ATTEMPTS: usize = 5000;
+    if raise_fd_limit() < 18_000 {
+        eprintln!("skipped: needs 18,000 descriptors");
+        return;
+    }
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let target = start_target("127.0.0.1").await;
+    // Idle once it has greeted; closes when the client does.
+    let silent = start_echo("127.0.0.1").await;
+    let mut early = client(h.proxy.local_addr()).await;
+    send(&mut early, get(&format!("http://{target}/"))).await;
+
+    let mut tunnels = Vec::new();
+    let mut refused = 0;
+    for _ in 0..ATTEMPTS {
+        match open_tunnel_to(h.proxy.local_addr(), &silent.to_string()).await {
+            Ok(t) => tunnels.push(t),
+            Err(answer) => {
+                assert_eq!(answer, "", "a refusal past the bound is a close, not an answer");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(tunnels.len(), MAX_CLIENT_CONNECTIONS - 1, "open tunnels besides the early connection");
+    assert_eq!(refused, ATTEMPTS - tunnels.len());
+    // The connection opened before the flood is still served, at once.
+    let (status, _) = send(&mut early, get(&format!("http://{target}/"))).await;
+    assert_eq!(status, StatusCode::OK);
+    drop(tunnels);
+    // Once they close, new connections are served again.
+    let mut served = false;
+    for _ in 0..50 {
+        if let Ok(tcp) = TcpStream::connect(h.proxy.local_addr()).await {
+            if let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+                tokio::spawn(conn);
+                if let Ok(Ok(res)) =
+                    tokio::time::timeout(STEP, sender.send_request(get(&format!("http://{target}/")))).await
+                {
+                    served = res.status() == StatusCode::OK;
+                    if served {
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "new connections still refused after the tunnels closed");
+    h.proxy.stop().await;
+}
+
+/// A WebSocket-style server: answers an `Upgrade` request with 101 and then
+/// echoes raw bytes, prefixed with the peer it saw.
+async fn start_upgrade_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !text.contains("upgrade: websocket") || !text.contains("connection: upgrade") {
+                    let _ = stream.write_all(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n").await;
+                    return;
+                }
+                let _ = stream
+                    .write_all(format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\npeer={}\n", peer.ip()).as_bytes())
+                    .await;
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_in_absolute_form_is_relayed_and_counted_as_a_tunnel() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let ws = start_upgrade_echo().await;
+    let mut tcp = TcpStream::connect(h.proxy.local_addr()).await.unwrap();
+    let head = format!(
+        "GET http://{ws}/chat HTTP/1.1\r\nHost: {ws}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        assert_eq!(tokio::time::timeout(STEP, tcp.read(&mut byte)).await.unwrap().unwrap(), 1);
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 101"), "{answer}");
+    assert!(answer.contains("upgrade: websocket"), "{answer}");
+    assert_eq!(tunnel_roundtrip(&mut tcp, b"frame bytes").await, DIRECT_PEER);
+    let traffic = h.proxy.traffic();
+    assert_eq!(traffic.len(), 1);
+    assert_eq!((traffic[0].requests, traffic[0].tunnels), (1, 1));
+    assert!(traffic[0].bytes_sent > head.len() as u64 / 2 + 11, "{traffic:?}");
+
+    // A route change reaches it like any tunnel.
+    change_config(&h, conn_config(&["127.0.0.1"], PASS)).await;
+    assert!(closed(&mut tcp).await, "the upgraded connection survived its route change");
     h.proxy.stop().await;
 }

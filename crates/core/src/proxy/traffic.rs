@@ -1,5 +1,9 @@
-//! Traffic counters per (hostname, route), and the body/stream wrappers that
-//! feed them on the hot path (one relaxed atomic add per frame or read).
+//! Traffic counters per (hostname, route), and the stream wrappers that feed
+//! them on the hot path (one relaxed atomic add per read or write).
+//!
+//! Bytes are counted on the wire of the upstream hop: for a forwarded request
+//! everything written to and read from the target or the gateway (request
+//! line, headers, chunk framing, bodies); for a tunnel the tunnelled bytes.
 
 use std::collections::HashMap;
 use std::io;
@@ -8,8 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -46,11 +48,11 @@ pub struct TrafficEntry {
     pub requests: u64,
     /// CONNECT tunnels routed this way, counted when attempted.
     pub tunnels: u64,
-    /// Payload bytes from the client towards the target (request bodies,
-    /// tunnel upstream bytes).
+    /// Bytes written upstream: forwarded requests as they go on the wire
+    /// (request line, headers, framing, body), tunnel bytes towards the target.
     pub bytes_sent: u64,
-    /// Payload bytes from the target back to the client (response bodies,
-    /// tunnel downstream bytes).
+    /// Bytes read from upstream: forwarded responses as they come off the
+    /// wire, tunnel bytes from the target.
     pub bytes_received: u64,
 }
 
@@ -60,6 +62,9 @@ pub(crate) struct Counters {
     pub(crate) tunnels: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
+    /// The hostname's counters, when these are one tunnel's own (which its
+    /// idle timer reads): bytes count in both.
+    parent: Option<Arc<Counters>>,
 }
 
 /// Which byte counter a wrapper feeds.
@@ -72,6 +77,11 @@ pub(crate) enum Direction {
 }
 
 impl Counters {
+    /// One connection's counters that also feed `parent` (its hostname's).
+    pub(crate) fn child(parent: &Arc<Counters>) -> Arc<Counters> {
+        Arc::new(Counters { parent: Some(parent.clone()), ..Counters::default() })
+    }
+
     #[inline]
     pub(crate) fn add_bytes(&self, dir: Direction, n: u64) {
         if n == 0 {
@@ -81,6 +91,14 @@ impl Counters {
             Direction::Sent => self.bytes_sent.fetch_add(n, Ordering::Relaxed),
             Direction::Received => self.bytes_received.fetch_add(n, Ordering::Relaxed),
         };
+        if let Some(parent) = &self.parent {
+            parent.add_bytes(dir, n);
+        }
+    }
+
+    /// Bytes moved either way so far.
+    pub(crate) fn bytes_moved(&self) -> u64 {
+        self.bytes_sent.load(Ordering::Relaxed).wrapping_add(self.bytes_received.load(Ordering::Relaxed))
     }
 }
 
@@ -127,56 +145,34 @@ impl Traffic {
     }
 }
 
-/// A body that counts the data bytes passing through it.
-pub(crate) struct CountingBody<B> {
-    inner: B,
-    counters: Arc<Counters>,
-    dir: Direction,
-}
-
-impl<B> CountingBody<B> {
-    pub(crate) fn new(inner: B, counters: Arc<Counters>, dir: Direction) -> Self {
-        CountingBody { inner, counters, dir }
-    }
-}
-
-impl<B> Body for CountingBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.counters.add_bytes(this.dir, data.len() as u64);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A stream that counts the bytes read from it (tunnels).
+/// A stream that counts the bytes read from it as `dir` (a tunnel's two
+/// ends), or, made with [`CountingIo::upstream`], also the bytes written to it
+/// (an upstream connection: writes are sent, reads received).
 pub(crate) struct CountingIo<S> {
     inner: S,
     counters: Arc<Counters>,
     dir: Direction,
+    count_writes: bool,
 }
 
 impl<S> CountingIo<S> {
     pub(crate) fn new(inner: S, counters: Arc<Counters>, dir: Direction) -> Self {
-        CountingIo { inner, counters, dir }
+        CountingIo { inner, counters, dir, count_writes: false }
+    }
+
+    /// Both ways, as the upstream hop's wire bytes.
+    pub(crate) fn upstream(inner: S, counters: Arc<Counters>) -> Self {
+        CountingIo { inner, counters, dir: Direction::Received, count_writes: true }
+    }
+
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn wrote(&self, n: usize) {
+        if self.count_writes {
+            self.counters.add_bytes(Direction::Sent, n as u64);
+        }
     }
 }
 
@@ -194,7 +190,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for CountingIo<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for CountingIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.wrote(*n);
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -210,7 +210,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountingIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.wrote(*n);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

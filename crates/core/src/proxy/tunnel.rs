@@ -41,6 +41,11 @@ impl End {
         End { stream: Stream::Tcp(stream), pending: Bytes::new() }
     }
 
+    /// A stream that is not a plain socket (a TLS connection).
+    pub(crate) fn other(stream: impl Io + 'static) -> End {
+        End { stream: Stream::Other(Box::new(stream)), pending: Bytes::new() }
+    }
+
     /// The client's side, once hyper hands over its connection.
     pub(crate) fn client(upgraded: Upgraded) -> End {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
@@ -95,13 +100,22 @@ pub(crate) async fn relay(client: End, upstream: End, counters: Arc<Counters>) -
 
     #[cfg(target_os = "linux")]
     if let (Stream::Tcp(a), Stream::Tcp(b)) = (&client, &upstream) {
-        if let Ok(pipes) = splice::Pipes::new() {
-            return splice::relay(a, b, pipes, &counters).await;
-        }
+        return splice::relay(a, b, &counters).await;
     }
 
     let mut client = CountingIo::new(client.boxed(), counters.clone(), Direction::Sent);
     let mut upstream = CountingIo::new(upstream.boxed(), counters, Direction::Received);
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await.map(|_| ())
+}
+
+/// Relay between the client and an upstream stream that counts its own
+/// bytes (an upgraded connection over a counting stream).
+pub(crate) async fn relay_uncounted(client: End, mut upstream: impl Io) -> io::Result<()> {
+    let (client, to_upstream) = (client.stream, client.pending);
+    if !to_upstream.is_empty() {
+        upstream.write_all(&to_upstream).await?;
+    }
+    let mut client = client.boxed();
     tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await.map(|_| ())
 }
 
@@ -123,23 +137,13 @@ mod splice {
     /// halves the proxy's CPU per byte against the default 64 KiB.
     const BULK_PIPE: usize = 1 << 20;
 
-    /// One pipe per direction.
-    pub(super) struct Pipes {
-        up: Pipe,
-        down: Pipe,
-    }
-
+    /// One pipe per direction, made when that direction first has bytes to
+    /// move: an idle tunnel holds its two sockets and nothing else.
     struct Pipe {
         read: OwnedFd,
         write: OwnedFd,
         /// In bytes; at least `BULK_PIPE` once growing was tried.
         capacity: usize,
-    }
-
-    impl Pipes {
-        pub(super) fn new() -> io::Result<Pipes> {
-            Ok(Pipes { up: Pipe::new()?, down: Pipe::new()? })
-        }
     }
 
     impl Pipe {
@@ -181,16 +185,10 @@ mod splice {
         }
     }
 
-    pub(super) async fn relay(
-        client: &TcpStream,
-        upstream: &TcpStream,
-        pipes: Pipes,
-        counters: &Counters,
-    ) -> io::Result<()> {
-        let Pipes { mut up, mut down } = pipes;
+    pub(super) async fn relay(client: &TcpStream, upstream: &TcpStream, counters: &Counters) -> io::Result<()> {
         tokio::try_join!(
-            pump(client, upstream, &mut up, counters, Direction::Sent),
-            pump(upstream, client, &mut down, counters, Direction::Received),
+            pump(client, upstream, counters, Direction::Sent),
+            pump(upstream, client, counters, Direction::Received),
         )
         .map(|_| ())
     }
@@ -198,19 +196,27 @@ mod splice {
     /// Move everything `from` sends to `to`, then pass the end of stream on.
     /// The pipe is empty whenever `from` is read, so a would-block there means
     /// the socket has nothing; while draining, it means `to` is full.
-    async fn pump(
-        from: &TcpStream,
-        to: &TcpStream,
-        pipe: &mut Pipe,
-        counters: &Counters,
-        dir: Direction,
-    ) -> io::Result<()> {
+    async fn pump(from: &TcpStream, to: &TcpStream, counters: &Counters, dir: Direction) -> io::Result<()> {
+        let mut pipe_holder: Option<Pipe> = None;
         loop {
             let n = loop {
                 from.readable().await?;
-                match from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)) {
+                let pipe = match &mut pipe_holder {
+                    Some(pipe) => pipe,
+                    None => pipe_holder.insert(Pipe::new()?),
+                };
+                let moved = from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK));
+                match moved {
                     Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Nothing to move: the empty pipe goes back, unless
+                        // it carries a bulk transfer (then it keeps its size),
+                        // so an idle tunnel holds its two sockets only.
+                        if pipe_holder.as_ref().is_some_and(|p| p.capacity < BULK_PIPE) {
+                            pipe_holder = None;
+                        }
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 }
             };
@@ -220,6 +226,7 @@ mod splice {
                 return Ok(());
             }
             counters.add_bytes(dir, n as u64);
+            let Some(pipe) = pipe_holder.as_mut() else { return Ok(()) };
             let mut left = n;
             while left > 0 {
                 to.writable().await?;

@@ -17,7 +17,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{GatewayConfig, GatewayProtocol};
+use super::routes::{Kind, Registration, RouteKey, Routes};
+use super::traffic::{CountingIo, Route, Traffic};
+use crate::config::{ConfigHandle, GatewayConfig, GatewayProtocol};
+use crate::rules::normalize_host;
 
 /// Why an upstream connection could not be made. The message names the
 /// address and the OS reason only — never a credential.
@@ -195,11 +198,15 @@ impl AsyncWrite for MaybeTls {
     }
 }
 
-/// An upstream connection for the pooled client. `proxied` makes hyper-util
-/// send absolute-form requests (the gateway) instead of origin-form (direct).
+/// An upstream connection for a pooled client, counting its wire bytes for
+/// the hostname it serves. `proxied` makes hyper-util send absolute-form
+/// requests (the gateway) instead of origin-form (direct).
 pub(crate) struct Upstream {
-    io: MaybeTls,
+    io: CountingIo<MaybeTls>,
     proxied: bool,
+    /// A direct connection's place in the route registry (a route change
+    /// that sends its host to the gateway replaces the direct pool).
+    _registration: Option<Registration>,
 }
 
 impl Connection for Upstream {
@@ -236,16 +243,20 @@ impl AsyncWrite for Upstream {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.get_ref().is_write_vectored()
     }
 }
 
 /// The connector of one pooled client: every connection goes either to the
-/// request's own host (direct) or to the gateway.
+/// request's own host (direct) or to the gateway. hyper-util pools by the
+/// request's scheme and authority, so each connection serves one hostname.
 #[derive(Clone)]
 pub(crate) struct Connector {
     pub(crate) dialer: Arc<Dialer>,
     pub(crate) via_gateway: bool,
+    pub(crate) traffic: Arc<Traffic>,
+    pub(crate) routes: Arc<Routes>,
+    pub(crate) config: ConfigHandle,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -260,17 +271,20 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
-        let via_gateway = self.via_gateway;
+        let me = self.clone();
         Box::pin(async move {
-            if via_gateway {
-                let io = dialer.gateway().await?;
-                return Ok(TokioIo::new(Upstream { io, proxied: true }));
-            }
             let host = uri.host().unwrap_or_default();
+            let hostname = normalize_host(bare_host(host));
+            if me.via_gateway {
+                let io = me.dialer.gateway().await?;
+                let io = CountingIo::upstream(io, me.traffic.counters(&hostname, Route::Gateway));
+                return Ok(TokioIo::new(Upstream { io, proxied: true, _registration: None }));
+            }
             let port = uri.port_u16().unwrap_or(80);
-            let tcp = dialer.target(host, port).await?;
-            Ok(TokioIo::new(Upstream { io: MaybeTls::Plain(tcp), proxied: false }))
+            let tcp = me.dialer.target(host, port).await?;
+            let io = CountingIo::upstream(MaybeTls::Plain(tcp), me.traffic.counters(&hostname, Route::Direct));
+            let registration = me.routes.register(&me.config, &hostname, RouteKey::Direct, Kind::Pooled);
+            Ok(TokioIo::new(Upstream { io, proxied: false, _registration: registration }))
         })
     }
 }
