@@ -35,6 +35,13 @@ export type AluviaClientOptions = {
   startPlaywright?: boolean;
   /** Only with startPlaywright. Default true. */
   headless?: boolean;
+  /**
+   * Ours, only with startPlaywright: public-key pins (base64 SHA-256 of a
+   * certificate's SubjectPublicKeyInfo) whose certificates Chromium accepts
+   * without a trusted CA, such as the emulator's `siteSpki`. Every other
+   * certificate is checked as usual. Default none.
+   */
+  trustSpki?: string[];
   /** With startPlaywright and no value, detection is on with defaults. */
   blockDetection?: BlockDetectionConfig;
 };
@@ -250,6 +257,8 @@ export type EmulatorOptions = {
   /** Serve the protected demo site. Default true. */
   site?: boolean;
   sitePort?: number;
+  /** The same site over HTTPS (HTTP/1.1 and h2). Default OS-assigned. */
+  siteTlsPort?: number;
   /** Default: a generated key. */
   apiKey?: string;
 };
@@ -261,6 +270,12 @@ export type Emulator = {
   gatewayPort: number;
   /** The protected demo site, when served. */
   siteUrl?: string;
+  /** The same site over HTTPS (HTTP/1.1 and h2 by ALPN), when served. */
+  siteHttpsUrl?: string;
+  /** Its certificate (PEM), made at start: trust it in Node clients with `ca`. */
+  siteCertificate?: string;
+  /** base64 SHA-256 of its public key: pass it as `trustSpki` (or `ALUVIA_TRUST_SPKI` for CLI sessions). */
+  siteSpki?: string;
   stop(): Promise<void>;
 };
 

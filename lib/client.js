@@ -38,6 +38,7 @@ class AluviaClient {
           logLevel: o.logLevel,
           startPlaywright: o.startPlaywright,
           headless: o.headless,
+          trustSpki: o.trustSpki,
           blockDetection: detectionOptions(o.blockDetection),
         }),
     );

@@ -14,6 +14,7 @@ async function startEmulator(opts = {}) {
       gatewayPort: opts.gatewayPort,
       site: opts.site,
       sitePort: opts.sitePort,
+      siteTlsPort: opts.siteTlsPort,
       apiKey: opts.apiKey,
     }),
   );
@@ -23,6 +24,9 @@ async function startEmulator(opts = {}) {
     gatewayHost: emu.gatewayHost,
     gatewayPort: emu.gatewayPort,
     siteUrl: emu.siteUrl ?? undefined,
+    siteHttpsUrl: emu.siteHttpsUrl ?? undefined,
+    siteCertificate: emu.siteCertificate ?? undefined,
+    siteSpki: emu.siteSpki ?? undefined,
     stop: () => mapped(() => emu.stop()),
   };
 }

@@ -162,6 +162,7 @@ pub struct BindingClientOptions {
     pub log_level: Option<String>,
     pub start_playwright: Option<bool>,
     pub headless: Option<bool>,
+    pub trust_spki: Option<Vec<String>>,
     /// `blockDetection` without `onDetection`.
     pub block_detection: Option<Value>,
 }
@@ -192,6 +193,7 @@ fn raw_client_options(options: BindingClientOptions) -> RawClientOptions {
         log_level: options.log_level,
         start_playwright: options.start_playwright,
         headless: options.headless,
+        trust_spki: options.trust_spki,
         block_detection: options.block_detection,
     }
 }
@@ -523,6 +525,7 @@ pub struct BindingEmulatorOptions {
     pub gateway_port: Option<u32>,
     pub site: Option<bool>,
     pub site_port: Option<u32>,
+    pub site_tls_port: Option<u32>,
     pub api_key: Option<String>,
 }
 
@@ -546,6 +549,7 @@ pub async fn start_emulator(options: Option<BindingEmulatorOptions>) -> Result<B
         gateway_port: None,
         site: None,
         site_port: None,
+        site_tls_port: None,
         api_key: None,
     });
     let opts = aluvia_emulator::EmulatorOptions {
@@ -553,6 +557,7 @@ pub async fn start_emulator(options: Option<BindingEmulatorOptions>) -> Result<B
         gateway_port: port_opt("gatewayPort", o.gateway_port)?,
         site: o.site.unwrap_or(true),
         site_port: port_opt("sitePort", o.site_port)?,
+        site_tls_port: port_opt("siteTlsPort", o.site_tls_port)?,
         api_key: o.api_key,
     };
     let emulator = aluvia_emulator::Emulator::start(opts)
@@ -586,6 +591,21 @@ impl BindingEmulator {
     #[napi(getter)]
     pub fn site_url(&self) -> Option<String> {
         self.inner.site_url()
+    }
+
+    #[napi(getter)]
+    pub fn site_https_url(&self) -> Option<String> {
+        self.inner.site_https_url()
+    }
+
+    #[napi(getter)]
+    pub fn site_certificate(&self) -> Option<String> {
+        self.inner.site_certificate()
+    }
+
+    #[napi(getter)]
+    pub fn site_spki(&self) -> Option<String> {
+        self.inner.site_spki()
     }
 
     #[napi]

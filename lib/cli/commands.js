@@ -21,6 +21,7 @@ const ENV_KEYS = [
   'ALUVIA_GATEWAY_HOST',
   'ALUVIA_GATEWAY_PORT',
   'ALUVIA_GATEWAY_PROTOCOL',
+  'ALUVIA_TRUST_SPKI',
 ];
 
 /** Client/API options from the environment, or `{ error }` without a key. */
@@ -34,6 +35,7 @@ function settings(env = process.env) {
     gatewayHost: env.ALUVIA_GATEWAY_HOST || undefined,
     gatewayPort: port ? Number(port) : undefined,
     gatewayProtocol: env.ALUVIA_GATEWAY_PROTOCOL || undefined,
+    trustSpki: env.ALUVIA_TRUST_SPKI ? env.ALUVIA_TRUST_SPKI.split(',').filter(Boolean) : undefined,
   };
 }
 

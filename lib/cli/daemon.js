@@ -47,6 +47,7 @@ async function main() {
           gatewayHost: s.gatewayHost,
           gatewayPort: s.gatewayPort,
           gatewayProtocol: s.gatewayProtocol,
+          trustSpki: s.trustSpki,
           connectionId: spec.connectionId,
         },
       },

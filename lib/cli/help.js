@@ -61,6 +61,7 @@ const COMMANDS = [
       { flag: '--port <n>', description: 'API port (default: any free port)' },
       { flag: '--gateway-port <n>', description: 'Gateway port (default: any free port)' },
       { flag: '--site-port <n>', description: 'Protected demo site port (default: any free port)' },
+      { flag: '--site-tls-port <n>', description: 'The same site over HTTPS, HTTP/1.1 and h2 (default: any free port)' },
       { flag: '--no-site', description: 'Do not serve the protected demo site' },
     ],
   },
@@ -82,7 +83,8 @@ function helpText() {
     '',
     'Every command but help prints exactly one JSON object on stdout (exit 1 with {"error": ...} on failure).',
     'Environment: ALUVIA_API_KEY (required but for help and emulator), ALUVIA_API_BASE_URL, ALUVIA_GATEWAY_HOST,',
-    'ALUVIA_GATEWAY_PORT, ALUVIA_GATEWAY_PROTOCOL. Sessions: lock files and logs in $TMPDIR/aluvia-sdk.',
+    'ALUVIA_GATEWAY_PORT, ALUVIA_GATEWAY_PROTOCOL, ALUVIA_TRUST_SPKI (comma-separated public-key pins whose',
+    'certificates session browsers accept, e.g. the emulator\'s siteSpki). Sessions: lock files and logs in $TMPDIR/aluvia-sdk.',
   );
   return lines.join('\n');
 }

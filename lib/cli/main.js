@@ -9,6 +9,7 @@ const VALUE_FLAGS = new Set([
   'port',
   'gateway-port',
   'site-port',
+  'site-tls-port',
   'run',
   'browser-session',
   'connection-id',
@@ -42,6 +43,7 @@ async function emulatorCommand(flags) {
     port: portFlag(flags, 'port'),
     gatewayPort: portFlag(flags, 'gateway-port'),
     sitePort: portFlag(flags, 'site-port'),
+    siteTlsPort: portFlag(flags, 'site-tls-port'),
     site: !flags['no-site'],
   });
   print({
@@ -49,7 +51,9 @@ async function emulatorCommand(flags) {
     apiKey: emu.apiKey,
     gatewayHost: emu.gatewayHost,
     gatewayPort: emu.gatewayPort,
-    ...(emu.siteUrl ? { siteUrl: emu.siteUrl } : {}),
+    ...(emu.siteUrl
+      ? { siteUrl: emu.siteUrl, siteHttpsUrl: emu.siteHttpsUrl, siteSpki: emu.siteSpki, siteCertificate: emu.siteCertificate }
+      : {}),
     exports: [
       `export ALUVIA_API_KEY=${emu.apiKey}`,
       `export ALUVIA_API_BASE_URL=${emu.apiBaseUrl}`,

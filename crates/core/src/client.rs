@@ -34,6 +34,9 @@ pub struct RawClientOptions {
     pub log_level: Option<String>,
     pub start_playwright: Option<bool>,
     pub headless: Option<bool>,
+    /// Public-key pins (base64 SHA-256 of a SubjectPublicKeyInfo) whose
+    /// certificates the browser accepts without a trusted CA.
+    pub trust_spki: Option<Vec<String>>,
     /// `blockDetection` without its callback.
     pub block_detection: Option<serde_json::Value>,
 }
@@ -58,6 +61,7 @@ pub struct ClientOptions {
     pub log_level: Level,
     pub start_browser: bool,
     pub headless: bool,
+    pub trust_spki: Vec<String>,
     pub detection: DetectionConfig,
 }
 
@@ -75,6 +79,7 @@ debug_without_secrets!(RawClientOptions {
     log_level,
     start_playwright,
     headless,
+    trust_spki,
     block_detection
 });
 
@@ -89,6 +94,7 @@ debug_without_secrets!(ClientOptions {
     log_level,
     start_browser,
     headless,
+    trust_spki,
     detection
 });
 
@@ -108,6 +114,24 @@ fn millis(name: &str, value: Option<f64>) -> Result<Option<u64>> {
         Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(v as u64)),
         Some(v) => Err(AluviaError::Invalid(format!("{name} must be a non-negative number of milliseconds, got {v}"))),
     }
+}
+
+/// Each pin must be base64 of a SHA-256 digest (32 bytes): anything else
+/// would silently trust nothing, or be mistaken for a flag.
+fn spki_pins(value: Option<Vec<String>>) -> Result<Vec<String>> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    for pin in value.unwrap_or_default() {
+        let pin = pin.trim().to_string();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(&pin);
+        if !matches!(decoded, Ok(bytes) if bytes.len() == 32) {
+            return Err(AluviaError::Invalid(format!(
+                "trustSpki entries must be base64 SHA-256 public-key hashes (44 characters), got '{pin}'"
+            )));
+        }
+        out.push(pin);
+    }
+    Ok(out)
 }
 
 impl ClientOptions {
@@ -158,6 +182,7 @@ impl ClientOptions {
             log_level,
             start_browser: raw.start_playwright.unwrap_or(false),
             headless: raw.headless.unwrap_or(true),
+            trust_spki: spki_pins(raw.trust_spki)?,
             detection: match raw.block_detection {
                 None | Some(serde_json::Value::Null) => DetectionConfig::default(),
                 Some(v) => serde_json::from_value(v)
@@ -230,6 +255,7 @@ impl Client {
             let launched = BrowserSession::launch(BrowserOptions {
                 proxy_url: format!("http://{}", proxy.local_addr()),
                 headless: self.options.headless,
+                trust_spki: self.options.trust_spki.clone(),
                 detection: self.options.detection.clone(),
                 sink: self.sink.lock().ok().and_then(|s| s.clone()),
                 control: Arc::clone(&self.control),

@@ -6,7 +6,9 @@
 //! - the REST API (`/v1/...`) with the admin endpoints (`/_emulator/...`);
 //! - the gateway, an HTTP/1.1 forward proxy (absolute-form and `CONNECT`) that
 //!   opens its upstream connections from [`exit_address`];
-//! - optionally a small "protected site" that challenges direct visitors.
+//! - optionally a small "protected site" that challenges direct visitors,
+//!   over plain HTTP and over HTTPS (HTTP/1.1 and h2 by ALPN, with a
+//!   certificate made at start).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), aluvia_emulator::EmulatorError> {
@@ -22,6 +24,7 @@ mod gateway;
 mod server;
 mod site;
 mod state;
+mod tls;
 mod util;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -43,13 +46,15 @@ pub struct EmulatorOptions {
     pub site: bool,
     /// Port of the protected site; 0 = OS-assigned.
     pub site_port: u16,
+    /// Port of the protected site over HTTPS; 0 = OS-assigned.
+    pub site_tls_port: u16,
     /// The API key to accept; `None` generates `emu_` + 32 lowercase hex chars.
     pub api_key: Option<String>,
 }
 
 impl Default for EmulatorOptions {
     fn default() -> Self {
-        EmulatorOptions { api_port: 0, gateway_port: 0, site: true, site_port: 0, api_key: None }
+        EmulatorOptions { api_port: 0, gateway_port: 0, site: true, site_port: 0, site_tls_port: 0, api_key: None }
     }
 }
 
@@ -59,12 +64,15 @@ pub enum EmulatorError {
     /// A listener could not bind.
     #[error("failed to bind the emulator {server} on {addr}: {source}")]
     Bind {
-        /// Which server: "API", "gateway" or "site".
+        /// Which server: "API", "gateway", "site" or "HTTPS site".
         server: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    /// The HTTPS site's certificate could not be made.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl EmulatorError {
@@ -72,6 +80,7 @@ impl EmulatorError {
     pub fn code(&self) -> &'static str {
         match self {
             EmulatorError::Bind { .. } => "bind_failed",
+            EmulatorError::Tls(_) => "tls_failed",
         }
     }
 }
@@ -134,6 +143,7 @@ pub struct Emulator {
     inner: Arc<Inner>,
     api_port: u16,
     site_port: Option<u16>,
+    site_tls: Option<(u16, Arc<tls::SiteTls>)>,
 }
 
 impl Emulator {
@@ -147,6 +157,8 @@ impl Emulator {
         let api_listener = server::bind_loopback(opts.api_port, "API")?;
         let gateway_listener = server::bind_loopback(opts.gateway_port, "gateway")?;
         let site_listener = if opts.site { Some(server::bind_loopback(opts.site_port, "site")?) } else { None };
+        let site_tls_listener =
+            if opts.site { Some(server::bind_loopback(opts.site_tls_port, "HTTPS site")?) } else { None };
         let local_port = |listener: &tokio::net::TcpListener, server: &'static str, port: u16| {
             listener.local_addr().map(|addr| addr.port()).map_err(|source| EmulatorError::Bind {
                 server,
@@ -158,6 +170,10 @@ impl Emulator {
         let gateway_port = local_port(&gateway_listener, "gateway", opts.gateway_port)?;
         let site_port = match &site_listener {
             Some(listener) => Some(local_port(listener, "site", opts.site_port)?),
+            None => None,
+        };
+        let site_tls_port = match &site_tls_listener {
+            Some(listener) => Some(local_port(listener, "HTTPS site", opts.site_tls_port)?),
             None => None,
         };
 
@@ -177,14 +193,23 @@ impl Emulator {
             api::handle(api_inner.clone(), req)
         });
 
+        let site = Arc::new(site::Site::default());
         if let Some(listener) = site_listener {
-            let site = Arc::new(site::Site::default());
+            let site = site.clone();
             server::serve(listener, inner.root.clone(), inner.tracker.clone(), move |req, peer| {
                 site::handle(site.clone(), req, peer)
             });
         }
+        let mut site_tls = None;
+        if let (Some(listener), Some(port)) = (site_tls_listener, site_tls_port) {
+            let certificate = Arc::new(tls::SiteTls::generate().map_err(EmulatorError::Tls)?);
+            tls::serve(listener, certificate.clone(), inner.root.clone(), inner.tracker.clone(), move |req, peer| {
+                site::handle(site.clone(), req, peer)
+            });
+            site_tls = Some((port, certificate));
+        }
 
-        Ok(Emulator { inner, api_port, site_port })
+        Ok(Emulator { inner, api_port, site_port, site_tls })
     }
 
     /// `http://127.0.0.1:PORT/v1`
@@ -209,6 +234,23 @@ impl Emulator {
     /// `http://127.0.0.1:SPORT/` when the site is served.
     pub fn site_url(&self) -> Option<String> {
         self.site_port.map(|port| format!("http://127.0.0.1:{port}/"))
+    }
+
+    /// `https://127.0.0.1:SPORT/` when the site is served: the same site
+    /// over TLS (HTTP/1.1 and h2), with a certificate made at start.
+    pub fn site_https_url(&self) -> Option<String> {
+        self.site_tls.as_ref().map(|(port, _)| format!("https://127.0.0.1:{port}/"))
+    }
+
+    /// The HTTPS site's certificate (PEM), for clients that trust it.
+    pub fn site_certificate(&self) -> Option<String> {
+        self.site_tls.as_ref().map(|(_, tls)| tls.certificate_pem.clone())
+    }
+
+    /// base64(SHA-256) of the HTTPS site's public key: the pin a browser
+    /// can be told to accept (Chromium's `--ignore-certificate-errors-spki-list`).
+    pub fn site_spki(&self) -> Option<String> {
+        self.site_tls.as_ref().map(|(_, tls)| tls.spki_sha256.clone())
     }
 
     /// Closes every listener and every open connection and tunnel, and waits

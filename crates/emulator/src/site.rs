@@ -128,6 +128,7 @@ pub(crate) async fn handle(site: Arc<Site>, req: Request<Incoming>, peer: Socket
     site.visits().push(json!({
         "path": shown_path,
         "peer": peer.ip().to_string(),
+        "protocol": format!("{:?}", req.version()),
         "status": resp.status().as_u16(),
         "time_ms": now_ms(),
     }));

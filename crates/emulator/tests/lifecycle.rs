@@ -37,6 +37,7 @@ async fn options_are_honoured() {
         gateway_port,
         site: false,
         site_port: 0,
+        site_tls_port: 0,
         api_key: Some("my-key".into()),
     })
     .await
@@ -46,6 +47,7 @@ async fn options_are_honoured() {
     assert_eq!(emu.gateway_host(), "127.0.0.1");
     assert_eq!(emu.api_key(), "my-key");
     assert_eq!(emu.site_url(), None);
+    assert_eq!((emu.site_https_url(), emu.site_spki(), emu.site_certificate()), (None, None, None));
     let (status, _, _) = api(&emu, reqwest::Method::GET, "/account", None).await;
     assert_eq!(status, 200);
 

@@ -76,6 +76,8 @@ pub struct LaunchOptions {
     /// `http://127.0.0.1:PORT` of the local proxy.
     pub proxy_url: String,
     pub headless: bool,
+    /// base64 SHA-256 public-key pins whose certificates are accepted.
+    pub trust_spki: Vec<String>,
     pub user_data_dir: PathBuf,
 }
 
@@ -130,6 +132,11 @@ pub async fn spawn(opts: &LaunchOptions) -> Result<Launched> {
     }
     if is_root() {
         args.push("--no-sandbox".into());
+    }
+    if !opts.trust_spki.is_empty() {
+        // Only certificates with these exact keys; every other certificate
+        // is checked as usual.
+        args.push(format!("--ignore-certificate-errors-spki-list={}", opts.trust_spki.join(",")));
     }
     args.push("about:blank".into());
 

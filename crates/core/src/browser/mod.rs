@@ -36,6 +36,9 @@ type EarlyPage = (cdp::Attached, tokio::sync::mpsc::UnboundedReceiver<cdp::Event
 pub struct BrowserOptions {
     pub proxy_url: String,
     pub headless: bool,
+    /// Certificates with these public keys are accepted without a trusted
+    /// CA (the emulator's HTTPS site); empty for the real web.
+    pub trust_spki: Vec<String>,
     pub detection: DetectionConfig,
     pub sink: Option<DetectionSink>,
     pub control: Arc<ControlPlane>,
@@ -73,6 +76,7 @@ impl BrowserSession {
             executable,
             proxy_url: opts.proxy_url.clone(),
             headless: opts.headless,
+            trust_spki: opts.trust_spki.clone(),
             user_data_dir: user_data_dir.clone(),
         })
         .await
