@@ -15,7 +15,6 @@ use base64::Engine;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
-use hyper::http::request::Parts;
 use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -166,24 +165,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn headers_size(headers: &HeaderMap) -> u64 {
-    headers.iter().map(|(name, value)| (name.as_str().len() + value.len() + 4) as u64).sum()
+/// True for a request that asks to switch protocols (a WebSocket handshake).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(hyper::header::UPGRADE)
+        && headers
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Size of the request head as sent upstream (request line + headers + CRLF).
-fn request_head_size(parts: &Parts) -> u64 {
-    let target = parts.uri.path_and_query().map_or(1, |pq| pq.as_str().len());
-    (parts.method.as_str().len() + 1 + target + 11) as u64 + headers_size(&parts.headers) + 2
-}
-
-/// Size of the response head (status line + headers + CRLF).
-fn response_head_size(status: StatusCode, headers: &HeaderMap) -> u64 {
-    let reason = status.canonical_reason().unwrap_or("").len();
-    (9 + 3 + 1 + reason + 2) as u64 + headers_size(headers) + 2
-}
-
-/// Forwards an absolute-form request in origin form.
-async fn forward(ctx: Arc<Ctx>, connection_id: u64, req: Request<Incoming>) -> Response<Body> {
+/// Forwards an absolute-form request in origin form; an `Upgrade` request
+/// (a WebSocket) becomes a relayed connection once the target switches.
+async fn forward(ctx: Arc<Ctx>, connection_id: u64, mut req: Request<Incoming>) -> Response<Body> {
     let uri = req.uri().clone();
     let Some(authority) = uri.authority().cloned() else {
         return bad_request("expected an absolute-form request (GET http://host/path) or CONNECT");
@@ -199,6 +194,9 @@ async fn forward(ctx: Arc<Ctx>, connection_id: u64, req: Request<Incoming>) -> R
         Ok(stream) => stream,
         Err(reason) => return bad_gateway(reason),
     };
+    let stats = ctx.inner.host_stats(connection_id, &host);
+    let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let stream = Counting { stream, stats: stats.clone() };
     let (mut sender, conn) =
         match hyper::client::conn::http1::Builder::new().handshake::<_, Body>(TokioIo::new(stream)).await {
             Ok(pair) => pair,
@@ -207,14 +205,18 @@ async fn forward(ctx: Arc<Ctx>, connection_id: u64, req: Request<Incoming>) -> R
     let token = ctx.token.clone();
     ctx.tracker.spawn(async move {
         tokio::select! {
-            _ = conn => {}
+            _ = conn.with_upgrades() => {}
             _ = token.cancelled() => {}
         }
     });
 
-    let stats = ctx.inner.host_stats(connection_id, &host);
     let (mut parts, body) = req.into_parts();
+    let upgrade_header = parts.headers.get(hyper::header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
+    if let (Some(_), Some(value)) = (&upgrade, upgrade_header) {
+        parts.headers.insert(hyper::header::UPGRADE, value);
+        parts.headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     if !parts.headers.contains_key(HOST) {
         if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
             parts.headers.insert(HOST, value);
@@ -225,36 +227,38 @@ async fn forward(ctx: Arc<Ctx>, connection_id: u64, req: Request<Incoming>) -> R
     parts.version = Version::HTTP_11;
 
     stats.requests.fetch_add(1, Ordering::Relaxed);
-    stats.add_up(request_head_size(&parts));
-    let up = stats.clone();
-    let body: Body = body
-        .map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                up.add_up(data.len() as u64);
-            }
-            frame
-        })
-        .map_err(BoxError::from)
-        .boxed();
-
-    let resp = match sender.send_request(Request::from_parts(parts, body)).await {
+    let body: Body = body.map_err(BoxError::from).boxed();
+    let mut resp = match sender.send_request(Request::from_parts(parts, body)).await {
         Ok(resp) => resp,
         Err(e) => return bad_gateway(format!("upstream {host}:{port} failed: {e}")),
     };
+    if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, resp.status()) {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        stats.tunnels.fetch_add(1, Ordering::Relaxed);
+        let token = ctx.token.clone();
+        ctx.tracker.spawn(async move {
+            let relay = async move {
+                let (Ok(client), Ok(upstream)) = tokio::join!(client_side, upstream_side) else { return };
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            };
+            tokio::select! {
+                _ = relay => {}
+                _ = token.cancelled() => {}
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        let upgrade_header = parts.headers.get(hyper::header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(value) = upgrade_header {
+            parts.headers.insert(hyper::header::UPGRADE, value);
+            parts.headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return Response::from_parts(parts, empty());
+    }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    stats.add_down(response_head_size(parts.status, &parts.headers));
-    let down = stats;
-    let body: Body = body
-        .map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                down.add_down(data.len() as u64);
-            }
-            frame
-        })
-        .map_err(BoxError::from)
-        .boxed();
-    Response::from_parts(parts, body)
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
 
 /// Answers `CONNECT host:port` with an empty 200 and splices the upgraded
@@ -291,8 +295,9 @@ async fn tunnel(ctx: Arc<Ctx>, connection_id: u64, mut req: Request<Incoming>) -
     Response::new(empty())
 }
 
-/// The upstream side of a tunnel, counting what is written to the target (up)
-/// and read from it (down).
+/// The gateway's upstream connection (a forwarded request's or a tunnel's),
+/// counting the bytes written to the target (up) and read from it (down):
+/// what the gateway carried, on the wire.
 struct Counting {
     stream: TcpStream,
     stats: Arc<HostStats>,
