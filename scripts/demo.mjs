@@ -96,8 +96,12 @@ try {
   await client.stop();
   client = null;
 
-  step('A headless browser on a site that blocks datacenter traffic (startPlaywright, autoUnblock)');
-  show('site', emu.siteUrl);
+  step('A headless browser on an HTTPS site that blocks datacenter traffic (startPlaywright, autoUnblock)');
+  // The real web is HTTPS, and Chromium keeps its TLS connection (h2 here)
+  // alive across the reload: the proxy closes it when the route changes.
+  // The browser trusts the emulator's certificate only because we ask it to.
+  show('site', emu.siteHttpsUrl);
+  show('trustSpki', emu.siteSpki);
   const browserClient = new AluviaClient({
     apiKey: emu.apiKey,
     apiBaseUrl: emu.apiBaseUrl,
@@ -105,6 +109,7 @@ try {
     gatewayPort: emu.gatewayPort,
     logLevel: 'silent',
     startPlaywright: true,
+    trustSpki: [emu.siteSpki],
     blockDetection: {
       autoUnblock: true,
       onDetection: (r) =>
@@ -114,12 +119,14 @@ try {
   const session = await browserClient.start();
   try {
     const tab = await session.browserContext.newPage();
-    await tab.goto(emu.siteUrl);
+    await tab.goto(emu.siteHttpsUrl);
     for (let i = 0; i < 100 && (await tab.title()) !== 'Aluvia Emulator Shop'; i++) await new Promise((r) => setTimeout(r, 100));
     await new Promise((r) => setTimeout(r, 500));
     show('page title after auto-unblock', await tab.title());
     show('rules now', (await api.account.connections.get(browserClient.connectionId)).rules);
     show('traffic', browserClient.getTrafficStats().filter((t) => t.hostname === '127.0.0.1'));
+    const visits = await (await fetch(new URL('/_site/visits', emu.siteUrl))).json();
+    show('what the site saw', visits.filter((v) => v.path === '/').map((v) => `${v.protocol} from ${v.peer}: ${v.status}`));
   } finally {
     await session.close();
   }
@@ -146,6 +153,8 @@ async function cliStory() {
     ALUVIA_API_BASE_URL: emu.apiBaseUrl,
     ALUVIA_GATEWAY_HOST: emu.gatewayHost,
     ALUVIA_GATEWAY_PORT: String(emu.gatewayPort),
+    // Session browsers trust the emulator's HTTPS site, and nothing more.
+    ALUVIA_TRUST_SPKI: emu.siteSpki,
   };
   const aluvia = (...args) => {
     console.log(`$ aluvia ${args.join(' ')}`);
@@ -160,8 +169,8 @@ async function cliStory() {
     return json;
   };
   const name = `demo-${process.pid}`;
-  step('CLI: start a background session on the protected site, with auto-unblock');
-  aluvia('session', 'start', emu.siteUrl, '--auto-unblock', '--browser-session', name);
+  step('CLI: start a background session on the protected HTTPS site, with auto-unblock');
+  aluvia('session', 'start', emu.siteHttpsUrl, '--auto-unblock', '--browser-session', name);
   try {
     // The first verdict is `blocked` (direct); auto-unblock adds the rule and
     // reloads through the gateway; the next verdict is `clear`.
