@@ -19,6 +19,7 @@ import { join } from 'node:path';
 
 const SECTIONS = [
   () => import('./proxy.mjs'),
+  () => import('./routes.mjs'),
   () => import('./browser.mjs'),
   () => import('./cli.mjs'),
 ];

@@ -615,6 +615,15 @@ impl BindingEmulator {
     }
 }
 
+/// For `npm run bench`: nanoseconds one same-user check of a proxy
+/// connection takes (mean over `iterations`).
+#[napi]
+pub fn bench_same_user_check(iterations: u32) -> Result<f64> {
+    aluvia_core::proxy::measure_same_user_check(iterations)
+        .map(|d| d.as_nanos() as f64)
+        .map_err(|e| to_napi(AluviaError::Internal(format!("same-user check bench failed: {e}"))))
+}
+
 /// The source address the emulator's gateway uses for a (session, geo) pair.
 #[napi]
 pub fn emulator_exit_address(session_id: Option<String>, target_geo: Option<String>) -> String {

@@ -41,6 +41,7 @@ use handler::{pooled_client, Shared};
 use routes::Routes;
 use upstream::Dialer;
 
+pub use peer::measure_same_user_check;
 pub use traffic::{Route, TrafficEntry};
 
 /// What the proxy needs to start.

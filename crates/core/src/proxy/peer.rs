@@ -16,6 +16,20 @@ pub(crate) fn same_user(peer: SocketAddr, local: SocketAddr) -> Option<bool> {
     imp::same_user(peer, local)
 }
 
+/// For the benchmarks: the mean time of one same-user check, over
+/// `iterations` checks of a live loopback connection.
+pub fn measure_same_user_check(iterations: u32) -> std::io::Result<std::time::Duration> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let local = listener.local_addr()?;
+    let _client = std::net::TcpStream::connect(local)?;
+    let (_server, peer) = listener.accept()?;
+    let start = std::time::Instant::now();
+    for _ in 0..iterations.max(1) {
+        std::hint::black_box(same_user(peer, local));
+    }
+    Ok(start.elapsed() / iterations.max(1))
+}
+
 /// The uid owning the socket at `peer` connected to `local`, if it can be told.
 #[cfg(target_os = "linux")]
 pub(crate) fn peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
