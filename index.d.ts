@@ -107,7 +107,12 @@ export type TrafficStat = {
   route: 'direct' | 'gateway';
   requests: number;
   tunnels: number;
+  /**
+   * Bytes written upstream, as on the wire: a forwarded request's line,
+   * headers, chunk framing and body; a tunnel's bytes towards the target.
+   */
   bytesSent: number;
+  /** Bytes read from upstream, as on the wire: responses, or a tunnel's bytes from the target. */
   bytesReceived: number;
 };
 
