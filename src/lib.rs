@@ -388,6 +388,13 @@ pub async fn session_claim(name: Option<String>, initial: Value) -> Result<Strin
     .await
 }
 
+/// The Chromium a browser session would start (see
+/// `browser::launch::find_chromium`), or the error that session would fail with.
+#[napi]
+pub fn chromium_path() -> Result<String> {
+    aluvia_core::browser::launch::find_chromium().map(|p| p.display().to_string()).map_err(to_napi)
+}
+
 #[napi(object)]
 pub struct BindingDaemonSpawn {
     /// The claimed session name: its lock's pid becomes the daemon's; the log is `cli-{name}.log`.
