@@ -31,6 +31,13 @@ async function emulatorCommand(options) {
   const port = portFlag(options, 'port', 'port');
   const gatewayPort = portFlag(options, 'gatewayPort', 'gateway-port');
   const sitePort = portFlag(options, 'sitePort', 'site-port');
+  // Listen for the signals before anything is printed: whoever reads the
+  // JSON line may stop the emulator at once.
+  let stopRequested;
+  const stopped = new Promise((resolve) => (stopRequested = resolve));
+  const onSignal = () => stopRequested();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   const { startEmulator } = require('../emulator.js');
   const emu = await startEmulator({ port, gatewayPort, sitePort, site: !options.noSite });
   print({
@@ -47,10 +54,7 @@ async function emulatorCommand(options) {
     ],
   });
   const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
-  await new Promise((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  await stopped;
   clearInterval(keepAlive);
   await emu.stop();
 }
