@@ -447,16 +447,41 @@ test('a lock directory with a wrong mode (or owner) is refused', async () => {
   }
 });
 
-test('a daemon that dies while starting: exact error, log file, no lock left', async () => {
-  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'doomed', '--connection-id', '999999']);
-  assert.equal(r.code, 1);
-  assert.deepEqual(r.json, {
-    error: 'Browser process exited unexpectedly.',
-    browserSession: 'doomed',
-    logFile: sb.logPath('doomed'),
-  });
-  assert.equal(sb.readLock('doomed'), null);
-  assert.match(sb.log('doomed'), /failed to start/);
+test('a daemon that dies while starting: exact error, log file, the cause in reason, no lock left, no secret', async () => {
+  const secret = 'sk_live_not_a_real_key_123456';
+  const cases = [
+    ['bad-id', ['--connection-id', '999999'], {}, 'API request failed (HTTP 404) code=not_found message=Connection not found.'],
+    [
+      'bad-key',
+      [],
+      { ALUVIA_API_KEY: secret },
+      'Authentication failed (HTTP 401). Check token validity and that you are using an account API token for account endpoints.',
+    ],
+    [
+      'no-api',
+      [],
+      { ALUVIA_API_BASE_URL: 'http://127.0.0.1:1/v1' },
+      /^API request failed: cannot reach http:\/\/127\.0\.0\.1:1\/v1 \(.*refused.*\)$/i,
+    ],
+    ['bad-port', [], { ALUVIA_GATEWAY_PORT: '70000' }, 'gatewayPort must be an integer from 0 to 65535, got 70000'],
+    [
+      'no-display',
+      ['--headful'],
+      { DISPLAY: '', WAYLAND_DISPLAY: '' },
+      'A headful browser needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set. Start it headless, or run it where a display is available.',
+    ],
+  ];
+  for (const [name, flags, env, reason] of cases) {
+    const r = await sb.cli(['session', 'start', site.url, '--browser-session', name, ...flags], { env });
+    assert.equal(r.code, 1, name);
+    const { reason: got, ...rest } = r.json;
+    assert.deepEqual(rest, { error: 'Browser process exited unexpectedly.', browserSession: name, logFile: sb.logPath(name) });
+    if (typeof reason === 'string') assert.equal(got, reason, name);
+    else assert.match(got, reason, name);
+    assert.equal(sb.readLock(name), null, name);
+    assert.match(sb.log(name), /failed to start: /, name);
+    assert.ok(!r.stdout.includes(secret) && !sb.log(name).includes(secret), `${name}: the key is in no output`);
+  }
 });
 
 test('--run: the script gets page, browser, context; output to the log; the session ends', async () => {

@@ -439,7 +439,14 @@ pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<BindingDaemonReady
     };
     match session::spawn_daemon(launch).await {
         Ok(ready) => Ok(BindingDaemonReady { pid: ready.pid, lock: ready.lock.as_ref().map(lock_json).transpose()? }),
-        Err(e @ (session::LaunchError::DiedWhileStarting { .. } | session::LaunchError::Timeout { .. })) => {
+        Err(e @ session::LaunchError::DiedWhileStarting { .. }) => {
+            let mut out = serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file });
+            if let session::LaunchError::DiedWhileStarting { reason: Some(reason), .. } = e {
+                out["reason"] = Value::from(reason);
+            }
+            Err(cli_error(out))
+        }
+        Err(e @ session::LaunchError::Timeout { .. }) => {
             Err(cli_error(serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file })))
         }
         Err(e @ session::LaunchError::Spawn(_)) => Err(to_napi(AluviaError::Internal(e.to_string()))),
