@@ -214,6 +214,8 @@ test('with no session running', async () => {
     [['session', 'rotate-ip'], none],
     [['session', 'set-geo', 'us'], none],
     [['session', 'set-rules', 'a.com'], none],
+    [['session', 'set-rules', '-a.com,b.com'], none],
+    [['session', 'set-rules', '--remove', '-a.com'], none],
     [['session', 'close', '--browser-session', 'ghost'], { error: 'No running browser session found.', browserSession: 'ghost' }],
     [['session', 'get', '--browser-session', 'ghost'], { error: "No session found with name 'ghost'." }],
     [['session', 'rotate-ip', '--browser-session', 'ghost'], { error: "No session found with name 'ghost'." }],

@@ -8,7 +8,9 @@
 const { VALUE_FLAGS } = require('./table.js');
 
 const isHelp = (arg) => arg === '--help' || arg === '-h';
-const isFlag = (arg) => arg.length > 1 && arg.startsWith('-');
+// `--name`, or a one-letter `-x`; anything else is an argument, so that a
+// rule that excludes a host (`-example.com`) is not taken for a flag.
+const isFlag = (arg) => (arg.startsWith('--') && arg.length > 2) || /^-[a-zA-Z]$/.test(arg);
 
 /** Positionals (value flags of any command skip their value), `help`, `json`. */
 function scan(argv) {
