@@ -3,9 +3,9 @@
 // private TMPDIR and is closed in after().
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, mkdirSync, chmodSync, chownSync, existsSync } from 'node:fs';
+import { writeFileSync, mkdirSync, chmodSync, chownSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { sdk, serve, admin } from './helpers.mjs';
+import { sdk, serve, admin, root } from './helpers.mjs';
 import { Sandbox, processes, descendants, alive, eventually, deadPid, pageHandler } from './sessions.mjs';
 
 let emu;
@@ -115,6 +115,96 @@ test('argument errors: exact strings, exit 1, one JSON object', async () => {
   assert.deepEqual(sb.locks(), [], 'no lock file left by a refused start');
 });
 
+test('flags are checked: unknown ones (with a suggestion), values missing or unwanted, stray arguments', async () => {
+  const usage = 'Run "aluvia help" for usage.';
+  const cases = [
+    [['session', 'start', site.url, '--auto-unblok'], `Unknown option: '--auto-unblok'. Did you mean '--auto-unblock'? ${usage}`],
+    [['session', 'set-rules', 'a.com', '--remvoe', 'b.com'], `Unknown option: '--remvoe'. Did you mean '--remove'? ${usage}`],
+    [['session', 'close', '--al'], `Unknown option: '--al'. Did you mean '--all'? ${usage}`],
+    [['session', 'list', '--frobnicate'], `Unknown option: '--frobnicate'. ${usage}`],
+    [['session', 'get', '--all'], `Unknown option: '--all'. ${usage}`],
+    [['geos', '--json'], `Unknown option: '--json'. ${usage}`],
+    [['account', '-x'], `Unknown option: '-x'. ${usage}`],
+    [['-x'], `Unknown option: '-x'. ${usage}`],
+    [['session', 'start', site.url, '--run'], "Option '--run' requires a value."],
+    [['session', 'start', site.url, '--browser-session', '--headful'], "Option '--browser-session' requires a value."],
+    [['session', 'start', site.url, '--connection-id='], "Option '--connection-id' requires a value."],
+    [['account', 'usage', '--start'], "Option '--start' requires a value."],
+    [['session', 'close', '--all=yes'], "Option '--all' does not take a value."],
+    [['session', 'start', site.url, 'extra'], `Unexpected argument: 'extra'. ${usage}`],
+    [['session', 'close', 'swift-falcon'], `Unexpected argument: 'swift-falcon'. ${usage}`],
+    [
+      ['session', 'close', '--all', '--browser-session', 'x'],
+      'Cannot both close all sessions and name one. Use either --all or --browser-session <name>, not both.',
+    ],
+  ];
+  for (const [args, error] of cases) {
+    const r = await sb.cli(args);
+    assert.equal(r.code, 1, args.join(' '));
+    assert.deepEqual(r.json, { error }, args.join(' '));
+  }
+  // Flags are checked before the key.
+  const keyless = await sb.cli(['session', 'list', '--bogus'], { env: { ALUVIA_API_KEY: '' } });
+  assert.equal(keyless.json.error, `Unknown option: '--bogus'. ${usage}`);
+});
+
+test('session start refuses a bad URL, a missing script and a wrong ALUVIA_CHROMIUM_PATH before any daemon', async () => {
+  const invalid = (v) => `Invalid URL: '${v}'. Use an http:// or https:// URL.`;
+  const notExecutable = join(sb.tmp, 'not-executable');
+  writeFileSync(notExecutable, 'plain file');
+  const cases = [
+    [['session', 'start', 'not a url'], invalid('not a url')],
+    [['session', 'start', 'localhost:8080/x'], invalid('localhost:8080/x')],
+    [['session', 'start', 'file:///etc/passwd'], invalid('file:///etc/passwd')],
+    [['session', 'start', 'javascript:alert(1)'], invalid('javascript:alert(1)')],
+    [['session', 'start', 'http://'], invalid('http://')],
+    [['session', 'start', site.url, '--run', 'no-such-script.mjs'], "Script not found: 'no-such-script.mjs'."],
+    [['session', 'start', site.url, '--run', sb.tmp], `Script not found: '${sb.tmp}'.`],
+  ];
+  for (const [args, error] of cases) {
+    const r = await sb.cli(args);
+    assert.equal(r.code, 1, args.join(' '));
+    assert.deepEqual(r.json, { error }, args.join(' '));
+  }
+  for (const [path, what] of [
+    [join(sb.tmp, 'no-chromium-here'), 'does not exist'],
+    [notExecutable, 'is not an executable file'],
+  ]) {
+    const r = await sb.cli(['session', 'start', site.url], { env: { ALUVIA_CHROMIUM_PATH: path } });
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.json, {
+      error: `ALUVIA_CHROMIUM_PATH is set to '${path}', which ${what}. Point it at a Chromium executable, or unset it to use the first one found.`,
+    });
+  }
+  assert.deepEqual(sb.locks(), [], 'no lock file');
+  const logs = existsSync(sb.lockDir) ? readdirSync(sb.lockDir).filter((f) => f.endsWith('.log')) : [];
+  assert.deepEqual(logs, [], 'no daemon was spawned');
+});
+
+test('--version, -v and version print the package version; <command> --help is that command only', async () => {
+  const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  for (const args of [['--version'], ['-v'], ['version']]) {
+    const r = await sb.cli(args, { env: { ALUVIA_API_KEY: '' } });
+    assert.equal(r.code, 0, args.join(' '));
+    assert.equal(r.stdout, `${version}\n`, args.join(' '));
+  }
+  const start = await sb.cli(['session', 'start', '--help']);
+  assert.equal(start.code, 0);
+  assert.match(start.stdout, /^Usage: aluvia session start <url> \[options\]\n/);
+  assert.match(start.stdout, /--run <script>/);
+  assert.match(start.stdout, /\nExample:\n {2}aluvia session start https:\/\/example\.com/);
+  assert.doesNotMatch(start.stdout, /set-rules|--remove|emulator/, 'not the whole list');
+  const viaHelp = await sb.cli(['help', 'session', 'start']);
+  assert.equal(viaHelp.stdout, start.stdout);
+  const json = await sb.cli(['session', 'close', '-h', '--json']);
+  assert.deepEqual(json.json.commands.map((c) => c.command), ['session close']);
+  assert.deepEqual(json.json.commands[0].options.map((o) => o.flag), ['--browser-session <name>', '--all']);
+  const group = await sb.cli(['session', '--help']);
+  assert.match(group.stdout, /^Usage: aluvia session <subcommand>/);
+  assert.match(group.stdout, /session rotate-ip/);
+  assert.doesNotMatch(group.stdout, /account usage/);
+});
+
 test('with no session running', async () => {
   const none = { error: 'No running browser sessions found.' };
   const cases = [
@@ -124,6 +214,8 @@ test('with no session running', async () => {
     [['session', 'rotate-ip'], none],
     [['session', 'set-geo', 'us'], none],
     [['session', 'set-rules', 'a.com'], none],
+    [['session', 'set-rules', '-a.com,b.com'], none],
+    [['session', 'set-rules', '--remove', '-a.com'], none],
     [['session', 'close', '--browser-session', 'ghost'], { error: 'No running browser session found.', browserSession: 'ghost' }],
     [['session', 'get', '--browser-session', 'ghost'], { error: "No session found with name 'ghost'." }],
     [['session', 'rotate-ip', '--browser-session', 'ghost'], { error: "No session found with name 'ghost'." }],
@@ -357,16 +449,41 @@ test('a lock directory with a wrong mode (or owner) is refused', async () => {
   }
 });
 
-test('a daemon that dies while starting: exact error, log file, no lock left', async () => {
-  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'doomed', '--connection-id', '999999']);
-  assert.equal(r.code, 1);
-  assert.deepEqual(r.json, {
-    error: 'Browser process exited unexpectedly.',
-    browserSession: 'doomed',
-    logFile: sb.logPath('doomed'),
-  });
-  assert.equal(sb.readLock('doomed'), null);
-  assert.match(sb.log('doomed'), /failed to start/);
+test('a daemon that dies while starting: exact error, log file, the cause in reason, no lock left, no secret', async () => {
+  const secret = 'sk_live_not_a_real_key_123456';
+  const cases = [
+    ['bad-id', ['--connection-id', '999999'], {}, 'API request failed (HTTP 404) code=not_found message=Connection not found.'],
+    [
+      'bad-key',
+      [],
+      { ALUVIA_API_KEY: secret },
+      'Authentication failed (HTTP 401). Check token validity and that you are using an account API token for account endpoints.',
+    ],
+    [
+      'no-api',
+      [],
+      { ALUVIA_API_BASE_URL: 'http://127.0.0.1:1/v1' },
+      /^API request failed: cannot reach http:\/\/127\.0\.0\.1:1\/v1 \(.*refused.*\)$/i,
+    ],
+    ['bad-port', [], { ALUVIA_GATEWAY_PORT: '70000' }, 'gatewayPort must be an integer from 0 to 65535, got 70000'],
+    [
+      'no-display',
+      ['--headful'],
+      { DISPLAY: '', WAYLAND_DISPLAY: '' },
+      'A headful browser needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set. Start it headless, or run it where a display is available.',
+    ],
+  ];
+  for (const [name, flags, env, reason] of cases) {
+    const r = await sb.cli(['session', 'start', site.url, '--browser-session', name, ...flags], { env });
+    assert.equal(r.code, 1, name);
+    const { reason: got, ...rest } = r.json;
+    assert.deepEqual(rest, { error: 'Browser process exited unexpectedly.', browserSession: name, logFile: sb.logPath(name) });
+    if (typeof reason === 'string') assert.equal(got, reason, name);
+    else assert.match(got, reason, name);
+    assert.equal(sb.readLock(name), null, name);
+    assert.match(sb.log(name), /failed to start: /, name);
+    assert.ok(!r.stdout.includes(secret) && !sb.log(name).includes(secret), `${name}: the key is in no output`);
+  }
 });
 
 test('--run: the script gets page, browser, context; output to the log; the session ends', async () => {

@@ -116,6 +116,40 @@ test('account, usage and geos on the happy path; the documented errors', async (
   }
 });
 
+test('arguments are checked against each tool\'s schema; errors name parameters, never CLI flags', async () => {
+  const { client } = await connectClient();
+  const known = 'url, autoUnblock, disableBlockDetection, headful, browserSession, connectionId';
+  try {
+    const cases = [
+      ['session_start', { url: 123 }, "Invalid parameter 'url': expected a string, got 123."],
+      ['session_start', { url: site.url, headful: 'yes' }, 'Invalid parameter \'headful\': expected a boolean, got "yes".'],
+      ['session_start', { url: site.url, connectionId: 0 }, "Invalid parameter 'connectionId': expected an integer of at least 1, got 0."],
+      ['session_start', { url: site.url, connectionId: '7' }, 'Invalid parameter \'connectionId\': expected an integer of at least 1, got "7".'],
+      ['session_start', { url: site.url, bogus: true }, `Unknown parameter: 'bogus'. Known parameters: ${known}.`],
+      ['session_start', { url: site.url, run: 'x.mjs' }, `Unknown parameter: 'run'. Known parameters: ${known}.`],
+      ['session_start', { url: '' }, 'URL is required.'],
+      ['session_start', { url: 'file:///etc/passwd' }, "Invalid URL: 'file:///etc/passwd'. Use an http:// or https:// URL."],
+      ['session_start', { url: 'localhost:8080/x' }, "Invalid URL: 'localhost:8080/x'. Use an http:// or https:// URL."],
+      ['session_close', { all: true, browserSession: 'x' }, "Parameters 'all' and 'browserSession' cannot be used together; use one of them."],
+      ['session_set_rules', { rules: 'a.com', remove: 'b.com' }, "Parameters 'rules' and 'remove' cannot be used together; use one of them."],
+      ['session_set_geo', { geo: 'us', clear: true }, "Parameters 'geo' and 'clear' cannot be used together; use one of them."],
+      ['session_set_rules', {}, 'Rules are required.'],
+      ['session_set_geo', {}, 'Geo code is required.'],
+      ['session_set_geo', { geo: '  ' }, "Geo code cannot be empty. Provide a valid geo code or use 'clear'."],
+      ['geos_list', { verbose: true }, "Unknown parameter: 'verbose'. This tool takes no parameters."],
+      ['account_usage', { start: 20260101 }, "Invalid parameter 'start': expected a string, got 20260101."],
+    ];
+    for (const [tool, args, error] of cases) {
+      const r = await call(client, tool, args);
+      assert.deepEqual(r, { isError: true, json: { error } }, `${tool} ${JSON.stringify(args)}`);
+      assert.ok(!error.includes('--'), error);
+    }
+    assert.deepEqual(box.locks(), [], 'nothing was started');
+  } finally {
+    await client.close();
+  }
+});
+
 test('two parallel session_start calls, the session tools, ambiguity, close all: no Chromium remains', async () => {
   const { client } = await connectClient();
   try {
@@ -132,7 +166,7 @@ test('two parallel session_start calls, the session tools, ambiguity, close all:
 
     const ambiguous = await call(client, 'session_get');
     assert.equal(ambiguous.isError, true);
-    assert.equal(ambiguous.json.error, 'Multiple sessions running. Specify --browser-session <name>.');
+    assert.equal(ambiguous.json.error, "Multiple sessions running. Specify 'browserSession'.");
     assert.deepEqual([...ambiguous.json.browserSessions].sort(), ['mcp-a', 'mcp-b']);
 
     const got = await call(client, 'session_get', { browserSession: 'mcp-a' });

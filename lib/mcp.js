@@ -1,96 +1,102 @@
 'use strict';
 
-// The MCP server: the CLI's session workflow as tools over stdio. Each tool
-// runs the CLI command's own handler (lib/cli/commands.js) and returns its
-// JSON object as one text item; `isError` when the object is an error.
+// The MCP server: the CLI's session workflow as tools over stdio. The tools
+// come from the CLI's command table (lib/cli/table.js): each runs the CLI
+// command's own handler and returns its JSON object as one text item;
+// `isError` when the object is an error. Arguments are checked against the
+// tool's own schema first, and errors speak of parameters, never CLI flags.
 
 const { Server } = require('@modelcontextprotocol/sdk/server/index.js');
 const { StdioServerTransport } = require('@modelcontextprotocol/sdk/server/stdio.js');
 const { ListToolsRequestSchema, CallToolRequestSchema } = require('@modelcontextprotocol/sdk/types.js');
-const commands = require('./cli/commands.js');
+const { COMMANDS } = require('./cli/table.js');
 const { version } = require('../package.json');
 
-const text = (description) => ({ type: 'string', description });
-const flag = (description) => ({ type: 'boolean', description });
-const browserSession = text('Session name; auto-selected when exactly one session runs');
-
-function tool(name, description, properties, run, required = []) {
-  return { name, description, inputSchema: { type: 'object', properties, required, additionalProperties: false }, run };
+/** A command's parameters: its positional arguments and the flags it exposes, as JSON schema properties. */
+function properties(command) {
+  const out = {};
+  const params = [];
+  for (const a of command.args ?? []) {
+    out[a.key] = { type: 'string', description: a.tool };
+    params.push({ key: a.key, cli: [a.placeholder] });
+  }
+  for (const o of command.options) {
+    if (o.tool === false) continue;
+    const type = o.schema ?? { type: o.value ? 'string' : 'boolean' };
+    out[o.key] = { ...type, description: typeof o.tool === 'string' ? o.tool : o.description };
+    params.push({ key: o.key, cli: o.value ? [`--${o.name} ${o.value}`, `--${o.name}`] : [`--${o.name}`] });
+  }
+  return { properties: out, params };
 }
 
-const TOOLS = [
-  tool(
-    'session_start',
-    'Start a background headless browser session on a URL (same as `aluvia session start`).',
-    {
-      url: text('URL to open'),
-      connectionId: { type: 'integer', minimum: 1, description: 'Reuse this account connection' },
-      headful: flag('Show the browser window'),
-      browserSession: text('Name for the session (letters, numbers, hyphens, underscores)'),
-      autoUnblock: flag('Detect blocks and re-route blocked sites through the gateway'),
-      disableBlockDetection: flag('Turn block detection off'),
-    },
-    (a) => (a.url ? commands.sessionStart(a) : { error: 'URL is required.' }),
-    ['url'],
-  ),
-  tool(
-    'session_close',
-    'Close a browser session, or all of them (same as `aluvia session close`).',
-    { browserSession, all: flag('Close every running session') },
-    (a) => commands.sessionClose(a),
-  ),
-  tool('session_list', 'List running browser sessions (same as `aluvia session list`).', {}, (a) =>
-    commands.sessionList(a),
-  ),
-  tool(
-    'session_get',
-    'Details of a session: block detection state, the connection, traffic (same as `aluvia session get`).',
-    { browserSession },
-    (a) => commands.sessionGet(a),
-  ),
-  tool(
-    'session_rotate_ip',
-    "Rotate the session's exit IP with a new session ID (same as `aluvia session rotate-ip`).",
-    { browserSession },
-    (a) => commands.sessionRotateIp(a),
-  ),
-  tool(
-    'session_set_geo',
-    "Set or clear the session's geo targeting (same as `aluvia session set-geo`); geo or clear, not both.",
-    { geo: text('Geo code, e.g. us_ca'), clear: flag('Clear geo targeting'), browserSession },
-    (a) => commands.sessionSetGeo(a),
-  ),
-  tool(
-    'session_set_rules',
-    "Append to or remove from the session's routing rules (same as `aluvia session set-rules`); rules or remove, not both.",
-    {
-      rules: text('Comma-separated rules to append'),
-      remove: text('Comma-separated rules to remove'),
-      browserSession,
-    },
-    (a) => commands.sessionSetRules(a),
-  ),
-  tool('account_get', 'Account details (same as `aluvia account`).', {}, (a) => commands.account(a)),
-  tool(
-    'account_usage',
-    'Account usage (same as `aluvia account usage`).',
-    { start: text('Start, ISO 8601'), end: text('End, ISO 8601') },
-    (a) => commands.accountUsage(a),
-  ),
-  tool('geos_list', 'Available geo codes (same as `aluvia geos`).', {}, (a) => commands.geos(a)),
-];
+const TOOLS = COMMANDS.filter((c) => c.tool).map((c) => {
+  const { properties: props, params } = properties(c);
+  return {
+    name: c.tool.name,
+    description: c.tool.description,
+    inputSchema: { type: 'object', properties: props, required: c.tool.required ?? [], additionalProperties: false },
+    command: c,
+    params,
+  };
+});
+
+const TYPE_NAMES = { string: 'a string', boolean: 'a boolean', integer: 'an integer' };
+
+/** The first way `args` breaks the tool's schema, as an error message naming the parameter; undefined when it fits. */
+function schemaError(tool, args) {
+  if (args === null || typeof args !== 'object' || Array.isArray(args)) return 'Arguments must be an object.';
+  const { properties: props } = tool.inputSchema;
+  for (const [key, value] of Object.entries(args)) {
+    const schema = props[key];
+    if (!schema) {
+      const known = Object.keys(props);
+      const list = known.length ? ` Known parameters: ${known.join(', ')}.` : ' This tool takes no parameters.';
+      return `Unknown parameter: '${key}'.${list}`;
+    }
+    const ok =
+      schema.type === 'integer'
+        ? Number.isSafeInteger(value) && (schema.minimum === undefined || value >= schema.minimum)
+        : typeof value === schema.type;
+    if (!ok) {
+      const min = schema.minimum !== undefined ? ` of at least ${schema.minimum}` : '';
+      return `Invalid parameter '${key}': expected ${TYPE_NAMES[schema.type]}${min}, got ${JSON.stringify(value)}.`;
+    }
+  }
+  const given = (k) => args[k] !== undefined && args[k] !== false;
+  const [a, b] = tool.command.exclusive ?? [];
+  if (a && given(a) && given(b)) return `Parameters '${a}' and '${b}' cannot be used together; use one of them.`;
+  // A missing required parameter is left to the handler (`URL is required.`).
+  return undefined;
+}
+
+const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** A handler's error in MCP terms: no "Usage: aluvia …" tail, parameter names for CLI flags. */
+function inToolTerms(tool, message) {
+  let out = message.replace(/ Usage: aluvia .*$/, '');
+  for (const p of tool.params) {
+    for (const cli of p.cli) out = out.replace(new RegExp(`${escape(cli)}(?![\\w-])`, 'g'), `'${p.key}'`);
+  }
+  return out;
+}
 
 /** Run one tool: never throws, never exits; the JSON object as MCP content. */
 async function callTool(name, args) {
-  const found = TOOLS.find((t) => t.name === name);
+  const tool = TOOLS.find((t) => t.name === name);
   let out;
-  if (!found) {
+  if (!tool) {
     out = { error: `Unknown tool: '${name}'.` };
   } else {
-    try {
-      out = await found.run({ ...(args ?? {}) });
-    } catch (err) {
-      out = { error: err?.message ?? String(err) };
+    const invalid = schemaError(tool, args ?? {});
+    if (invalid) {
+      out = { error: invalid };
+    } else {
+      try {
+        out = await tool.command.run({ ...(args ?? {}) });
+      } catch (err) {
+        out = { error: err?.message ?? String(err) };
+      }
+      if (typeof out?.error === 'string') out = { ...out, error: inToolTerms(tool, out.error) };
     }
   }
   return { content: [{ type: 'text', text: JSON.stringify(out) }], isError: Boolean(out?.error) };

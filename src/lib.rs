@@ -390,6 +390,13 @@ pub async fn session_claim(name: Option<String>, initial: Value) -> Result<Strin
     .await
 }
 
+/// The Chromium a browser session would start (see
+/// `browser::launch::find_chromium`), or the error that session would fail with.
+#[napi]
+pub fn chromium_path() -> Result<String> {
+    aluvia_core::browser::launch::find_chromium().map(|p| p.display().to_string()).map_err(to_napi)
+}
+
 #[napi(object)]
 pub struct BindingDaemonSpawn {
     /// The claimed session name: its lock's pid becomes the daemon's; the log is `cli-{name}.log`.
@@ -434,7 +441,14 @@ pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<BindingDaemonReady
     };
     match session::spawn_daemon(launch).await {
         Ok(ready) => Ok(BindingDaemonReady { pid: ready.pid, lock: ready.lock.as_ref().map(lock_json).transpose()? }),
-        Err(e @ (session::LaunchError::DiedWhileStarting { .. } | session::LaunchError::Timeout { .. })) => {
+        Err(e @ session::LaunchError::DiedWhileStarting { .. }) => {
+            let mut out = serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file });
+            if let session::LaunchError::DiedWhileStarting { reason: Some(reason), .. } = e {
+                out["reason"] = Value::from(reason);
+            }
+            Err(cli_error(out))
+        }
+        Err(e @ session::LaunchError::Timeout { .. }) => {
             Err(cli_error(serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file })))
         }
         Err(e @ session::LaunchError::Spawn(_)) => Err(to_napi(AluviaError::Internal(e.to_string()))),

@@ -6,6 +6,7 @@
 // call them concurrently. Files, processes and names are handled by the
 // native engine (src/lib.rs → crates/core/src/session).
 
+const fs = require('node:fs');
 const path = require('node:path');
 const { randomUUID } = require('node:crypto');
 const native = require('../native.js');
@@ -78,33 +79,65 @@ function listFields(lock) {
 
 function parseConnectionId(v) {
   if (v === undefined) return undefined;
-  const text = v === true ? '' : String(v);
+  const text = String(v);
   if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
     throw new CliError({ error: `Invalid --connection-id: '${text}' must be a positive integer.` });
   }
   return Number(text);
 }
 
+/** An http(s) URL (or `about:blank`), else the CLI's error. */
+function checkUrl(url) {
+  if (url === 'about:blank') return;
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || !['http:', 'https:'].includes(parsed.protocol) || !parsed.hostname) {
+    throw new CliError({ error: `Invalid URL: '${url}'. Use an http:// or https:// URL.` });
+  }
+}
+
+/** The `--run` script's absolute path; an error when it is not a file. */
+function scriptPath(run, cwd) {
+  const resolved = path.resolve(cwd, run);
+  let isFile = false;
+  try {
+    isFile = fs.statSync(resolved).isFile();
+  } catch {
+    isFile = false;
+  }
+  if (!isFile) throw new CliError({ error: `Script not found: '${run}'.` });
+  return resolved;
+}
+
 /**
- * `session start <url>`: claims a name, spawns the daemon and waits (60 s at
- * most) until its browser has navigated. Options: url, autoUnblock, run,
- * headful, browserSession, connectionId, disableBlockDetection, cwd, env,
+ * `session start <url>`: checks what it can (URL, connection id, script,
+ * Chromium), claims a name, spawns the daemon and waits (60 s at most) until
+ * its browser has navigated. Options: url, autoUnblock, run, headful,
+ * browserSession, connectionId, disableBlockDetection, cwd, env,
  * readyTimeoutMs.
  */
 function sessionStart(o = {}) {
   return guarded(o, async () => {
-    if (!o.url || o.url === true) return { error: 'URL is required. Usage: aluvia session start <url> [options]' };
+    if (!o.url) return { error: 'URL is required. Usage: aluvia session start <url> [options]' };
+    const url = String(o.url);
+    checkUrl(url);
     const connectionId = parseConnectionId(o.connectionId);
     const blockDetection = !o.disableBlockDetection;
     const autoUnblock = blockDetection && Boolean(o.autoUnblock);
     const cwd = o.cwd ?? process.cwd();
-    const run = o.run && o.run !== true ? path.resolve(cwd, String(o.run)) : undefined;
-    const requested = o.browserSession === undefined ? null : String(o.browserSession === true ? '' : o.browserSession);
+    const run = o.run === undefined ? undefined : scriptPath(String(o.run), cwd);
+    // A Chromium that cannot be found fails here, not in the daemon.
+    mapped(() => native.chromiumPath());
+    const requested = o.browserSession === undefined ? null : String(o.browserSession);
     const name = await mapped(() => native.sessionClaim(requested, { pid: 0, blockDetection, autoUnblock }));
     const env = {};
     const source = o.env ?? process.env;
     for (const k of ENV_KEYS) if (source[k] !== undefined) env[k] = source[k];
-    const spec = { name, url: String(o.url), blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run };
+    const spec = { name, url, blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run };
     // The daemon's lock as it was when it became ready (with --run it may be gone by now).
     const { pid, lock } = await mapped(() =>
       native.daemonSpawn({
@@ -134,6 +167,9 @@ const closeOne = (name) => mapped(() => native.sessionClose(name, CLOSE_GRACE_MS
 /** `session close`: options browserSession, all, env. */
 function sessionClose(o = {}) {
   return guarded(o, async () => {
+    if (o.all && o.browserSession !== undefined) {
+      return { error: 'Cannot both close all sessions and name one. Use either --all or --browser-session <name>, not both.' };
+    }
     if (o.all) {
       const { sessions } = await mapped(() => native.sessionList());
       if (sessions.length === 0) return { error: 'No running browser sessions found.', closed: [], count: 0 };
@@ -198,11 +234,11 @@ function sessionRotateIp(o = {}) {
 function sessionSetGeo(o = {}) {
   return guarded(o, async (s) => {
     let targetGeo = null;
-    if (o.clear && o.geo !== undefined && o.geo !== true) {
+    if (o.clear && o.geo !== undefined) {
       return { error: 'Cannot both set and clear the geo. Use either <geo> or --clear, not both.' };
     }
     if (!o.clear) {
-      if (o.geo === undefined || o.geo === true) {
+      if (o.geo === undefined) {
         return { error: 'Geo code is required. Usage: aluvia session set-geo <geo> [--browser-session <name>]' };
       }
       targetGeo = String(o.geo).trim();
@@ -215,7 +251,7 @@ function sessionSetGeo(o = {}) {
 }
 
 function splitRules(v) {
-  if (v === undefined || v === true) return [];
+  if (v === undefined) return [];
   return String(v)
     .split(',')
     .map((r) => r.trim())
@@ -252,8 +288,8 @@ function account(o = {}) {
 function accountUsage(o = {}) {
   return guarded(o, async (s) => {
     const params = {};
-    if (o.start !== undefined && o.start !== true) params.start = String(o.start);
-    if (o.end !== undefined && o.end !== true) params.end = String(o.end);
+    if (o.start !== undefined) params.start = String(o.start);
+    if (o.end !== undefined) params.end = String(o.end);
     return { usage: await apiFor(s).account.usage.get(params) };
   });
 }

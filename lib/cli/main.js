@@ -1,22 +1,14 @@
 'use strict';
 
-const { parseArgs } = require('./args.js');
-const { COMMANDS, helpText } = require('./help.js');
+// `aluvia <command>`: argv → the command of the table (./table.js) → one JSON
+// object on stdout (help and version print text). Help and version never load
+// the native engine.
 
-const commands = require('./commands.js');
+const { scan, parseOptions, ArgError } = require('./args.js');
+const { findCommand } = require('./table.js');
+const { helpJson, helpText, commandHelpText, groupHelpText } = require('./help.js');
 
-const VALUE_FLAGS = new Set([
-  'port',
-  'gateway-port',
-  'site-port',
-  'site-tls-port',
-  'run',
-  'browser-session',
-  'connection-id',
-  'remove',
-  'start',
-  'end',
-]);
+const GROUPS = new Set(['session', 'account']);
 
 function print(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -27,25 +19,28 @@ function fail(error, extra = {}) {
   process.exitCode = 1;
 }
 
-function portFlag(flags, name) {
-  const v = flags[name];
+function portFlag(options, key, name) {
+  const v = options[key];
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v === true || !Number.isInteger(n) || n < 0 || n > 65535) {
-    throw new Error(`Invalid --${name}: '${v === true ? '' : v}' must be an integer from 0 to 65535.`);
-  }
+  if (!/^\d+$/.test(v) || n > 65535) throw new ArgError(`Invalid --${name}: '${v}' must be an integer from 0 to 65535.`);
   return n;
 }
 
-async function emulatorCommand(flags) {
+async function emulatorCommand(options) {
+  const port = portFlag(options, 'port', 'port');
+  const gatewayPort = portFlag(options, 'gatewayPort', 'gateway-port');
+  const sitePort = portFlag(options, 'sitePort', 'site-port');
+  const siteTlsPort = portFlag(options, 'siteTlsPort', 'site-tls-port');
+  // Listen for the signals before anything is printed: whoever reads the
+  // JSON line may stop the emulator at once.
+  let stopRequested;
+  const stopped = new Promise((resolve) => (stopRequested = resolve));
+  const onSignal = () => stopRequested();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   const { startEmulator } = require('../emulator.js');
-  const emu = await startEmulator({
-    port: portFlag(flags, 'port'),
-    gatewayPort: portFlag(flags, 'gateway-port'),
-    sitePort: portFlag(flags, 'site-port'),
-    siteTlsPort: portFlag(flags, 'site-tls-port'),
-    site: !flags['no-site'],
-  });
+  const emu = await startEmulator({ port, gatewayPort, sitePort, siteTlsPort, site: !options.noSite });
   print({
     apiBaseUrl: emu.apiBaseUrl,
     apiKey: emu.apiKey,
@@ -62,76 +57,76 @@ async function emulatorCommand(flags) {
     ],
   });
   const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
-  await new Promise((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  await stopped;
   clearInterval(keepAlive);
   await emu.stop();
 }
 
-// A command's handler and its options from argv.
-function dispatch([command, sub, arg], flags) {
-  const env = process.env;
-  const browserSession = flags['browser-session'];
-  const keyMissing = commands.settings(env).error;
-  if (keyMissing && ['session', 'account', 'geos'].includes(command)) return { error: keyMissing };
-  switch (command) {
-    case 'session':
-      switch (sub) {
-        case 'start':
-          return commands.sessionStart({
-            url: arg,
-            autoUnblock: flags['auto-unblock'],
-            run: flags.run,
-            headful: flags.headful,
-            browserSession,
-            connectionId: flags['connection-id'],
-            disableBlockDetection: flags['disable-block-detection'],
-            env,
-          });
-        case 'close':
-          return commands.sessionClose({ browserSession, all: flags.all, env });
-        case 'list':
-          return commands.sessionList({ env });
-        case 'get':
-          return commands.sessionGet({ browserSession, env });
-        case 'rotate-ip':
-          return commands.sessionRotateIp({ browserSession, env });
-        case 'set-geo':
-          return commands.sessionSetGeo({ geo: arg, clear: flags.clear, browserSession, env });
-        case 'set-rules':
-          return commands.sessionSetRules({ rules: arg, remove: flags.remove, browserSession, env });
-        default:
-          return { error: `Unknown session subcommand: '${sub ?? ''}'. Run "aluvia help" for usage.` };
-      }
-    case 'account':
-      if (sub === undefined) return commands.account({ env });
-      if (sub === 'usage') return commands.accountUsage({ start: flags.start, end: flags.end, env });
-      return { error: `Unknown account subcommand: '${sub}'.` };
-    case 'geos':
-      return commands.geos({ env });
-    default:
-      return { error: `Unknown command: '${command}'. Run "aluvia help" for usage.` };
+/** `aluvia help [command]`, `<command> --help`: text, or JSON with --json. */
+function printHelp(words, json) {
+  const target = findCommand(words);
+  let text;
+  let out;
+  if (target && target.path[0] !== 'help') {
+    text = commandHelpText(target);
+    out = helpJson([target]);
+  } else if (!target && GROUPS.has(words[0])) {
+    ({ text, json: out } = groupHelpText(words[0]));
+  } else {
+    text = helpText();
+    out = helpJson();
   }
+  if (json) print(out);
+  else process.stdout.write(`${text}\n`);
+}
+
+/** The command for argv, or `{ error }`. */
+function resolveCommand(positionals) {
+  const command = findCommand(positionals);
+  const [first, second] = positionals;
+  if (!command) {
+    if (first === 'session') return { error: `Unknown session subcommand: '${second ?? ''}'. Run "aluvia help" for usage.` };
+    return { error: `Unknown command: '${first}'. Run "aluvia help" for usage.` };
+  }
+  if (command.path.length === 1 && GROUPS.has(first) && second !== undefined) {
+    return { error: `Unknown ${first} subcommand: '${second}'.` };
+  }
+  return { command };
 }
 
 async function main(argv) {
-  const { positionals, flags, help } = parseArgs(argv, VALUE_FLAGS);
-  const [command] = positionals;
   try {
-    if (help || command === undefined || command === 'help') {
-      if (flags.json) print({ commands: COMMANDS });
-      else process.stdout.write(`${helpText()}\n`);
+    const args = argv[0] === '--version' || argv[0] === '-v' ? ['version', ...argv.slice(1)] : argv;
+    const { positionals, help, json } = scan(args);
+    const stray = positionals.length === 0 && !help && args.find((a) => a !== '--json');
+    if (stray) throw new ArgError(`Unknown option: '${stray.split('=')[0]}'. Run "aluvia help" for usage.`);
+    if (help || positionals.length === 0 || positionals[0] === 'help') {
+      printHelp(positionals[0] === 'help' ? positionals.slice(1) : positionals, json);
       return;
     }
-    if (command === 'emulator') {
-      await emulatorCommand(flags);
-      return;
+    const { command, error } = resolveCommand(positionals);
+    if (error) return fail(error);
+    const parsed = parseOptions(args, command);
+    const extra = parsed.positionals.slice(command.path.length + (command.args?.length ?? 0));
+    if (extra.length) throw new ArgError(`Unexpected argument: '${extra[0]}'. Run "aluvia help" for usage.`);
+    const options = { ...parsed.options };
+    (command.args ?? []).forEach((a, i) => {
+      const v = parsed.positionals[command.path.length + i];
+      if (v !== undefined) options[a.key] = v;
+    });
+    switch (command.path[0]) {
+      case 'version':
+        process.stdout.write(`${require('../../package.json').version}\n`);
+        return;
+      case 'emulator':
+        await emulatorCommand(options);
+        return;
+      default: {
+        const result = await command.run({ ...options, env: process.env });
+        print(result);
+        if (result.error !== undefined) process.exitCode = 1;
+      }
     }
-    const result = await dispatch(positionals, flags);
-    print(result);
-    if (result.error !== undefined) process.exitCode = 1;
   } catch (err) {
     fail(err?.message ?? String(err));
   }

@@ -54,9 +54,20 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
-/// The first Chromium found, or one error naming every place looked at.
+/// The first Chromium found, or one error naming every place looked at. An
+/// `ALUVIA_CHROMIUM_PATH` that is set must name an executable file: a wrong
+/// one is an error, never a silent fall-back to another Chromium.
 pub fn find_chromium() -> Result<PathBuf> {
     let list = candidates();
+    if let Some((_, Some(p))) = list.first() {
+        if !is_executable(p) {
+            let what = if p.exists() { "is not an executable file" } else { "does not exist" };
+            return Err(AluviaError::Invalid(format!(
+                "ALUVIA_CHROMIUM_PATH is set to '{}', which {what}. Point it at a Chromium executable, or unset it to use the first one found.",
+                p.display()
+            )));
+        }
+    }
     for (_, path) in &list {
         if let Some(p) = path {
             if is_executable(p) {

@@ -1,9 +1,10 @@
 //! The daemon launcher: a detached child in its own session with its output
 //! appended to the session's log file, and a pipe on its fd 3 on which it says
 //! `ready` (optionally followed by its lock file's JSON) once its first
-//! navigation is done. The parent returns as soon as that line arrives, fails
-//! as soon as the pipe closes without it (the child died), and gives up after
-//! a timeout.
+//! navigation is done, or `failed <reason>` when it cannot start. The parent
+//! returns as soon as the ready line arrives, fails as soon as the pipe closes
+//! without it (the child died; with the reason it sent, if any), and gives up
+//! after a timeout.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
@@ -35,6 +36,12 @@ const READY_FD: RawFd = 3;
 /// What the child writes, followed by a newline.
 const READY_LINE: &[u8] = b"ready";
 
+/// What a child that cannot start writes, followed by a space, its reason and a newline.
+const FAILED_LINE: &[u8] = b"failed";
+
+/// The longest reason the child sends (longer ones are cut, on a char boundary).
+const MAX_REASON: usize = 2000;
+
 /// The longest line the parent takes from the ready pipe: the ready line
 /// carries the lock, whose start URL can be as long as an argument can
 /// (128 KiB on Linux).
@@ -64,9 +71,10 @@ pub struct DaemonSpawn {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LaunchError {
     /// The ready pipe closed without the ready line: the daemon exited (or
-    /// closed its fd 3) before it was ready.
+    /// closed its fd 3) before it was ready; `reason` is the one-line cause it
+    /// sent ([`signal_failed`]), if any.
     #[error("Browser process exited unexpectedly.")]
-    DiedWhileStarting { pid: u32 },
+    DiedWhileStarting { pid: u32, reason: Option<String> },
     /// Not ready in time; the daemon is left running, and a claimed lock names it.
     #[error("Browser is still initializing (timeout).")]
     Timeout { pid: u32 },
@@ -86,7 +94,8 @@ pub struct DaemonReady {
 
 enum Outcome {
     Ready(Option<Box<LockData>>),
-    Closed,
+    /// With the reason of a `failed` line, if one came.
+    Closed(Option<String>),
     TimedOut,
 }
 
@@ -200,12 +209,12 @@ pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<DaemonReady, LaunchError>
         Ok(Outcome::Ready(lock)) => Ok(DaemonReady { pid, lock: lock.map(|l| *l) }),
         // Left running, under its lock.
         Ok(Outcome::TimedOut) => Err(LaunchError::Timeout { pid }),
-        Ok(Outcome::Closed) => {
+        Ok(Outcome::Closed(reason)) => {
             // The pipe closes as the process exits; the reaper follows shortly.
             if wait_gone(pid, Duration::from_secs(1)).await {
                 release_lock(pid, &spec).await;
             }
-            Err(LaunchError::DiedWhileStarting { pid })
+            Err(LaunchError::DiedWhileStarting { pid, reason })
         }
         Err(e) => {
             abandon(pid, &spec).await;
@@ -311,6 +320,7 @@ async fn wait_ready(read_end: OwnedFd, timeout: Duration) -> io::Result<Outcome>
     let pipe = unsafe { AsyncFd::register_with_interest(read_end, Interest::READABLE) }?;
     let read_lines = async {
         let mut pending = Vec::new();
+        let mut failed = None;
         let mut chunk = [0u8; 512];
         loop {
             let mut guard = pipe.readable().await?;
@@ -324,13 +334,16 @@ async fn wait_ready(read_end: OwnedFd, timeout: Duration) -> io::Result<Outcome>
                 }
             });
             match read {
-                Ok(Ok(0)) => return Ok(Outcome::Closed),
+                Ok(Ok(0)) => return Ok(Outcome::Closed(failed)),
                 Ok(Ok(n)) => {
                     pending.extend_from_slice(&chunk[..n]);
                     while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=end).collect();
                         if let Some(lock) = ready_line(&line[..end]) {
                             return Ok(Outcome::Ready(lock.map(Box::new)));
+                        }
+                        if let Some(reason) = failed_line(&line[..end]) {
+                            failed = Some(reason);
                         }
                     }
                     if pending.len() > MAX_READY_LINE {
@@ -363,6 +376,32 @@ fn ready_line(line: &[u8]) -> Option<Option<LockData>> {
         return None;
     }
     Some(serde_json::from_slice(rest).ok())
+}
+
+/// `failed <reason>` → the reason (one line, at most [`MAX_REASON`] bytes);
+/// anything else → `None`.
+fn failed_line(line: &[u8]) -> Option<String> {
+    let rest = line.trim_ascii().strip_prefix(FAILED_LINE)?;
+    if rest.first().is_some_and(|b| !b.is_ascii_whitespace()) {
+        return None;
+    }
+    let reason = String::from_utf8_lossy(rest);
+    let reason = reason.trim();
+    (!reason.is_empty()).then(|| one_line(reason))
+}
+
+/// `text` on one line (whitespace runs become one space), cut to [`MAX_REASON`] bytes.
+fn one_line(text: &str) -> String {
+    let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
 }
 
 /// Whether this process has already used (or given up) its ready fd.
@@ -405,6 +444,28 @@ pub fn prepare_ready_fd() -> io::Result<()> {
 /// `ALUVIA_READY_FD`, then closes it. Idempotent; a no-op without the
 /// variable. A parent that stopped waiting (closed pipe) is not an error.
 pub fn signal_ready(lock: Option<&LockData>) -> io::Result<()> {
+    let mut line = READY_LINE.to_vec();
+    if let Some(lock) = lock {
+        line.push(b' ');
+        line.extend(serde_json::to_vec(lock).map_err(io::Error::other)?);
+    }
+    send_final_line(line)
+}
+
+/// For the daemon, when it cannot start: writes `failed <reason>\n` (the
+/// reason on one line) to the fd named by `ALUVIA_READY_FD`, then closes it,
+/// so that `session start` can say why. The caller keeps secrets out of
+/// `reason`. Idempotent with [`signal_ready`] (only the first is sent); a
+/// no-op without the variable.
+pub fn signal_failed(reason: &str) -> io::Result<()> {
+    let mut line = FAILED_LINE.to_vec();
+    line.push(b' ');
+    line.extend(one_line(reason).as_bytes());
+    send_final_line(line)
+}
+
+/// Writes `line` and a newline to the ready fd and closes it; once only.
+fn send_final_line(mut line: Vec<u8>) -> io::Result<()> {
     let mut done = READY_FD_DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if *done {
         return Ok(());
@@ -412,11 +473,6 @@ pub fn signal_ready(lock: Option<&LockData>) -> io::Result<()> {
     let Some(fd) = ready_fd_from_env()? else {
         return Ok(());
     };
-    let mut line = READY_LINE.to_vec();
-    if let Some(lock) = lock {
-        line.push(b' ');
-        line.extend(serde_json::to_vec(lock).map_err(io::Error::other)?);
-    }
     line.push(b'\n');
     let mut written = 0;
     let result = loop {
@@ -536,6 +592,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn session_daemon_died_with_a_reason() {
+        let dir = TempDir::new("daemon-reason");
+        let script = "echo starting; printf 'failed  the API said no\\n  (401)\\n' >&3; exit 1";
+        let err = spawn_daemon(sh(&dir, script, Duration::from_secs(20))).await.unwrap_err();
+        let LaunchError::DiedWhileStarting { reason, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(reason.as_deref(), Some("the API said no"), "the first line's reason, trimmed");
+        assert_eq!(err.to_string(), "Browser process exited unexpectedly.", "the documented message stays");
+        // Without a failed line there is no reason.
+        let err = spawn_daemon(sh(&dir, "exit 1", Duration::from_secs(20))).await.unwrap_err();
+        assert!(matches!(err, LaunchError::DiedWhileStarting { reason: None, .. }), "{err:?}");
+    }
+
+    #[tokio::test]
     async fn session_daemon_died_removes_its_claimed_lock() {
         let dir = TempDir::new("daemon-claim");
         let locks = dir.lock_dir();
@@ -543,7 +612,7 @@ mod tests {
         let mut spec = sh(&dir, "exit 3", Duration::from_secs(20));
         spec.claimed_lock = Some((locks.clone(), name));
         let err = spawn_daemon(spec).await.unwrap_err();
-        let LaunchError::DiedWhileStarting { pid } = err else { panic!("{err:?}") };
+        let LaunchError::DiedWhileStarting { pid, reason: None } = err else { panic!("{err:?}") };
         assert_ne!(pid, std::process::id());
         assert_eq!(locks.read("dying").unwrap(), None);
     }
@@ -718,6 +787,18 @@ mod tests {
         assert_eq!(ready_line(b"readying"), None);
         assert_eq!(ready_line(b"not-ready"), None);
         assert_eq!(ready_line(b""), None);
+    }
+
+    #[test]
+    fn session_failed_lines() {
+        assert_eq!(failed_line(b"failed boom"), Some("boom".into()));
+        assert_eq!(failed_line(b" failed  a\tb   c \r"), Some("a b c".into()));
+        assert_eq!(failed_line(b"failed"), None, "no reason");
+        assert_eq!(failed_line(b"failedx y"), None);
+        assert_eq!(failed_line(b"ready"), None);
+        let long = failed_line(format!("failed {}", "é".repeat(MAX_REASON)).as_bytes()).unwrap();
+        assert!(long.len() <= MAX_REASON + '…'.len_utf8() && long.ends_with('…'), "{}", long.len());
+        assert_eq!(one_line("a\nb\r\nc"), "a b c");
     }
 
     #[test]

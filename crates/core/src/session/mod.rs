@@ -30,8 +30,8 @@ mod sync;
 
 pub use close::{close_session, Closed, HANDOVER_WAIT};
 pub use daemon::{
-    prepare_ready_fd, signal_ready, spawn_daemon, DaemonReady, DaemonSpawn, LaunchError, DEFAULT_READY_TIMEOUT,
-    READY_FD_ENV,
+    prepare_ready_fd, signal_failed, signal_ready, spawn_daemon, DaemonReady, DaemonSpawn, LaunchError,
+    DEFAULT_READY_TIMEOUT, READY_FD_ENV,
 };
 pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
 pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead};

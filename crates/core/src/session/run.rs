@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::daemon::{prepare_ready_fd, signal_ready};
+use super::daemon::{prepare_ready_fd, signal_failed, signal_ready};
 use super::dir::LockDir;
 use super::lock::LockData;
 use super::off_thread;
@@ -176,6 +176,35 @@ fn log(msg: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "[aluvia] {} {msg}", iso_now());
 }
 
+/// Why a start failed, as `session start` shows it (`reason`): the error's
+/// message with the secrets (API key, gateway password) taken out.
+fn failure_reason(e: &AluviaError, secrets: &[&str]) -> String {
+    let mut reason = e.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        reason = reason.replace(secret, "[redacted]");
+    }
+    reason
+}
+
+/// Logs why the daemon could not start and tells `session start` (the ready pipe).
+fn report_failure(reason: &str) {
+    log(format_args!("failed to start: {reason}"));
+    if let Err(e) = signal_failed(reason) {
+        log(format_args!("warning: could not report the failure: {e}"));
+    }
+}
+
+/// A headful browser on Linux needs a display: the error when there is none.
+fn missing_display(headful: bool) -> Option<AluviaError> {
+    let has = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    (headful && cfg!(target_os = "linux") && !has("DISPLAY") && !has("WAYLAND_DISPLAY")).then(|| {
+        AluviaError::Invalid(
+            "A headful browser needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set. Start it headless, or run it where a display is available."
+                .into(),
+        )
+    })
+}
+
 /// Removes the lock of `name` while it names `pid`.
 async fn release(dir: &LockDir, name: &str, pid: u32) {
     let (dir, name) = (dir.clone(), name.to_string());
@@ -292,10 +321,10 @@ pub async fn run_daemon(spec: DaemonRun, script: Option<Script>, stop: DaemonSto
     }
     let pid = std::process::id();
     log(format_args!("starting session '{}' (pid {pid}) for {}", spec.name, spec.url));
-    let client = match spec.client_options().and_then(Client::new) {
+    let client = match missing_display(spec.headful).map_or_else(|| spec.client_options().and_then(Client::new), Err) {
         Ok(client) => Arc::new(client),
         Err(e) => {
-            log(format_args!("failed to start: {e}"));
+            report_failure(&failure_reason(&e, &[&spec.client.api_key]));
             release(&spec.dir, &spec.name, pid).await;
             log(format_args!("stopped, exit 1"));
             return 1;
@@ -313,7 +342,8 @@ pub async fn run_daemon(spec: DaemonRun, script: Option<Script>, stop: DaemonSto
         // Stopped while starting: never report ready.
         Ok(Err(exit)) => return daemon.shutdown(exit).await,
         Err(e) => {
-            log(format_args!("failed to start: {e}"));
+            let password = daemon.client.control().config().load_full().map(|c| c.proxy_password.clone());
+            report_failure(&failure_reason(&e, &[&spec.client.api_key, password.as_deref().unwrap_or("")]));
             return daemon.shutdown(DaemonExit::new(1, "start failed")).await;
         }
     };

@@ -1,0 +1,210 @@
+'use strict';
+
+// The one table of the CLI's commands. It feeds `aluvia help` (text and
+// --json), each command's own --help, the flag parser (which flags a command
+// takes and which of them take a value), dispatch, and the MCP server's tool
+// schemas. The handlers (./commands.js) load the native engine, so they are
+// required only when a command runs: help and version work without it.
+
+const handlers = () => require('./commands.js');
+
+/** A flag: `--name` (boolean) or `--name <value>`; its option key is camelCase. */
+function flag(name, description, extra = {}) {
+  const key = name.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+  return { name, key, description, ...extra };
+}
+
+const sessionFlag = (description) =>
+  flag('browser-session', description, {
+    value: '<name>',
+    tool: 'Session name; auto-selected when exactly one session runs',
+  });
+const SESSION = sessionFlag('The session (default: the only one running)');
+
+const COMMANDS = [
+  {
+    path: ['session', 'start'],
+    args: [{ key: 'url', placeholder: '<url>', tool: 'URL to open (http or https)' }],
+    description:
+      'Start a background browser session (headless Chromium through the local proxy, with block detection) and open <url>; prints once the navigation is done (a failed load is in the session log).',
+    example: 'aluvia session start https://example.com --auto-unblock',
+    options: [
+      flag('auto-unblock', 'Route blocked hostnames through the gateway and reload', {
+        tool: 'Detect blocks and re-route blocked sites through the gateway',
+      }),
+      flag('disable-block-detection', 'Turn block detection (and auto-unblock) off'),
+      flag('run', 'Run a script with page, browser, context as globals, then exit', {
+        value: '<script>',
+        tool: false,
+      }),
+      flag('headful', 'Show the browser window (needs a display)'),
+      flag('browser-session', 'Name the session (default: a generated adjective-noun)', {
+        value: '<name>',
+        tool: 'Name for the session (letters, numbers, hyphens, underscores)',
+      }),
+      flag('connection-id', 'Reuse this account connection instead of creating one', {
+        value: '<id>',
+        schema: { type: 'integer', minimum: 1 },
+        tool: 'Reuse this account connection',
+      }),
+    ],
+    run: (o) => handlers().sessionStart(o),
+    tool: {
+      name: 'session_start',
+      description: 'Start a background headless browser session on a URL (same as `aluvia session start`).',
+      required: ['url'],
+    },
+  },
+  {
+    path: ['session', 'close'],
+    description: 'Stop a session (SIGTERM, SIGKILL after 10 s) and remove its lock file.',
+    example: 'aluvia session close --browser-session swift-falcon',
+    options: [SESSION, flag('all', 'Close every running session')],
+    exclusive: ['all', 'browserSession'],
+    run: (o) => handlers().sessionClose(o),
+    tool: {
+      name: 'session_close',
+      description: 'Close a browser session, or all of them (same as `aluvia session close`); all or browserSession, not both.',
+    },
+  },
+  {
+    path: ['session', 'list'],
+    description: 'List running sessions (stale lock files are removed).',
+    example: 'aluvia session list',
+    options: [],
+    run: (o) => handlers().sessionList(o),
+    tool: { name: 'session_list', description: 'List running browser sessions (same as `aluvia session list`).' },
+  },
+  {
+    path: ['session', 'get'],
+    description: "A session's details: last detection result, the API's connection, traffic per hostname.",
+    example: 'aluvia session get',
+    options: [SESSION],
+    run: (o) => handlers().sessionGet(o),
+    tool: {
+      name: 'session_get',
+      description:
+        'Details of a session: block detection state, the connection, traffic (same as `aluvia session get`).',
+    },
+  },
+  {
+    path: ['session', 'rotate-ip'],
+    description: "Give the session's connection a new session id (a new upstream IP).",
+    example: 'aluvia session rotate-ip',
+    options: [SESSION],
+    run: (o) => handlers().sessionRotateIp(o),
+    tool: {
+      name: 'session_rotate_ip',
+      description: "Rotate the session's exit IP with a new session ID (same as `aluvia session rotate-ip`).",
+    },
+  },
+  {
+    path: ['session', 'set-geo'],
+    args: [{ key: 'geo', placeholder: '<geo>', tool: 'Geo code, e.g. us_ca' }],
+    description: "Set the session's target geo (see: aluvia geos).",
+    example: 'aluvia session set-geo us_ca',
+    options: [flag('clear', 'Clear the target geo', { tool: 'Clear geo targeting' }), SESSION],
+    exclusive: ['geo', 'clear'],
+    run: (o) => handlers().sessionSetGeo(o),
+    tool: {
+      name: 'session_set_geo',
+      description: "Set or clear the session's geo targeting (same as `aluvia session set-geo`); geo or clear, not both.",
+    },
+  },
+  {
+    path: ['session', 'set-rules'],
+    args: [{ key: 'rules', placeholder: '<rules>', tool: 'Comma-separated rules to append' }],
+    description: "Add comma-separated hostname rules (routed through the gateway) to the session's connection.",
+    example: 'aluvia session set-rules "example.com,*.example.org"',
+    options: [
+      flag('remove', 'Remove these rules instead', { value: '<rules>', tool: 'Comma-separated rules to remove' }),
+      SESSION,
+    ],
+    exclusive: ['rules', 'remove'],
+    run: (o) => handlers().sessionSetRules(o),
+    tool: {
+      name: 'session_set_rules',
+      description:
+        "Append to or remove from the session's routing rules (same as `aluvia session set-rules`); rules or remove, not both.",
+    },
+  },
+  {
+    path: ['account'],
+    description: 'Show the account.',
+    example: 'aluvia account',
+    options: [],
+    run: (o) => handlers().account(o),
+    tool: { name: 'account_get', description: 'Account details (same as `aluvia account`).' },
+  },
+  {
+    path: ['account', 'usage'],
+    description: "Show the account's usage.",
+    example: 'aluvia account usage --start 2026-01-01T00:00:00Z',
+    options: [
+      flag('start', 'Period start', { value: '<ISO8601>', tool: 'Start, ISO 8601' }),
+      flag('end', 'Period end', { value: '<ISO8601>', tool: 'End, ISO 8601' }),
+    ],
+    run: (o) => handlers().accountUsage(o),
+    tool: { name: 'account_usage', description: 'Account usage (same as `aluvia account usage`).' },
+  },
+  {
+    path: ['geos'],
+    description: 'List the geos available for targeting.',
+    example: 'aluvia geos',
+    options: [],
+    run: (o) => handlers().geos(o),
+    tool: { name: 'geos_list', description: 'Available geo codes (same as `aluvia geos`).' },
+  },
+  {
+    path: ['emulator'],
+    description:
+      'Run the local emulator of the Aluvia API and gateway (and a protected demo site) on loopback; prints one JSON line with the settings to export, then serves until interrupted. Needs no API key.',
+    example: 'aluvia emulator --port 8700',
+    options: [
+      flag('port', 'API port (default: any free port)', { value: '<n>' }),
+      flag('gateway-port', 'Gateway port (default: any free port)', { value: '<n>' }),
+      flag('site-port', 'Protected demo site port (default: any free port)', { value: '<n>' }),
+      flag('no-site', 'Do not serve the protected demo site'),
+    ],
+    keyless: true,
+  },
+  {
+    path: ['version'],
+    description: 'Print the package version (also: --version, -v).',
+    example: 'aluvia --version',
+    options: [],
+    keyless: true,
+  },
+  {
+    path: ['help'],
+    description:
+      "Show this help; \"aluvia help <command>\" shows one command's (as do <command> --help and -h at any position).",
+    example: 'aluvia help session start',
+    options: [flag('json', 'Print the commands as JSON')],
+    keyless: true,
+  },
+];
+
+/** `session start <url>`: how a command is written in help. */
+function usage(command) {
+  return [...command.path, ...(command.args ?? []).map((a) => a.placeholder)].join(' ');
+}
+
+/** `--run <script>`. */
+function flagText(option) {
+  return option.value ? `--${option.name} ${option.value}` : `--${option.name}`;
+}
+
+/** The command whose path the positionals start with (the longest match), or undefined. */
+function findCommand(positionals) {
+  let best;
+  for (const c of COMMANDS) {
+    if (c.path.every((word, i) => positionals[i] === word) && (!best || c.path.length > best.path.length)) best = c;
+  }
+  return best;
+}
+
+/** Every flag that takes a value, in any command. */
+const VALUE_FLAGS = new Set(COMMANDS.flatMap((c) => c.options.filter((o) => o.value).map((o) => o.name)));
+
+module.exports = { COMMANDS, usage, flagText, findCommand, VALUE_FLAGS };
