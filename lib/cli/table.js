@@ -164,6 +164,7 @@ const COMMANDS = [
       flag('port', 'API port (default: any free port)', { value: '<n>' }),
       flag('gateway-port', 'Gateway port (default: any free port)', { value: '<n>' }),
       flag('site-port', 'Protected demo site port (default: any free port)', { value: '<n>' }),
+      flag('site-tls-port', 'The same site over HTTPS, HTTP/1.1 and h2 (default: any free port)', { value: '<n>' }),
       flag('no-site', 'Do not serve the protected demo site'),
     ],
     keyless: true,

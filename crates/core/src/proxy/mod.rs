@@ -169,6 +169,12 @@ impl ProxyServer {
         self.local_addr
     }
 
+    /// Open client connections, tunnels included.
+    #[cfg(test)]
+    pub(crate) fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
     /// Counters per (hostname, route), sorted by hostname then route.
     pub fn traffic(&self) -> Vec<TrafficEntry> {
         self.shared.traffic.snapshot()
