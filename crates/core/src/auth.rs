@@ -320,7 +320,8 @@ pub async fn finish_login(base_url: Option<&str>, login: &DeviceLogin, path: &Pa
 
 fn timed_out(limit: Duration) -> AluviaError {
     let secs = limit.as_secs();
-    let span = if secs >= 60 && secs % 60 == 0 { format!("{} minutes", secs / 60) } else { format!("{secs} s") };
+    let span =
+        if secs >= 60 && secs.is_multiple_of(60) { format!("{} minutes", secs / 60) } else { format!("{secs} s") };
     AluviaError::Invalid(format!("The login timed out after {span} without approval. Run `aluvia auth` again."))
 }
 

@@ -267,6 +267,7 @@ fn html(status: StatusCode, text: &str) -> Response<Body> {
     )
 }
 
+#[allow(clippy::result_large_err)]
 fn change(inner: &Inner, user_code: Option<&str>, f: impl FnOnce(&mut Login)) -> Result<(), Response<Body>> {
     let mut st = inner.state();
     let login = st.auth.find(user_code).ok_or_else(|| not_found("No such login."))?;
@@ -275,6 +276,7 @@ fn change(inner: &Inner, user_code: Option<&str>, f: impl FnOnce(&mut Login)) ->
 }
 
 /// Approves a login with the emulator's key, or with `key` (one the API will not accept, for tests).
+#[allow(clippy::result_large_err)]
 fn approve(inner: &Inner, user_code: Option<&str>, key: Option<String>) -> Result<(), Response<Body>> {
     let key = key.unwrap_or_else(|| inner.api_key.clone());
     change(inner, user_code, |l| {
@@ -284,6 +286,7 @@ fn approve(inner: &Inner, user_code: Option<&str>, key: Option<String>) -> Resul
     })
 }
 
+#[allow(clippy::result_large_err)]
 fn settings(inner: &Inner, body: &Map<String, Value>) -> Result<(), Response<Body>> {
     let mut st = inner.state();
     let auth = &mut st.auth;
