@@ -298,7 +298,9 @@ pub async fn finish_login(base_url: Option<&str>, login: &DeviceLogin, path: &Pa
     let mut wake = tokio::time::Instant::now();
     let key = loop {
         if wake > deadline {
-            return Err(timed_out(limit));
+            // Past `expires_in` the code is dead; past the cap we gave up.
+            let expired = limit == Duration::from_secs(login.expires_in);
+            return Err(if expired { AluviaError::Invalid(EXPIRED.into()) } else { timed_out(limit) });
         }
         tokio::time::sleep_until(wake).await;
         match parse_poll(&client.send(&post("/auth/cli/poll", Some(body.clone()))).await?)? {

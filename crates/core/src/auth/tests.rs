@@ -122,7 +122,14 @@ async fn emulator(interval: u64) -> Emulator {
 
 async fn admin(emu: &Emulator, action: &str, body: Value) {
     let base = emu.api_base_url().replace("/v1", "");
-    let resp = reqwest::Client::new().post(format!("{base}/_emulator/auth/{action}")).json(&body).send().await.unwrap();
+    let path = if action.is_empty() { "/_emulator/auth".to_string() } else { format!("/_emulator/auth/{action}") };
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200, "{action}");
 }
 
@@ -144,6 +151,9 @@ async fn login_waits_for_approval_then_saves_the_checked_key() {
     admin(&emu, "approve", json!({ "userCode": login.user_code })).await;
     task.await.unwrap().unwrap();
     assert_eq!(resolve_key(None, &path).unwrap(), (emu.api_key(), KeySource::Config));
+    // A code is good for one key: polled again, it is invalid.
+    let again = finish_login(Some(&base), &login, &path, LOGIN_CAP).await.unwrap_err();
+    assert_eq!(again.to_string(), INVALID);
     emu.stop().await;
 }
 
@@ -161,6 +171,14 @@ async fn login_ends_at_the_cap_and_on_a_key_the_api_refuses() {
         timed_out(LOGIN_CAP).to_string(),
         "The login timed out after 10 minutes without approval. Run `aluvia auth` again."
     );
+
+    // A code that expires before the cap: the login ends when it does.
+    admin(&emu, "", json!({ "expiresIn": 2 })).await;
+    let login = start_login(Some(&base)).await.unwrap();
+    assert_eq!(login.expires_in, 2);
+    let err = finish_login(Some(&base), &login, &home.config(), LOGIN_CAP).await.unwrap_err();
+    assert_eq!(err.to_string(), EXPIRED);
+    admin(&emu, "", json!({ "expiresIn": 600 })).await;
 
     let login = start_login(Some(&base)).await.unwrap();
     admin(&emu, "approve", json!({ "userCode": login.user_code, "apiKey": "not-a-key" })).await;
