@@ -266,6 +266,12 @@ export type EmulatorOptions = {
   siteTlsPort?: number;
   /** Default: a generated key. */
   apiKey?: string;
+  /** Approve every `aluvia auth` login at once (with `apiKey`). Default false. */
+  autoApprove?: boolean;
+  /** Seconds between `aluvia auth` polls the emulator asks for. Default 5. */
+  authInterval?: number;
+  /** Seconds an `aluvia auth` login code lives. Default 600. */
+  authExpiresIn?: number;
 };
 
 export type Emulator = {

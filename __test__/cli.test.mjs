@@ -45,6 +45,9 @@ test('help: text, --json with every command, --help/-h at any position, no key n
     'account',
     'account usage',
     'geos',
+    'auth',
+    'auth status',
+    'auth logout',
     'help',
   ]) {
     assert.ok(commands.includes(c), c);
@@ -61,7 +64,7 @@ test('help: text, --json with every command, --help/-h at any position, no key n
   }
 });
 
-test('every command but help requires ALUVIA_API_KEY', async () => {
+test('every command but help requires a key: ALUVIA_API_KEY or the one aluvia auth saved', async () => {
   const cases = [
     ['session', 'start', site.url],
     ['session', 'close'],
@@ -75,9 +78,14 @@ test('every command but help requires ALUVIA_API_KEY', async () => {
     ['geos'],
   ];
   for (const args of cases) {
-    const r = await sb.cli(args, { env: { ALUVIA_API_KEY: '' } });
+    // HOME without .aluvia: no saved key either.
+    const r = await sb.cli(args, { env: { ALUVIA_API_KEY: '', HOME: sb.tmp } });
     assert.equal(r.code, 1, args.join(' '));
-    assert.deepEqual(r.json, { error: 'ALUVIA_API_KEY environment variable is required.' }, args.join(' '));
+    assert.deepEqual(
+      r.json,
+      { error: 'No API key found. Run `aluvia auth` to log in, or set ALUVIA_API_KEY.' },
+      args.join(' '),
+    );
     assert.equal(r.stdout.trim().split('\n').length, 1);
   }
 });

@@ -107,10 +107,14 @@ test('account, usage and geos on the happy path; the documented errors', async (
   } finally {
     await client.close();
   }
-  const { client: keyless } = await connectClient({ ALUVIA_API_KEY: '' });
+  // HOME without .aluvia: no saved key either.
+  const { client: keyless } = await connectClient({ ALUVIA_API_KEY: '', HOME: box.tmp });
   try {
     const r = await call(keyless, 'geos_list');
-    assert.deepEqual(r, { isError: true, json: { error: 'ALUVIA_API_KEY environment variable is required.' } });
+    assert.deepEqual(r, {
+      isError: true,
+      json: { error: 'No API key found. Run `aluvia auth` to log in, or set ALUVIA_API_KEY.' },
+    });
   } finally {
     await keyless.close();
   }

@@ -5,7 +5,9 @@ const { mapped } = require('./errors.js');
 
 /**
  * Start the local emulator of the Aluvia API and gateway (and, unless
- * `site: false`, the protected demo site) on loopback.
+ * `site: false`, the protected demo site) on loopback. `autoApprove`
+ * approves every `aluvia auth` login at once; `authInterval` and
+ * `authExpiresIn` (seconds) shorten its logins for tests.
  */
 async function startEmulator(opts = {}) {
   const emu = await mapped(() =>
@@ -16,6 +18,9 @@ async function startEmulator(opts = {}) {
       sitePort: opts.sitePort,
       siteTlsPort: opts.siteTlsPort,
       apiKey: opts.apiKey,
+      autoApprove: opts.autoApprove,
+      authInterval: opts.authInterval,
+      authExpiresIn: opts.authExpiresIn,
     }),
   );
   return {

@@ -12,7 +12,10 @@ const { startEmulator, AluviaApi, AluviaClient } = require('../lib/index.js');
 const { emulatorExitAddress } = require('../lib/emulator.js');
 
 const { connect } = require('../lib/index.js');
-const { execFileSync } = await import('node:child_process');
+const { execFileSync, spawn } = await import('node:child_process');
+const { mkdtempSync, rmSync } = await import('node:fs');
+const { tmpdir } = await import('node:os');
+const { join } = await import('node:path');
 const cliPath = new URL('../bin/aluvia.js', import.meta.url).pathname;
 
 const step = (title) => console.log(`\n== ${title}`);
@@ -147,9 +150,44 @@ console.log('\nDone.');
 
 // The same story through the CLI, as an agent would drive it.
 async function cliStory() {
+  // A home of its own, so that `aluvia auth` saves the key there (removed at the end).
+  const home = mkdtempSync(join(tmpdir(), 'aluvia-demo-home-'));
+  try {
+    await cliStoryIn(home);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** `aluvia auth`: the URL and code arrive on stderr; "opening" the URL approves the login. */
+async function logIn(env) {
+  console.log('$ aluvia auth');
+  const child = spawn(process.execPath, [cliPath, 'auth'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c) => (stdout += c));
+  const exited = once(child, 'close');
+  const url = await new Promise((resolve, reject) => {
+    child.stderr.on('data', (c) => {
+      stderr += c;
+      const found = stderr.match(/(http:\/\/\S+)/);
+      if (found && /code: \S+/.test(stderr)) resolve(found[1]);
+    });
+    child.once('close', () => reject(new Error(`aluvia auth ended early: ${stdout}`)));
+  });
+  console.log(stderr.trim().replace(/^/gm, '  (stderr) '));
+  // What a person does in the browser; the emulator approves on the visit.
+  await fetch(url);
+  await exited;
+  console.log(JSON.stringify(JSON.parse(stdout), null, 2));
+}
+
+async function cliStoryIn(home) {
   const env = {
     ...process.env,
-    ALUVIA_API_KEY: emu.apiKey,
+    HOME: home,
+    // Chromium is looked up before HOME changes.
+    ALUVIA_CHROMIUM_PATH: process.env.ALUVIA_CHROMIUM_PATH || require('../lib/native.js').chromiumPath(),
     ALUVIA_API_BASE_URL: emu.apiBaseUrl,
     ALUVIA_GATEWAY_HOST: emu.gatewayHost,
     ALUVIA_GATEWAY_PORT: String(emu.gatewayPort),
@@ -168,6 +206,10 @@ async function cliStory() {
     console.log(JSON.stringify(json, null, 2));
     return json;
   };
+  delete env.ALUVIA_API_KEY;
+  step('CLI: log in once with a device code (no ALUVIA_API_KEY exported)');
+  await logIn(env);
+  aluvia('auth', 'status');
   const name = `demo-${process.pid}`;
   step('CLI: start a background session on the protected HTTPS site, with auto-unblock');
   aluvia('session', 'start', emu.siteHttpsUrl, '--auto-unblock', '--browser-session', name);
@@ -197,5 +239,6 @@ async function cliStory() {
   } finally {
     step('CLI: close the session');
     aluvia('session', 'close', '--browser-session', name);
+    aluvia('auth', 'logout');
   }
 }

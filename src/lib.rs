@@ -14,6 +14,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::Value;
 
+pub mod auth;
 pub mod rules;
 
 /// Separator between the fields of an error reason; `lib/errors.js` splits on
@@ -541,6 +542,12 @@ pub struct BindingEmulatorOptions {
     pub site_port: Option<u32>,
     pub site_tls_port: Option<u32>,
     pub api_key: Option<String>,
+    /// Approve every `aluvia auth` login at once.
+    pub auto_approve: Option<bool>,
+    /// Seconds between login polls (default 5).
+    pub auth_interval: Option<u32>,
+    /// Seconds a login code lives (default 600).
+    pub auth_expires_in: Option<u32>,
 }
 
 #[napi]
@@ -565,6 +572,9 @@ pub async fn start_emulator(options: Option<BindingEmulatorOptions>) -> Result<B
         site_port: None,
         site_tls_port: None,
         api_key: None,
+        auto_approve: None,
+        auth_interval: None,
+        auth_expires_in: None,
     });
     let opts = aluvia_emulator::EmulatorOptions {
         api_port: port_opt("port", o.port)?,
@@ -573,6 +583,9 @@ pub async fn start_emulator(options: Option<BindingEmulatorOptions>) -> Result<B
         site_port: port_opt("sitePort", o.site_port)?,
         site_tls_port: port_opt("siteTlsPort", o.site_tls_port)?,
         api_key: o.api_key,
+        auto_approve: o.auto_approve.unwrap_or(false),
+        auth_interval: o.auth_interval.map(u64::from),
+        auth_expires_in: o.auth_expires_in.map(u64::from),
     };
     let emulator = aluvia_emulator::Emulator::start(opts)
         .await

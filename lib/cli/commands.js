@@ -7,6 +7,7 @@
 // native engine (src/lib.rs → crates/core/src/session).
 
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const { randomUUID } = require('node:crypto');
 const native = require('../native.js');
@@ -25,10 +26,21 @@ const ENV_KEYS = [
   'ALUVIA_TRUST_SPKI',
 ];
 
-/** Client/API options from the environment, or `{ error }` without a key. */
+/** The home directory whose `.aluvia/config.json` holds the key of `aluvia auth`. */
+const homeOf = (env) => env.HOME || os.homedir();
+
+/**
+ * Client/API options from the environment; the key is ALUVIA_API_KEY, else
+ * the one `aluvia auth` saved. `{ error }` without a key (or with a config
+ * file that is not ours).
+ */
 function settings(env = process.env) {
-  const apiKey = env.ALUVIA_API_KEY;
-  if (!apiKey || !apiKey.trim()) return { error: 'ALUVIA_API_KEY environment variable is required.' };
+  let apiKey;
+  try {
+    ({ apiKey } = mapped(() => native.authKey(env.ALUVIA_API_KEY ?? null, homeOf(env))));
+  } catch (err) {
+    return failure(err);
+  }
   const port = env.ALUVIA_GATEWAY_PORT;
   return {
     apiKey,
@@ -304,6 +316,8 @@ function geos(o = {}) {
 }
 
 module.exports = {
+  homeOf,
+  failure,
   settings,
   sessionStart,
   sessionClose,

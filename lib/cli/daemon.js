@@ -8,7 +8,8 @@
 // `--run` script, imported with Playwright's `page`, `browser` and `context`
 // as globals, and JavaScript errors that escape it.
 //
-// The environment holds the API key: never log it.
+// The API key comes from the environment or the config file of `aluvia auth`
+// (settings()): never log it.
 
 const { pathToFileURL } = require('node:url');
 const native = require('../native.js');

@@ -31,7 +31,8 @@ function helpText() {
     '',
     'Every command but help and version prints exactly one JSON object on stdout (exit 1 with {"error": ...} on failure).',
     '"aluvia <command> --help" shows one command with an example.',
-    'Environment: ALUVIA_API_KEY (required but for help, version and emulator), ALUVIA_API_BASE_URL, ALUVIA_GATEWAY_HOST,',
+    'API key: ALUVIA_API_KEY, else the key "aluvia auth" saved in ~/.aluvia/config.json (required but for help, version, auth and emulator).',
+    'Environment: ALUVIA_API_KEY, ALUVIA_API_BASE_URL, ALUVIA_GATEWAY_HOST,',
     'ALUVIA_GATEWAY_PORT, ALUVIA_GATEWAY_PROTOCOL, ALUVIA_CHROMIUM_PATH, ALUVIA_TRUST_SPKI (comma-separated public-key',
     'pins whose certificates session browsers accept, e.g. the emulator\'s siteSpki). Sessions: lock files and logs in $TMPDIR/aluvia-sdk.',
   );

@@ -8,7 +8,7 @@ const { scan, parseOptions, ArgError } = require('./args.js');
 const { findCommand } = require('./table.js');
 const { helpJson, helpText, commandHelpText, groupHelpText } = require('./help.js');
 
-const GROUPS = new Set(['session', 'account']);
+const GROUPS = new Set(['session', 'account', 'auth']);
 
 function print(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -40,7 +40,7 @@ async function emulatorCommand(options) {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const { startEmulator } = require('../emulator.js');
-  const emu = await startEmulator({ port, gatewayPort, sitePort, siteTlsPort, site: !options.noSite });
+  const emu = await startEmulator({ port, gatewayPort, sitePort, siteTlsPort, site: !options.noSite, autoApprove: Boolean(options.autoApprove) });
   print({
     apiBaseUrl: emu.apiBaseUrl,
     apiKey: emu.apiKey,

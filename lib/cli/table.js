@@ -7,6 +7,7 @@
 // required only when a command runs: help and version work without it.
 
 const handlers = () => require('./commands.js');
+const authHandlers = () => require('./auth.js');
 
 /** A flag: `--name` (boolean) or `--name <value>`; its option key is camelCase. */
 function flag(name, description, extra = {}) {
@@ -156,6 +157,31 @@ const COMMANDS = [
     tool: { name: 'geos_list', description: 'Available geo codes (same as `aluvia geos`).' },
   },
   {
+    path: ['auth'],
+    description:
+      'Log in once instead of exporting a key: prints a URL and a code on stderr, waits for the approval in the browser, checks the key and saves it to ~/.aluvia/config.json (readable by you only). ALUVIA_API_KEY still wins when set.',
+    example: 'aluvia auth',
+    options: [],
+    keyless: true,
+    run: (o) => authHandlers().authLogin(o),
+  },
+  {
+    path: ['auth', 'status'],
+    description: 'Whether a key is available and where from (env or config); never prints the key.',
+    example: 'aluvia auth status',
+    options: [],
+    keyless: true,
+    run: (o) => authHandlers().authStatus(o),
+  },
+  {
+    path: ['auth', 'logout'],
+    description: 'Remove the key that aluvia auth saved.',
+    example: 'aluvia auth logout',
+    options: [],
+    keyless: true,
+    run: (o) => authHandlers().authLogout(o),
+  },
+  {
     path: ['emulator'],
     description:
       'Run the local emulator of the Aluvia API and gateway (and a protected demo site) on loopback; prints one JSON line with the settings to export, then serves until interrupted. Needs no API key.',
@@ -166,6 +192,7 @@ const COMMANDS = [
       flag('site-port', 'Protected demo site port (default: any free port)', { value: '<n>' }),
       flag('site-tls-port', 'The same site over HTTPS, HTTP/1.1 and h2 (default: any free port)', { value: '<n>' }),
       flag('no-site', 'Do not serve the protected demo site'),
+      flag('auto-approve', 'Approve every aluvia auth login at once'),
     ],
     keyless: true,
   },

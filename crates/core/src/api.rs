@@ -97,6 +97,15 @@ pub fn validate_api_key(api_key: &str) -> Result<String> {
 impl ApiClient {
     pub fn new(api_key: &str, base_url: Option<&str>, timeout_ms: Option<u64>) -> Result<ApiClient> {
         let api_key = validate_api_key(api_key)?;
+        ApiClient::build(api_key, base_url, timeout_ms)
+    }
+
+    /// A client that sends no `Authorization` (the login endpoints).
+    pub fn without_key(base_url: Option<&str>, timeout_ms: Option<u64>) -> Result<ApiClient> {
+        ApiClient::build(String::new(), base_url, timeout_ms)
+    }
+
+    fn build(api_key: String, base_url: Option<&str>, timeout_ms: Option<u64>) -> Result<ApiClient> {
         let base_url = base_url.map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_API_BASE_URL);
         let parsed = url::Url::parse(base_url)
             .map_err(|e| AluviaError::api(format!("Invalid apiBaseUrl '{base_url}': {e}"), None))?;
@@ -140,10 +149,10 @@ impl ApiClient {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&query);
         }
-        let mut headers = vec![
-            ("Accept".to_string(), "application/json".to_string()),
-            ("Authorization".to_string(), format!("Bearer {}", self.api_key)),
-        ];
+        let mut headers = vec![("Accept".to_string(), "application/json".to_string())];
+        if !self.api_key.is_empty() {
+            headers.push(("Authorization".to_string(), format!("Bearer {}", self.api_key)));
+        }
         if let Some(extra) = &req.headers {
             for (name, value) in extra {
                 let value = match value {

@@ -14,6 +14,7 @@ macro_rules! debug_without_secrets {
 }
 
 pub mod api;
+pub mod auth;
 pub mod browser;
 pub mod client;
 pub mod config;

@@ -27,11 +27,11 @@ const PAYMENTS: &[(u64, f64, f64, &str)] = &[
     (91034, 49.0, 10.0, "2026-04-03T18:12:55.000Z"),
 ];
 
-fn success(status: StatusCode, data: Value) -> Response<Body> {
+pub(crate) fn success(status: StatusCode, data: Value) -> Response<Body> {
     json_response(status, &json!({ "success": true, "data": data }))
 }
 
-fn error(status: StatusCode, code: &str, message: &str, details: Value) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str, details: Value) -> Response<Body> {
     json_response(
         status,
         &json!({
@@ -41,7 +41,7 @@ fn error(status: StatusCode, code: &str, message: &str, details: Value) -> Respo
     )
 }
 
-fn not_found(message: &str) -> Response<Body> {
+pub(crate) fn not_found(message: &str) -> Response<Body> {
     error(StatusCode::NOT_FOUND, "not_found", message, Value::Null)
 }
 
@@ -49,7 +49,7 @@ fn connection_not_found() -> Response<Body> {
     not_found("Connection not found.")
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.", Value::Null);
     resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
     resp
@@ -59,7 +59,7 @@ fn validation_failed(details: Map<String, Value>) -> Response<Body> {
     error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", "Validation failed.", Value::Object(details))
 }
 
-fn validation_one(field: &str, message: &str) -> Response<Body> {
+pub(crate) fn validation_one(field: &str, message: &str) -> Response<Body> {
     let mut details = Map::new();
     details.insert(field.to_owned(), json!([message]));
     validation_failed(details)
@@ -97,7 +97,7 @@ async fn read_json(body: Incoming) -> Result<Option<Value>, Response<Body>> {
 }
 
 /// Reads a body that must be a JSON object (an empty body counts as `{}`).
-async fn read_object(body: Incoming) -> Result<Map<String, Value>, Response<Body>> {
+pub(crate) async fn read_object(body: Incoming) -> Result<Map<String, Value>, Response<Body>> {
     match read_json(body).await? {
         None => Ok(Map::new()),
         Some(Value::Object(obj)) => Ok(obj),
@@ -140,6 +140,11 @@ async fn v1(inner: Arc<Inner>, req: Request<Incoming>, segments: Vec<String>) ->
     if let Some(status) = fault {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error(status, "emulated_failure", "Emulated failure.", Value::Null);
+    }
+    if let [auth, cli, action] = segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        if (*auth, *cli) == ("auth", "cli") {
+            return crate::auth::v1(&inner, req, action).await;
+        }
     }
     if !authorized(req.headers(), &inner.api_key) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid or missing API token", Value::Null);
@@ -444,6 +449,8 @@ async fn admin(inner: Arc<Inner>, req: Request<Incoming>, segments: Vec<String>)
             Method::DELETE => clear_faults(&inner).await,
             _ => method_not_allowed("GET, POST, DELETE"),
         },
+        ["auth"] => crate::auth::admin(&inner, req, None).await,
+        ["auth", action] => crate::auth::admin(&inner, req, Some(*action)).await,
         ["traffic"] => match method {
             Method::GET => traffic(&inner),
             _ => method_not_allowed("GET"),

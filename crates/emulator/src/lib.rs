@@ -3,7 +3,8 @@
 //! [`Emulator::start`] binds three servers on 127.0.0.1 and runs them as tasks on
 //! the caller's tokio runtime:
 //!
-//! - the REST API (`/v1/...`) with the admin endpoints (`/_emulator/...`);
+//! - the REST API (`/v1/...`, with the device-code login of `aluvia auth`)
+//!   and the admin endpoints (`/_emulator/...`);
 //! - the gateway, an HTTP/1.1 forward proxy (absolute-form and `CONNECT`) that
 //!   opens its upstream connections from [`exit_address`];
 //! - optionally a small "protected site" that challenges direct visitors,
@@ -20,6 +21,7 @@
 //! ```
 
 mod api;
+mod auth;
 mod gateway;
 mod server;
 mod site;
@@ -33,6 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::AuthState;
 use crate::state::{HostStats, State};
 
 /// How to start an [`Emulator`].
@@ -50,11 +53,27 @@ pub struct EmulatorOptions {
     pub site_tls_port: u16,
     /// The API key to accept; `None` generates `emu_` + 32 lowercase hex chars.
     pub api_key: Option<String>,
+    /// Approve every `aluvia auth` login at once (with `api_key`).
+    pub auto_approve: bool,
+    /// Seconds between login polls the API asks for (default 5).
+    pub auth_interval: Option<u64>,
+    /// Seconds a login code lives (default 600).
+    pub auth_expires_in: Option<u64>,
 }
 
 impl Default for EmulatorOptions {
     fn default() -> Self {
-        EmulatorOptions { api_port: 0, gateway_port: 0, site: true, site_port: 0, site_tls_port: 0, api_key: None }
+        EmulatorOptions {
+            api_port: 0,
+            gateway_port: 0,
+            site: true,
+            site_port: 0,
+            site_tls_port: 0,
+            api_key: None,
+            auto_approve: false,
+            auth_interval: None,
+            auth_expires_in: None,
+        }
     }
 }
 
@@ -179,7 +198,7 @@ impl Emulator {
 
         let inner = Arc::new(Inner {
             api_key,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new(AuthState::new(opts.auto_approve, opts.auth_interval, opts.auth_expires_in))),
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
             gateway_port,

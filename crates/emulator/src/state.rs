@@ -8,6 +8,8 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Value};
 
+use crate::auth::AuthState;
+
 /// The first `connection_id` handed out.
 pub(crate) const FIRST_CONNECTION_ID: u64 = 3449;
 
@@ -167,20 +169,21 @@ pub(crate) struct State {
     /// connection id → hostname → counters. Kept after a connection is deleted.
     pub traffic: BTreeMap<u64, BTreeMap<String, Arc<HostStats>>>,
     pub faults: Faults,
+    /// The logins of `aluvia auth`.
+    pub auth: AuthState,
 }
 
-impl Default for State {
-    fn default() -> Self {
+impl State {
+    pub(crate) fn new(auth: AuthState) -> Self {
         State {
             next_id: FIRST_CONNECTION_ID,
             connections: BTreeMap::new(),
             traffic: BTreeMap::new(),
             faults: Faults::default(),
+            auth,
         }
     }
-}
 
-impl State {
     pub(crate) fn host_stats(&mut self, connection_id: u64, host: &str) -> Arc<HostStats> {
         self.traffic.entry(connection_id).or_default().entry(host.to_owned()).or_default().clone()
     }

@@ -39,6 +39,7 @@ async fn options_are_honoured() {
         site_port: 0,
         site_tls_port: 0,
         api_key: Some("my-key".into()),
+        ..EmulatorOptions::default()
     })
     .await
     .unwrap();
