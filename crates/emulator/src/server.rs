@@ -10,7 +10,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,13 +28,13 @@ pub(crate) fn bind_loopback(port: u16, server: &'static str) -> Result<TcpListen
     socket.listen(1024).map_err(err)
 }
 
-/// Serves HTTP/1.1 on `listener` until `token` is cancelled. The accept loop and
-/// every connection run on `tracker`; cancelling `token` drops the listener and
-/// closes every open connection.
-pub(crate) fn serve<F, Fut>(listener: TcpListener, token: CancellationToken, tracker: TaskTracker, handler: F)
+/// Accepts on `listener` until `token` is cancelled and runs `on_conn` for
+/// every connection as a task on `tracker`, cancelled with `token`. The
+/// listener is dropped (the port closes) when the loop ends.
+pub(crate) fn accept_loop<F, Fut>(listener: TcpListener, token: CancellationToken, tracker: TaskTracker, on_conn: F)
 where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let conn_tracker = tracker.clone();
     tracker.spawn(async move {
@@ -55,14 +55,9 @@ where
                 }
             };
             let _ = stream.set_nodelay(true);
-            let handler = handler.clone();
             let token = token.clone();
+            let conn = on_conn(stream, peer);
             conn_tracker.spawn(async move {
-                let service = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req, peer).await) }
-                });
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
                 tokio::select! {
                     _ = conn => {}
                     _ = token.cancelled() => {}
@@ -70,5 +65,25 @@ where
             });
         }
         drop(listener);
+    });
+}
+
+/// Serves HTTP/1.1 on `listener` until `token` is cancelled. The accept loop and
+/// every connection run on `tracker`; cancelling `token` drops the listener and
+/// closes every open connection.
+pub(crate) fn serve<F, Fut>(listener: TcpListener, token: CancellationToken, tracker: TaskTracker, handler: F)
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    accept_loop(listener, token, tracker, move |stream, peer| {
+        let handler = handler.clone();
+        async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(req, peer).await) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await;
+        }
     });
 }

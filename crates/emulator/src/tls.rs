@@ -79,50 +79,25 @@ pub(crate) fn serve<F, Fut>(
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let conn_tracker = tracker.clone();
-    tracker.spawn(async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = token.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(_) => {
-                        tokio::select! {
-                            _ = token.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
-                        }
-                    }
-                },
+    crate::server::accept_loop(listener, token, tracker, move |stream, peer| {
+        let handler = handler.clone();
+        let acceptor = tls.acceptor.clone();
+        async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+                return;
             };
-            let _ = stream.set_nodelay(true);
-            let handler = handler.clone();
-            let token = token.clone();
-            let acceptor = tls.acceptor.clone();
-            conn_tracker.spawn(async move {
-                let serve = async move {
-                    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
-                        return;
-                    };
-                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let service = service_fn(move |req| {
-                        let handler = handler.clone();
-                        async move { Ok::<_, Infallible>(handler(req, peer).await) }
-                    });
-                    let io = TokioIo::new(tls);
-                    if h2 {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, service)
-                            .await;
-                    } else {
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-                    }
-                };
-                tokio::select! {
-                    _ = serve => {}
-                    _ = token.cancelled() => {}
-                }
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(req, peer).await) }
             });
+            let io = TokioIo::new(tls);
+            if h2 {
+                let _ =
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            }
         }
-        drop(listener);
     });
 }
