@@ -133,7 +133,7 @@ export const VENDOR_PAGES = [
   { vendor: 'AWS WAF', ...file('aws-waf/captcha.html'), status: 405, headers: { 'x-amzn-waf-action': 'captcha' }, expect: 'caught', marker: 'AWS WAF: window.gokuProps' },
   ...ordinary('AWS WAF', 'aws-waf', 'sourdough', 'Crumb & Crust', INJECTED.aws, { 'x-amz-cf-id': 'Zx1Yw2Xv3Uu4Tt5Ss6Rr7Qq8Pp9Oo0Nn' }),
   // DataDome: a 403 with x-datadome.
-  { vendor: 'DataDome', ...file('datadome/block.html'), status: 403, headers: { 'x-datadome': 'protected', 'x-dd-b': '1' }, expect: 'caught', marker: 'DataDome: captcha-delivery.com' },
+  { vendor: 'DataDome', ...file('datadome/block.html'), status: 403, headers: { 'x-datadome': 'protected', 'x-dd-b': '1' }, expect: 'caught', marker: 'DataDome: captcha-delivery.com + dd={' },
   ...ordinary('DataDome', 'datadome', 'bicycle', 'Two Wheels Weekly', INJECTED.datadome, { 'x-datadome': 'protected' }),
   // PerimeterX/HUMAN: a 403 "Press & Hold" page, and the older captcha page.
   { vendor: 'PerimeterX/HUMAN', ...file('perimeterx/block.html'), status: 403, headers: {}, expect: 'caught', marker: 'PerimeterX/HUMAN: px-captcha' },

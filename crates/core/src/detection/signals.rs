@@ -78,9 +78,10 @@ pub const VENDOR_MARKERS: &[VendorMarker] = &[
     injected("AWS WAF", &["awsWafCookieDomainList"]),
     injected("AWS WAF", &["AwsWafIntegration"]),
     own("AWS WAF", &["window.gokuProps"]),
-    // DataDome: the block page loads its captcha from captcha-delivery.com
-    // (the tag on normal pages comes from js.datadome.co).
-    own("DataDome", &["captcha-delivery.com"]),
+    // DataDome: the block page's `dd` object names its captcha host on
+    // captcha-delivery.com (the tag on normal pages comes from
+    // js.datadome.co; a bare meta refresh there is meta_refresh_challenge).
+    own("DataDome", &["captcha-delivery.com", "dd={"]),
     // PerimeterX/HUMAN: the "Press & Hold" block page.
     own("PerimeterX/HUMAN", &["_pxCaptcha"]),
     own("PerimeterX/HUMAN", &["px-captcha"]),
