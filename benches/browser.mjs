@@ -8,9 +8,8 @@
 //
 // Each run uses a fresh client (fresh browser), closed at the end of the run.
 // Everything is on loopback; the page server lives in this process.
-import http from 'node:http';
-import { once } from 'node:events';
 import { createRequire } from 'node:module';
+import { serveLoopback, startEmulator } from './lib/loopback.mjs';
 
 const require = createRequire(import.meta.url);
 const sdk = require('../lib/index.js');
@@ -40,19 +39,13 @@ ${Array.from({ length: 14 }, (_, i) => `<p>Paragraph ${i + 1}. This is plain tex
 );
 
 export async function run({ res, log }) {
-  // Page server.
-  const server = http.createServer((req, resp) => {
+  const base = await serveLoopback(res, 'page server', (req, resp) => {
     resp.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': PAGE.length, 'cache-control': 'no-store' });
     resp.end(PAGE);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  res.defer('page server', () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }));
-  const base = `http://127.0.0.1:${server.address().port}`;
 
   log('starting the emulator');
-  const emu = await sdk.startEmulator({ site: false });
-  res.defer('emulator', () => emu.stop());
+  const { options } = await startEmulator(sdk, res, { startPlaywright: true });
 
   const configs = [
     { key: 'default', label: 'networkIdleTimeoutMs default (3000)', blockDetection: {} },
@@ -75,15 +68,7 @@ export async function run({ res, log }) {
       };
       const verdict = new Promise((resolve) => (onFull = resolve));
 
-      const client = new sdk.AluviaClient({
-        apiKey: emu.apiKey,
-        apiBaseUrl: emu.apiBaseUrl,
-        gatewayHost: emu.gatewayHost,
-        gatewayPort: emu.gatewayPort,
-        logLevel: 'silent',
-        startPlaywright: true,
-        blockDetection: { ...cfg.blockDetection, onDetection },
-      });
+      const client = new sdk.AluviaClient({ ...options, blockDetection: { ...cfg.blockDetection, onDetection } });
       let connection = null;
       const close = res.defer(`aluvia client ${cfg.key} #${i + 1}`, () => (connection ? connection.close() : client.stop()));
       try {

@@ -10,9 +10,8 @@
 // BENCH_DETECTION_ROUNDS (default 2) passes over the corpus. BENCH_SDK points
 // at another checkout's lib/index.js to measure its engine on the same
 // corpus (a before/after comparison).
-import http from 'node:http';
-import { once } from 'node:events';
 import { createRequire } from 'node:module';
+import { serveLoopback, startEmulator } from './lib/loopback.mjs';
 import { VENDOR_PAGES, corpusHandler } from '../__test__/corpus/vendors/index.mjs';
 
 const require = createRequire(import.meta.url);
@@ -33,26 +32,14 @@ const fmt = (x) => (Number.isFinite(x) ? x.toFixed(0) : 'n/a');
 const isCaught = (r) => r?.blockStatus === 'blocked' || r?.blockStatus === 'suspected';
 
 export async function run({ res, log }) {
-  const server = http.createServer(corpusHandler);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  res.defer('corpus server', () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }));
-  const base = `http://127.0.0.1:${server.address().port}`;
-
+  const base = await serveLoopback(res, 'corpus server', corpusHandler);
   log('starting the emulator');
-  const emu = await sdk.startEmulator({ site: false });
-  res.defer('emulator', () => emu.stop());
-
   let onResult = () => {};
-  const client = new sdk.AluviaClient({
-    apiKey: emu.apiKey,
-    apiBaseUrl: emu.apiBaseUrl,
-    gatewayHost: emu.gatewayHost,
-    gatewayPort: emu.gatewayPort,
-    logLevel: 'silent',
+  const { options } = await startEmulator(sdk, res, {
     startPlaywright: true,
     blockDetection: { onDetection: (result) => onResult(result, performance.now()) },
   });
+  const client = new sdk.AluviaClient(options);
   let connection = null;
   res.defer('aluvia client', () => (connection ? connection.close() : client.stop()));
   connection = await client.start();
