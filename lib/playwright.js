@@ -47,4 +47,45 @@ async function pageForTarget(browser, targetId, { attempts = 40, delayMs = 50 } 
   return undefined;
 }
 
-module.exports = { loadPlaywright, targetIdOf, pageForTarget };
+// Chromium drops a Target.closeTarget that lands while a page is between
+// two documents of its own making (a challenge page that reloads itself in a
+// loop): Playwright's page.close() then waits for ever. So scripts are
+// switched off first (the next document cannot reload itself), and the close
+// is sent again while the page stays open.
+const CLOSE_AGAIN_MS = 100;
+
+/** page.close() that stops a self-reloading page and re-sends Target.closeTarget while it stays open. */
+function closeSurely(browser, page) {
+  const close = page.close.bind(page);
+  page.close = async (options = {}) => {
+    if (options.runBeforeUnload || page.isClosed()) return close(options);
+    const session = await page.context().newCDPSession(page).catch(() => null);
+    const info = await session?.send('Target.getTargetInfo').catch(() => null);
+    await session?.send('Emulation.setScriptExecutionDisabled', { value: true }).catch(() => {});
+    const targetId = info?.targetInfo?.targetId;
+    let timer = null;
+    let stopped = false;
+    const again = async () => {
+      if (stopped || page.isClosed() || !targetId || !browser.isConnected()) return;
+      await session?.send('Target.closeTarget', { targetId }).catch(() => {});
+      if (!stopped) timer = setTimeout(again, CLOSE_AGAIN_MS);
+    };
+    timer = setTimeout(again, CLOSE_AGAIN_MS);
+    try {
+      return await close(options);
+    } finally {
+      stopped = true;
+      clearTimeout(timer);
+    }
+  };
+}
+
+/** Every page of `browser`'s contexts, now and later, closes surely. */
+function closePagesSurely(browser) {
+  for (const context of browser.contexts()) {
+    for (const page of context.pages()) closeSurely(browser, page);
+    context.on('page', (page) => closeSurely(browser, page));
+  }
+}
+
+module.exports = { loadPlaywright, targetIdOf, pageForTarget, closePagesSurely };
