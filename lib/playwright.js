@@ -49,25 +49,33 @@ async function pageForTarget(browser, targetId, { attempts = 40, delayMs = 50 } 
 
 // Chromium drops a Target.closeTarget that lands while a page is between
 // two documents of its own making (a challenge page that reloads itself in a
-// loop): Playwright's page.close() then waits for ever. So scripts are
-// switched off first (the next document cannot reload itself), and the close
-// is sent again while the page stays open.
-const CLOSE_AGAIN_MS = 100;
+// loop): Playwright's page.close() then waits for ever. So the close is sent
+// again, from a browser-level session, while the page stays open, and the
+// page's scripts are switched off (its next document cannot reload itself).
+const CLOSE_AGAIN_MS = 50;
+const browserSessions = new WeakMap();
 
-/** page.close() that stops a self-reloading page and re-sends Target.closeTarget while it stays open. */
+function browserSession(browser) {
+  if (!browserSessions.has(browser)) browserSessions.set(browser, browser.newBrowserCDPSession().catch(() => null));
+  return browserSessions.get(browser);
+}
+
+/** page.close() that keeps closing a page that reloads itself. */
 function closeSurely(browser, page) {
   const close = page.close.bind(page);
   page.close = async (options = {}) => {
     if (options.runBeforeUnload || page.isClosed()) return close(options);
-    const session = await page.context().newCDPSession(page).catch(() => null);
-    const info = await session?.send('Target.getTargetInfo').catch(() => null);
-    await session?.send('Emulation.setScriptExecutionDisabled', { value: true }).catch(() => {});
-    const targetId = info?.targetInfo?.targetId;
+    const targetId = await targetIdOf(page).catch(() => null);
+    page
+      .context()
+      .newCDPSession(page)
+      .then((s) => s.send('Emulation.setScriptExecutionDisabled', { value: true }))
+      .catch(() => {});
     let timer = null;
     let stopped = false;
     const again = async () => {
       if (stopped || page.isClosed() || !targetId || !browser.isConnected()) return;
-      await session?.send('Target.closeTarget', { targetId }).catch(() => {});
+      await (await browserSession(browser))?.send('Target.closeTarget', { targetId }).catch(() => {});
       if (!stopped) timer = setTimeout(again, CLOSE_AGAIN_MS);
     };
     timer = setTimeout(again, CLOSE_AGAIN_MS);
