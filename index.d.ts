@@ -57,6 +57,17 @@ export type PlaywrightProxySettings = {
 
 export type DetectionBlockStatus = 'blocked' | 'suspected' | 'clear';
 
+/**
+ * One fired signal. `name` is one of (see the README's signal table):
+ * `http_status_<code>` (403, 429, 503 or an extra status code),
+ * `waf_header_cf_mitigated`, `waf_header_cloudflare`, `waf_header_aws`,
+ * `self_reload_loop`, `title_keyword`, `challenge_selector` (on an
+ * interstitial: visible text under 1,500 characters), `challenge_widget` (a
+ * challenge selector on any other page), `vendor_challenge` (`details` names
+ * the vendor and the marker), `visible_text_short`,
+ * `visible_text_keyword_strong`, `visible_text_keyword_weak`,
+ * `low_text_ratio`, `redirect_to_challenge`, `meta_refresh_challenge`.
+ */
 export type DetectionSignal = {
   name: string;
   weight: number;

@@ -1,10 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, existsSync, mkdtempSync, rmSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { sdk, serve, root, emulatorClientOptions, eventually, runNode } from './helpers.mjs';
+import { readFileSync, existsSync, readdirSync } from 'node:fs';
+import { sdk, serve, root, emulatorClientOptions, eventually, runNode, privateTmpdir } from './helpers.mjs';
 
 const { AluviaClient, AluviaApi } = sdk;
 
@@ -76,9 +74,8 @@ const CORPUS = [
 
 // A private TMPDIR: auto-unblock takes its rules lock in {tmpdir}/aluvia-sdk,
 // and Chromium profiles live in tmpdir too; all of it goes in after().
-const privateTmp = mkdtempSync(join(tmpdir(), 'aluvia-browser-'));
-const outerTmp = process.env.TMPDIR;
-process.env.TMPDIR = privateTmp;
+const tmp = privateTmpdir('aluvia-browser-');
+const privateTmp = tmp.dir;
 
 before(async () => {
   emu = await sdk.startEmulator();
@@ -93,9 +90,7 @@ before(async () => {
 after(async () => {
   await corpus?.close();
   await emu?.stop();
-  if (outerTmp === undefined) delete process.env.TMPDIR;
-  else process.env.TMPDIR = outerTmp;
-  rmSync(privateTmp, { recursive: true, force: true });
+  tmp.restore();
 });
 
 function options(blockDetection, extra = {}) {

@@ -4,6 +4,8 @@ import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -212,4 +214,22 @@ export async function eventually(check, { timeoutMs = 15_000, intervalMs = 100, 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/**
+ * Points TMPDIR at a fresh private folder (Chromium profiles and the rules
+ * lock live under it); `restore()` puts TMPDIR back and removes the folder.
+ */
+export function privateTmpdir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const outer = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  return {
+    dir,
+    restore() {
+      if (outer === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = outer;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

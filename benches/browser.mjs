@@ -8,9 +8,8 @@
 //
 // Each run uses a fresh client (fresh browser), closed at the end of the run.
 // Everything is on loopback; the page server lives in this process.
-import http from 'node:http';
-import { once } from 'node:events';
 import { createRequire } from 'node:module';
+import { serveLoopback, startEmulator } from './lib/loopback.mjs';
 
 const require = createRequire(import.meta.url);
 const sdk = require('../lib/index.js');
@@ -27,7 +26,8 @@ const median = (xs) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 const fmt = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
-const stats = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), samples: xs });
+const p90 = (xs) => [...xs].sort((a, b) => a - b)[Math.max(0, Math.ceil(0.9 * xs.length) - 1)];
+const stats = (xs) => ({ median: median(xs), p90: p90(xs), min: Math.min(...xs), max: Math.max(...xs), samples: xs });
 
 // ~2 KB of ordinary HTML, no subresources.
 const PAGE = Buffer.from(
@@ -39,19 +39,13 @@ ${Array.from({ length: 14 }, (_, i) => `<p>Paragraph ${i + 1}. This is plain tex
 );
 
 export async function run({ res, log }) {
-  // Page server.
-  const server = http.createServer((req, resp) => {
+  const base = await serveLoopback(res, 'page server', (req, resp) => {
     resp.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': PAGE.length, 'cache-control': 'no-store' });
     resp.end(PAGE);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  res.defer('page server', () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }));
-  const base = `http://127.0.0.1:${server.address().port}`;
 
   log('starting the emulator');
-  const emu = await sdk.startEmulator({ site: false });
-  res.defer('emulator', () => emu.stop());
+  const { options } = await startEmulator(sdk, res, { startPlaywright: true });
 
   const configs = [
     { key: 'default', label: 'networkIdleTimeoutMs default (3000)', blockDetection: {} },
@@ -74,15 +68,7 @@ export async function run({ res, log }) {
       };
       const verdict = new Promise((resolve) => (onFull = resolve));
 
-      const client = new sdk.AluviaClient({
-        apiKey: emu.apiKey,
-        apiBaseUrl: emu.apiBaseUrl,
-        gatewayHost: emu.gatewayHost,
-        gatewayPort: emu.gatewayPort,
-        logLevel: 'silent',
-        startPlaywright: true,
-        blockDetection: { ...cfg.blockDetection, onDetection },
-      });
+      const client = new sdk.AluviaClient({ ...options, blockDetection: { ...cfg.blockDetection, onDetection } });
       let connection = null;
       const close = res.defer(`aluvia client ${cfg.key} #${i + 1}`, () => (connection ? connection.close() : client.stop()));
       try {
@@ -117,8 +103,8 @@ export async function run({ res, log }) {
     data.verdicts[cfg.key] = verdicts;
   }
 
-  const row = (label, s) => [label, fmt(s.median), fmt(s.min), fmt(s.max), s.samples.map((x) => x.toFixed(0)).join(' ')];
-  const head = ['case', 'median ms', 'min ms', 'max ms', 'runs (ms, in order)'];
+  const row = (label, s) => [label, fmt(s.median), fmt(s.p90), fmt(s.min), fmt(s.max), s.samples.map((x) => x.toFixed(0)).join(' ')];
+  const head = ['case', 'median ms', 'p90 ms', 'min ms', 'max ms', 'runs (ms, in order)'];
   return {
     tables: [
       {

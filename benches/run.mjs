@@ -12,6 +12,7 @@
 //   BENCH_ONLY=proxy               run only these sections (comma-separated)
 //   BENCH_DURATION_MS, BENCH_WARMUP_MS, BENCH_CONCURRENCY=1,32,
 //   BENCH_ROUNDS, BENCH_TUNNEL_TRIALS, BENCH_TUNNEL_BYTES   (proxy section knobs)
+//   BENCH_DETECTION_ROUNDS, BENCH_SDK                      (detection section knobs)
 //   BENCH_BUDGET_MS                 abort (with cleanup) past this total time
 import { Resources, benchDir } from './lib/resources.mjs';
 import { table, environment } from './lib/report.mjs';
@@ -21,11 +22,12 @@ const SECTIONS = [
   () => import('./proxy.mjs'),
   () => import('./routes.mjs'),
   () => import('./browser.mjs'),
+  () => import('./detection.mjs'),
   () => import('./cli.mjs'),
 ];
 
 const root = join(benchDir, '..');
-const TOTAL_BUDGET_MS = Number(process.env.BENCH_BUDGET_MS ?? 5 * 60_000);
+const TOTAL_BUDGET_MS = Number(process.env.BENCH_BUDGET_MS ?? 8 * 60_000);
 const log = (msg) => process.stderr.write(`[bench] ${msg}\n`);
 const out = (s = '') => process.stdout.write(s + '\n');
 

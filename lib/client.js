@@ -4,7 +4,7 @@ const native = require('./native.js');
 const { mapped } = require('./errors.js');
 const { AluviaApi } = require('./api.js');
 const { createAdapters } = require('./adapters.js');
-const { loadPlaywright, pageForTarget } = require('./playwright.js');
+const { loadPlaywright, pageForTarget, closePagesSurely } = require('./playwright.js');
 
 // blockDetection as the engine takes it: everything but the callback.
 function detectionOptions(config) {
@@ -91,6 +91,7 @@ class AluviaClient {
         this._pwBrowser = browser;
         connection.browser = browser;
         connection.browserContext = browser.contexts()[0] ?? (await browser.newContext());
+        closePagesSurely(browser);
         connection.cdpUrl = info.cdpUrl;
       } catch (err) {
         await mapped(() => this._native.closeBrowser());

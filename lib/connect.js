@@ -6,7 +6,7 @@
 
 const native = require('./native.js');
 const { mapped, ConnectError } = require('./errors.js');
-const { loadPlaywright } = require('./playwright.js');
+const { loadPlaywright, closePagesSurely } = require('./playwright.js');
 
 /**
  * Connect to a running session (`aluvia session start`) by name, or to the
@@ -29,6 +29,7 @@ async function connect(sessionName) {
   let page;
   try {
     context = browser.contexts()[0] ?? (await browser.newContext());
+    closePagesSurely(browser);
     page = context.pages()[0] ?? (await context.newPage());
   } catch (err) {
     await browser.close().catch(() => {});

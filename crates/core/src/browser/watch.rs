@@ -1,7 +1,7 @@
 //! Block detection on every page target: pages we open, pages a script opens
 //! through Playwright, and pages another process opens over CDP.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
@@ -13,7 +13,8 @@ use super::cdp::{Attached, Cdp, Event};
 use super::{DetectionEvent, DetectionSink};
 use crate::control::ControlPlane;
 use crate::detection::{
-    self, DetectionConfig, DetectionResult, PageFacts, RedirectHop, ResponseFacts, UnblockDecision, Unblocker,
+    self, DetectionConfig, DetectionResult, PageFacts, RedirectHop, ReloadLoop, ResponseFacts, UnblockDecision,
+    Unblocker,
 };
 use crate::log::Logger;
 use crate::rules_edit::RulesEdit;
@@ -182,6 +183,30 @@ struct Navigation {
     loader: String,
     fast_done: bool,
     skip_full: bool,
+    /// Set by whichever result of this navigation is delivered first.
+    reported: Arc<AtomicBool>,
+    /// `Some(n)`: the page asked for this URL n times in a row (`self_reload_loop`).
+    reload_loop: Option<usize>,
+}
+
+impl Navigation {
+    /// The fast-pass result of this navigation, `self_reload_loop` included.
+    fn fast_result(&self, cfg: &DetectionConfig) -> Option<DetectionResult> {
+        let result = detection::fast_pass(&self.url, self.response.as_ref()?, &self.chain, cfg);
+        Some(with_reload_loop(result, self.reload_loop, cfg))
+    }
+}
+
+fn with_reload_loop(result: DetectionResult, reload_loop: Option<usize>, cfg: &DetectionConfig) -> DetectionResult {
+    match reload_loop {
+        Some(n) if cfg.enabled => result.with_signal(detection::self_reload_signal(n)),
+        _ => result,
+    }
+}
+
+/// The URL without its fragment.
+fn document_url(url: &str) -> &str {
+    url.split('#').next().unwrap_or_default()
 }
 
 async fn watch_page(
@@ -197,6 +222,12 @@ async fn watch_page(
     let mut nav = Navigation::default();
     let mut pending_chain: Vec<RedirectHop> = Vec::new();
     let mut last_spa: Option<Instant> = None;
+    // The last main-frame navigation the page asked for itself (script, meta
+    // refresh), and whether the document request in flight is that one.
+    let mut requested_by_page: Option<String> = None;
+    let mut pending_by_page = false;
+    let mut reloads = ReloadLoop::default();
+    let started = Instant::now();
     let full_pass = |nav: &Navigation| FullPass {
         page: Arc::clone(&page),
         detector: Arc::clone(&detector),
@@ -207,6 +238,8 @@ async fn watch_page(
         chain: nav.chain.clone(),
         loader: nav.loader.clone(),
         idle: idle_rx.clone(),
+        reported: Arc::clone(&nav.reported),
+        reload_loop: nav.reload_loop,
     };
     // A page that existed before we attached may be loaded already.
     if maybe_loaded
@@ -219,30 +252,49 @@ async fn watch_page(
     while let Some((method, p)) = events.recv().await {
         let main_document = || str_of(&p, "type") == "Document" && str_of(&p, "frameId") == main_frame;
         match method.as_str() {
+            "Page.frameRequestedNavigation" if str_of(&p, "frameId") == main_frame => {
+                requested_by_page = Some(document_url(str_of(&p, "url")).to_string());
+            }
             "Network.requestWillBeSent" if main_document() => match p.get("redirectResponse") {
                 Some(r) => {
                     pending_chain.push(RedirectHop { url: str_of(r, "url").to_string(), status_code: status_of(r) })
                 }
-                None => pending_chain.clear(),
+                None => {
+                    pending_chain.clear();
+                    let url = p.get("request").map(|r| document_url(str_of(r, "url"))).unwrap_or_default();
+                    pending_by_page = requested_by_page.take().is_some_and(|u| u == url);
+                }
             },
             "Network.responseReceived" if main_document() => {
                 generation.fetch_add(1, Ordering::SeqCst);
+                // A navigation that ends before its full pass (a page that
+                // reloads itself) still reports its fast pass.
+                if !nav.reported.swap(true, Ordering::SeqCst) {
+                    if let Some(result) = nav.fast_result(&detector.cfg) {
+                        detector.emit(result, &page).await;
+                    }
+                }
                 let resp = p.get("response").cloned().unwrap_or(Value::Null);
+                let url = str_of(&resp, "url").to_string();
+                let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let reload_loop = reloads.record(&url, now_ms, std::mem::take(&mut pending_by_page));
                 nav = Navigation {
-                    url: str_of(&resp, "url").to_string(),
+                    url,
                     response: Some(response_facts(&resp)),
                     chain: std::mem::take(&mut pending_chain),
                     loader: str_of(&p, "loaderId").to_string(),
+                    reload_loop,
                     ..Navigation::default()
                 };
             }
-            "Page.domContentEventFired" => {
-                if let (false, Some(resp)) = (nav.fast_done, nav.response.as_ref()) {
+            "Page.domContentEventFired" if !nav.fast_done => {
+                if let Some(result) = nav.fast_result(&detector.cfg) {
                     nav.fast_done = true;
-                    let result = detection::fast_pass(&nav.url, resp, &nav.chain, &detector.cfg);
                     if detection::fast_pass_is_decisive(&result) {
                         nav.skip_full = true;
-                        detector.emit(result, &page).await;
+                        if !nav.reported.swap(true, Ordering::SeqCst) {
+                            detector.emit(result, &page).await;
+                        }
                     }
                 }
             }
@@ -268,8 +320,14 @@ async fn watch_page(
                 tokio::spawn(async move {
                     // Let the view render before reading it.
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    if let Some(facts) = page.collect(&detector.cfg, false).await {
-                        let result = detection::spa_pass(&url, &facts, &detector.cfg);
+                    if let Some(facts) = page.collect(&detector.cfg, true).await {
+                        let cfg = &detector.cfg;
+                        let first = detection::spa_pass(&url, &facts, cfg);
+                        let result = if detection::needs_inner_text(&first) {
+                            detection::rescore_with_inner_text(&first, &facts, &url, &[], cfg)
+                        } else {
+                            first
+                        };
                         detector.emit(result, &page).await;
                     }
                 });
@@ -289,6 +347,8 @@ struct FullPass {
     chain: Vec<RedirectHop>,
     loader: String,
     idle: watch::Receiver<String>,
+    reported: Arc<AtomicBool>,
+    reload_loop: Option<usize>,
 }
 
 impl FullPass {
@@ -316,14 +376,12 @@ impl FullPass {
             return;
         }
         let cfg = &self.detector.cfg;
-        let Some(facts) = self.page.collect(cfg, false).await else { return };
-        let (mut result, recheck) = detection::full_pass(&self.url, self.response.as_ref(), &facts, &self.chain, cfg);
-        if recheck {
-            if let Some(inner) = self.page.collect(cfg, true).await {
-                result = detection::rescore_with_inner_text(&result, &inner, &self.url, &self.chain, cfg);
-            }
-        }
-        if self.current() {
+        // innerText up front: it decides whether the page is an interstitial,
+        // and full_pass re-scores with it by itself when the score asks for it.
+        let Some(facts) = self.page.collect(cfg, true).await else { return };
+        let (result, _) = detection::full_pass(&self.url, self.response.as_ref(), &facts, &self.chain, cfg);
+        let result = with_reload_loop(result, self.reload_loop, cfg);
+        if self.current() && !self.reported.swap(true, Ordering::SeqCst) {
             self.detector.emit(result, &self.page).await;
         }
     }

@@ -20,6 +20,7 @@
 //! The contract is `spec/04-detection.md`; signal names, weights and
 //! thresholds are the spec's.
 
+mod reload;
 mod script;
 mod signals;
 mod unblock;
@@ -29,10 +30,12 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+pub use reload::{ReloadLoop, SELF_RELOAD_MIN_COUNT, SELF_RELOAD_WINDOW_MS};
 pub use script::collect_script;
 pub use signals::{
-    content_signals, fast_signals, CHALLENGE_URL_PATTERNS, DEFAULT_CHALLENGE_SELECTORS, STRONG_TEXT_KEYWORDS,
-    TITLE_KEYWORDS, WEAK_TEXT_KEYWORDS,
+    collapsed_len, content_signals, fast_signals, is_interstitial, self_reload_signal, vendor_marker, VendorMarker,
+    CHALLENGE_URL_PATTERNS, DEFAULT_CHALLENGE_SELECTORS, INTERSTITIAL_MAX_CHARS, STRONG_TEXT_KEYWORDS, TITLE_KEYWORDS,
+    VENDOR_MARKERS, WEAK_TEXT_KEYWORDS,
 };
 pub use unblock::{UnblockDecision, Unblocker, RETRIED_URLS_LIMIT};
 
@@ -118,6 +121,9 @@ pub struct PageFacts {
     pub meta_refresh_urls: Vec<String>,
     /// `document.body.innerText`, only when asked for.
     pub inner_text: Option<String>,
+    /// `document.documentElement.outerHTML`, only with `inner_text` and only
+    /// on an interstitial (where the vendor markers are looked for).
+    pub html: Option<String>,
 }
 
 /// Which pass produced a signal or a result.
@@ -197,6 +203,16 @@ impl DetectionResult {
     /// The names of the fired signals, in order.
     pub fn signal_names(&self) -> Vec<&str> {
         self.signals.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// This result with one more signal (in table order), scored again.
+    pub fn with_signal(&self, signal: Signal) -> DetectionResult {
+        let mut signals = self.signals.clone();
+        signals.push(signal);
+        signals::sort_signals(&mut signals);
+        let mut result = DetectionResult::build(&self.url, self.pass, signals, &self.redirect_chain);
+        result.persistent_block = self.persistent_block;
+        result
     }
 }
 

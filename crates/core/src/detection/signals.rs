@@ -32,6 +32,72 @@ pub const CHALLENGE_URL_PATTERNS: [&str; 3] =
 
 pub(super) const VISIBLE_TEXT_PREFIX: &str = "visible_text_";
 
+/// A page whose visible text (`innerText` of the body, white space collapsed)
+/// is shorter than this many characters is an *interstitial*: a challenge or
+/// block page, or a short page (a 404), but not a content page that merely
+/// embeds a widget.
+pub const INTERSTITIAL_MAX_CHARS: usize = 1500;
+
+/// One vendor's block or challenge page marker: every needle occurs in the
+/// page's HTML (compared case-insensitively). Markers count on interstitials
+/// only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VendorMarker {
+    pub vendor: &'static str,
+    pub all_of: &'static [&'static str],
+    /// What the vendor injects into every page of a protected site (short
+    /// 404 pages included): counts only on a page with no visible text at all.
+    pub injected: bool,
+}
+
+const fn own(vendor: &'static str, all_of: &'static [&'static str]) -> VendorMarker {
+    VendorMarker { vendor, all_of, injected: false }
+}
+
+const fn injected(vendor: &'static str, all_of: &'static [&'static str]) -> VendorMarker {
+    VendorMarker { vendor, all_of, injected: true }
+}
+
+/// The vendor markers of `vendor_challenge`, first match wins. Each entry has
+/// a block or challenge page in the test corpus that it must catch, and a
+/// content page carrying the vendor's injected script that must stay clear.
+pub const VENDOR_MARKERS: &[VendorMarker] = &[
+    // Imperva/Incapsula: the incident page (an iframe to the incident
+    // resource, with the incident ID as its fallback text) and the empty JS
+    // interstitial, which is nothing but the script every protected page gets.
+    own("Imperva/Incapsula", &["Incapsula incident ID"]),
+    own("Imperva/Incapsula", &["<iframe", "/_Incapsula_Resource?CWUDNSAI="]),
+    own("Imperva/Incapsula", &["Pardon Our Interruption", "made us think you were a bot"]),
+    injected("Imperva/Incapsula", &["/_Incapsula_Resource?SWJIYLWA="]),
+    // Sucuri: the JS challenge (sets a cookie and reloads) and the firewall's block page.
+    own("Sucuri", &["sucuri_cloudproxy_js"]),
+    own("Sucuri", &["Sucuri WebSite Firewall", "Access Denied"]),
+    // AWS WAF: the SDK globals of the challenge interstitial also appear on
+    // pages that integrate the SDK; the captcha page, which has text of its
+    // own, is known by its token props.
+    injected("AWS WAF", &["awsWafCookieDomainList"]),
+    injected("AWS WAF", &["AwsWafIntegration"]),
+    own("AWS WAF", &["window.gokuProps"]),
+    // DataDome: the block page's `dd` object names its captcha host on
+    // captcha-delivery.com (the tag on normal pages comes from
+    // js.datadome.co; a bare meta refresh there is meta_refresh_challenge).
+    own("DataDome", &["captcha-delivery.com", "dd={"]),
+    // PerimeterX/HUMAN: the "Press & Hold" block page.
+    own("PerimeterX/HUMAN", &["_pxCaptcha"]),
+    own("PerimeterX/HUMAN", &["px-captcha"]),
+    // Kasada: the block page is an empty body with the KPSDK bootstrap; the
+    // SDK is also configured on every protected page.
+    injected("Kasada", &["KPSDK"]),
+    // Akamai: "Access Denied" with a "Reference #", and the sec-cpt challenge.
+    own("Akamai", &["Access Denied", "Reference #"]),
+    own("Akamai", &["/_sec/cp_challenge/"]),
+    // Cloudflare: the challenge page's options, the WAF block page, and the
+    // JS detection script every proxied page gets.
+    own("Cloudflare", &["window._cf_chl_opt"]),
+    own("Cloudflare", &["cf-error-details", "you have been blocked"]),
+    injected("Cloudflare", &["/cdn-cgi/challenge-platform/", "/jsd/"]),
+];
+
 const BLOCK_STATUS_WEIGHT: f64 = 0.85;
 const STATUS_503_WEIGHT: f64 = 0.6;
 const CF_MITIGATED_WEIGHT: f64 = 0.9;
@@ -44,6 +110,10 @@ const WEAK_TEXT_WEIGHT: f64 = 0.15;
 const LOW_RATIO_WEIGHT: f64 = 0.2;
 const REDIRECT_WEIGHT: f64 = 0.7;
 const META_REFRESH_WEIGHT: f64 = 0.65;
+const AWS_WAF_WEIGHT: f64 = 0.9;
+const WIDGET_WEIGHT: f64 = 0.15;
+const VENDOR_WEIGHT: f64 = 0.85;
+const SELF_RELOAD_WEIGHT: f64 = 0.5;
 
 const SHORT_TEXT_LEN: usize = 50;
 const STRONG_TEXT_MAX_LEN: usize = 500;
@@ -83,11 +153,66 @@ pub fn fast_signals(resp: &ResponseFacts, cfg: &DetectionConfig) -> Vec<Signal> 
             Pass::Fast,
         ));
     }
+    let aws = resp.header_values("x-amzn-waf-action").map(str::trim).find(|v| {
+        let v = v.to_ascii_lowercase();
+        v == "challenge" || v == "captcha"
+    });
+    if let Some(v) = aws {
+        out.push(Signal::new("waf_header_aws", AWS_WAF_WEIGHT, format!("x-amzn-waf-action: {}", quote(v)), Pass::Fast));
+    }
     out
 }
 
+/// `self_reload_loop`, source `fast`: the page asked for `count` navigations
+/// of its own URL within the window.
+pub fn self_reload_signal(count: usize) -> Signal {
+    Signal::new(
+        "self_reload_loop",
+        SELF_RELOAD_WEIGHT,
+        format!("{count} reloads of the same URL that no client asked for"),
+        Pass::Fast,
+    )
+}
+
+/// The visible text of a page: `innerText` when collected, else `textContent`.
+fn visible_text(page: &PageFacts) -> &str {
+    page.inner_text.as_deref().unwrap_or(&page.text)
+}
+
+/// Length of `text` with white space collapsed (runs become one space, ends
+/// trimmed), in JavaScript string units.
+pub fn collapsed_len(text: &str) -> usize {
+    let mut len = 0;
+    for (i, word) in text.split_whitespace().enumerate() {
+        len += usize::from(i > 0) + js_len(word);
+    }
+    len
+}
+
+/// Whether the page is an interstitial (see [`INTERSTITIAL_MAX_CHARS`]).
+pub fn is_interstitial(page: &PageFacts) -> bool {
+    collapsed_len(visible_text(page)) < INTERSTITIAL_MAX_CHARS
+}
+
+/// The first marker of [`VENDOR_MARKERS`] that counts on this page: the page
+/// is an interstitial, every needle occurs in its HTML, and an injected
+/// marker only on a page with no visible text.
+pub fn vendor_marker(page: &PageFacts) -> Option<&'static VendorMarker> {
+    let html = page.html.as_deref()?;
+    if !is_interstitial(page) {
+        return None;
+    }
+    let html = html.to_lowercase();
+    let blank = collapsed_len(visible_text(page)) == 0;
+    VENDOR_MARKERS
+        .iter()
+        .filter(|m| blank || !m.injected)
+        .find(|m| m.all_of.iter().all(|needle| html.contains(&needle.to_lowercase())))
+}
+
 /// The content signals, source `full`, in the spec's order: title, challenge
-/// selectors, visible text and text/HTML ratio (both from `text`, the body's
+/// selectors (`challenge_selector` on an interstitial, `challenge_widget`
+/// elsewhere), vendor markers, visible text and text/HTML ratio (both from `text`, the body's
 /// `textContent`; `innerText` only enters through a re-score), redirect chain
 /// and final `url`, meta refresh.
 pub fn content_signals(page: &PageFacts, url: &str, chain: &[RedirectHop], cfg: &DetectionConfig) -> Vec<Signal> {
@@ -103,7 +228,17 @@ pub fn content_signals(page: &PageFacts, url: &str, chain: &[RedirectHop], cfg: 
     let matched: Vec<&str> = page.matched_selectors.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
     if !matched.is_empty() {
         let details = format!("matched {}", quote(&matched.join(", ")));
-        out.push(Signal::new("challenge_selector", SELECTOR_WEIGHT, details, Pass::Full));
+        if is_interstitial(page) {
+            out.push(Signal::new("challenge_selector", SELECTOR_WEIGHT, details, Pass::Full));
+        } else {
+            let details = format!("{details} on a page with content");
+            out.push(Signal::new("challenge_widget", WIDGET_WEIGHT, details, Pass::Full));
+        }
+    }
+
+    if let Some(m) = vendor_marker(page) {
+        let details = format!("{}: {}", m.vendor, quote(&m.all_of.join(" + ")));
+        out.push(Signal::new("vendor_challenge", VENDOR_WEIGHT, details, Pass::Full));
     }
 
     out.extend(text_signals(&page.text, cfg));
@@ -185,15 +320,18 @@ fn rank(name: &str) -> u8 {
         n if n.starts_with("http_status_") => 0,
         "waf_header_cf_mitigated" => 1,
         "waf_header_cloudflare" => 2,
-        "title_keyword" => 3,
-        "challenge_selector" => 4,
-        "visible_text_short" => 5,
-        "visible_text_keyword_strong" => 6,
-        "visible_text_keyword_weak" => 7,
-        "low_text_ratio" => 8,
-        "redirect_to_challenge" => 9,
-        "meta_refresh_challenge" => 10,
-        _ => 11,
+        "waf_header_aws" => 3,
+        "self_reload_loop" => 4,
+        "title_keyword" => 5,
+        "challenge_selector" | "challenge_widget" => 6,
+        "vendor_challenge" => 7,
+        "visible_text_short" => 8,
+        "visible_text_keyword_strong" => 9,
+        "visible_text_keyword_weak" => 10,
+        "low_text_ratio" => 11,
+        "redirect_to_challenge" => 12,
+        "meta_refresh_challenge" => 13,
+        _ => 14,
     }
 }
 

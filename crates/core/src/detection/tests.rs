@@ -364,6 +364,7 @@ fn all_signals_in_table_order() {
         matched_selectors: vec!["#challenge-running".into()],
         meta_refresh_urls: vec!["https://challenges.cloudflare.com/x".into()],
         inner_text: None,
+        html: None,
     };
     let chain = [hop("https://challenges.cloudflare.com/a", 302)];
     let headers = [("server", "cloudflare"), ("cf-mitigated", "challenge")];
@@ -813,6 +814,7 @@ const document = {{
             "matchedSelectors": ["#challenge-form", weird, "\u{2028}odd"],
             "metaRefreshUrls": ["https://challenges.cloudflare.com/x?url=1", "/next"],
             "innerText": null,
+            "html": null,
         })
     );
     let page: PageFacts = serde_json::from_value(v).unwrap();
@@ -825,6 +827,16 @@ const document = {{
 
     let v = run_in_node(&document_js, &collect_script(&c, true)).unwrap();
     assert_eq!(v["innerText"], "Checking");
+    assert_eq!(v["html"], "x".repeat(1234), "an interstitial hands its HTML over");
+
+    // Not an interstitial: no HTML.
+    let long = document_js.replace(r#"innerText: "Checking""#, r#"innerText: "word ".repeat(400)"#);
+    let v = run_in_node(&long, &collect_script(&c, true)).unwrap();
+    assert_eq!(v["html"], serde_json::Value::Null);
+    // White space is collapsed before counting: 1499 characters of words and single spaces.
+    let spaced = document_js.replace(r#"innerText: "Checking""#, r#"innerText: "ab \n\t  ".repeat(500).slice(0, -1)"#);
+    let v = run_in_node(&spaced, &collect_script(&c, true)).unwrap();
+    assert_eq!(v["html"], "x".repeat(1234));
 }
 
 #[test]
@@ -845,6 +857,7 @@ const document = {
         v,
         serde_json::json!({
             "title": "", "text": "", "htmlLength": 0, "matchedSelectors": [], "metaRefreshUrls": [], "innerText": "",
+            "html": null,
         })
     );
     let page: PageFacts = serde_json::from_value(v).unwrap();
@@ -857,6 +870,183 @@ const document = {
         v,
         serde_json::json!({
             "title": "", "text": "", "htmlLength": 0, "matchedSelectors": [], "metaRefreshUrls": [], "innerText": null,
+            "html": null,
         })
     );
+}
+
+// ---------- interstitials, widgets and vendor markers ----------
+
+/// A page whose visible text is `inner` and whose HTML is `html`.
+fn shown(inner: &str, html: &str) -> PageFacts {
+    PageFacts {
+        title: "The Mill".into(),
+        text: inner.into(),
+        html_length: html.len().max(inner.len() * 5),
+        inner_text: Some(inner.into()),
+        html: Some(html.into()),
+        ..PageFacts::default()
+    }
+}
+
+#[test]
+fn interstitial_is_visible_text_under_1500_collapsed() {
+    assert_eq!(INTERSTITIAL_MAX_CHARS, 1500);
+    assert_eq!(collapsed_len("  a \n\t b  "), 3);
+    assert_eq!(collapsed_len(""), 0);
+    assert_eq!(collapsed_len("é€😀"), 4, "JavaScript string units");
+    let words = |n: usize| "ab ".repeat(n); // 3n characters before trimming
+    assert!(is_interstitial(&shown(&words(500), ""))); // 1499
+    assert!(!is_interstitial(&shown(&format!("{}abb", words(499)), ""))); // 1500
+                                                                          // Runs of white space count as one.
+    assert!(is_interstitial(&shown(&"ab \n\n\t ".repeat(500), "")));
+    // innerText decides when collected, textContent otherwise.
+    let hidden = PageFacts { text: "x".repeat(5000), inner_text: Some("Checking".into()), ..PageFacts::default() };
+    assert!(is_interstitial(&hidden));
+    let legacy = PageFacts { text: "x ".repeat(1000), ..PageFacts::default() };
+    assert!(!is_interstitial(&legacy));
+}
+
+#[test]
+fn challenge_selector_on_a_content_page_is_a_widget() {
+    let long = PROSE.repeat(30); // 1830 characters
+    let mut page = page_with(&long);
+    page.inner_text = Some(long.clone());
+    page.matched_selectors = vec![".g-recaptcha".into()];
+    let r = full(&page);
+    assert_eq!(names(&r), ["challenge_widget"]);
+    assert_eq!(r.signals[0].weight, 0.15);
+    assert_eq!(r.signals[0].details, "matched .g-recaptcha on a page with content");
+    assert_eq!(r.block_status, BlockStatus::Clear);
+
+    // The same widget alone on an interstitial is the challenge.
+    let mut short = shown("Please complete the security check to access the site.", "");
+    short.matched_selectors = vec![".g-recaptcha".into()];
+    let r = full(&short);
+    assert!(names(&r).contains(&"challenge_selector"), "{:?}", names(&r));
+    assert_eq!(r.block_status, BlockStatus::Blocked);
+}
+
+#[test]
+fn every_vendor_marker_fires_on_an_interstitial_and_names_the_vendor() {
+    for m in VENDOR_MARKERS {
+        let html = format!("<html><body><div>{}</div></body></html>", m.all_of.join(" | "));
+        // Own markers with a little text, injected ones on a blank page.
+        let text = if m.injected { "" } else { "One moment, please." };
+        let r = full(&shown(text, &html));
+        let v = r.signals.iter().find(|s| s.name == "vendor_challenge").unwrap_or_else(|| panic!("{m:?}"));
+        assert_eq!(v.weight, 0.85);
+        assert!(v.details.starts_with(&format!("{}: ", m.vendor)), "{}", v.details);
+        assert_ne!(r.block_status, BlockStatus::Clear, "{m:?}");
+        // Case does not matter.
+        let r = full(&shown(text, &html.to_uppercase()));
+        assert!(names(&r).contains(&"vendor_challenge"), "{m:?}");
+        // Every needle is needed.
+        if m.all_of.len() > 1 {
+            let partial = format!("<html><body>{}</body></html>", m.all_of[0]);
+            let r = full(&shown(text, &partial));
+            assert!(!names(&r).contains(&"vendor_challenge"), "{m:?}");
+        }
+    }
+    let vendors: std::collections::BTreeSet<&str> = VENDOR_MARKERS.iter().map(|m| m.vendor).collect();
+    for v in
+        ["Imperva/Incapsula", "Sucuri", "AWS WAF", "DataDome", "PerimeterX/HUMAN", "Kasada", "Akamai", "Cloudflare"]
+    {
+        assert!(vendors.contains(v), "{v}");
+    }
+}
+
+#[test]
+fn injected_vendor_scripts_count_only_without_visible_content() {
+    let injected_html = [
+        r#"<script src="/_Incapsula_Resource?SWJIYLWA=719d34d31c8e3a6e6fffd425f7e032f3"></script>"#,
+        r#"<script>a.src='/cdn-cgi/challenge-platform/scripts/jsd/main.js';</script>"#,
+        r#"<script>KPSDK.configure([{ domain: 'api.example.com', path: '/cart' }]);</script>"#,
+        r#"<script>window.awsWafCookieDomainList = ['.example.com'];</script>"#,
+        r#"<script>AwsWafIntegration.fetch('/api/cart');</script>"#,
+    ];
+    for script in injected_html {
+        let html = format!("<html><head>{script}</head><body><h1>404 Not Found</h1></body></html>");
+        let r = full(&shown("404 Not Found", &html));
+        assert!(!names(&r).contains(&"vendor_challenge"), "{script}");
+        assert_eq!(r.block_status, BlockStatus::Clear, "{script}: a short 404 stays clear");
+        let blank = format!("<html><head>{script}</head><body></body></html>");
+        let r = full(&shown(" \n ", &blank));
+        assert!(names(&r).contains(&"vendor_challenge"), "{script}: the empty interstitial");
+        assert_eq!(r.block_status, BlockStatus::Blocked, "{script}");
+    }
+}
+
+#[test]
+fn vendor_markers_need_an_interstitial_and_its_html() {
+    let long = PROSE.repeat(30);
+    let html = "<p>Request unsuccessful. Incapsula incident ID: 1-2</p>";
+    let r = full(&shown(&long, html));
+    assert!(!names(&r).contains(&"vendor_challenge"), "a content page quoting a marker");
+    let without_html = PageFacts { html: None, ..shown("", html) };
+    assert!(!names(&full(&without_html)).contains(&"vendor_challenge"));
+    assert_eq!(vendor_marker(&shown("", html)).map(|m| m.vendor), Some("Imperva/Incapsula"));
+}
+
+#[test]
+fn aws_waf_action_header() {
+    for (status, value) in [(202, "challenge"), (405, "captcha"), (200, " Challenge ")] {
+        let r = fast_pass(URL, &resp(status, &[("X-Amzn-Waf-Action", value)]), &[], &cfg());
+        assert_eq!(names(&r), ["waf_header_aws"], "{status} {value}");
+        assert_eq!(r.signals[0].weight, 0.9);
+        assert_eq!(r.signals[0].source, Pass::Fast);
+        assert_eq!(r.signals[0].details, format!("x-amzn-waf-action: {}", value.trim()));
+        assert!(fast_pass_is_decisive(&r));
+        assert_eq!(r.block_status, BlockStatus::Blocked);
+    }
+    for value in ["block", "allow", "challenged", ""] {
+        let r = fast_pass(URL, &resp(202, &[("x-amzn-waf-action", value)]), &[], &cfg());
+        assert!(r.signals.is_empty(), "{value}");
+    }
+}
+
+#[test]
+fn reload_loop_counts_self_requested_navigations_of_one_url() {
+    assert_eq!((SELF_RELOAD_MIN_COUNT, SELF_RELOAD_WINDOW_MS), (3, 10_000));
+    let u = "https://shop.example.com/";
+    let mut l = ReloadLoop::default();
+    assert_eq!(l.record(u, 0, false), None, "the client's own navigation");
+    assert_eq!(l.record(u, 100, true), None);
+    assert_eq!(l.record(&format!("{u}#x"), 200, true), None, "the fragment does not matter");
+    assert_eq!(l.record(u, 300, true), Some(3));
+    assert_eq!(l.record(u, 400, true), Some(4));
+    // Older than the window drops out.
+    assert_eq!(l.record(u, 10_250, true), Some(3));
+    assert_eq!(l.record(u, 30_000, true), None);
+
+    // A client navigation, or another URL, starts over.
+    let mut l = ReloadLoop::default();
+    l.record(u, 0, true);
+    l.record(u, 1, true);
+    assert_eq!(l.record(u, 2, false), None);
+    assert_eq!(l.record(u, 3, true), None);
+    assert_eq!(l.record("https://shop.example.com/other", 4, true), None);
+    assert_eq!(l.record(u, 5, true), None);
+    assert_eq!(l.record(u, 6, true), None);
+    assert_eq!(l.record(u, 7, true), Some(3));
+
+    // Slower than three in ten seconds is no loop.
+    let mut l = ReloadLoop::default();
+    assert!((0..10u64).all(|i| l.record(u, i * 6_000, true).is_none()));
+}
+
+#[test]
+fn self_reload_loop_joins_a_result_in_table_order() {
+    let first = fast_pass(URL, &resp(200, &[("server", "Sucuri/Cloudproxy")]), &[], &cfg());
+    assert!(first.signals.is_empty());
+    let r = first.with_signal(self_reload_signal(3));
+    assert_eq!(names(&r), ["self_reload_loop"]);
+    assert_eq!(r.signals[0].weight, 0.5);
+    assert_eq!(r.signals[0].source, Pass::Fast);
+    assert_eq!(r.signals[0].details, "3 reloads of the same URL that no client asked for");
+    assert_eq!((r.block_status, r.score, r.pass), (BlockStatus::Suspected, 0.5, Pass::Fast));
+    let (full_result, _) = full_pass(URL, Some(&resp(503, &[])), &normal_page(), &[], &cfg());
+    let r = full_result.with_signal(self_reload_signal(4));
+    assert_eq!(names(&r), ["http_status_503", "self_reload_loop"]);
+    assert_eq!(r.block_status, BlockStatus::Blocked); // 1 - 0.4 * 0.5
 }
