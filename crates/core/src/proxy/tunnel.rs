@@ -137,6 +137,9 @@ mod splice {
     /// halves the proxy's CPU per byte against the default 64 KiB.
     const BULK_PIPE: usize = 1 << 20;
 
+    /// How long a direction may be quiet before its pipe is given back.
+    const PIPE_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
+
     /// One pipe per direction, made when that direction first has bytes to
     /// move: an idle tunnel holds its two sockets and nothing else.
     struct Pipe {
@@ -200,7 +203,21 @@ mod splice {
         let mut pipe_holder: Option<Pipe> = None;
         loop {
             let n = loop {
-                from.readable().await?;
+                if pipe_holder.is_some() {
+                    // The pipe stays while bytes keep coming (a bulk transfer
+                    // keeps its grown pipe); once this direction has been quiet
+                    // for a while it goes back, so an idle tunnel holds its two
+                    // sockets only.
+                    match tokio::time::timeout(PIPE_IDLE, from.readable()).await {
+                        Ok(ready) => ready?,
+                        Err(_) => {
+                            pipe_holder = None;
+                            from.readable().await?;
+                        }
+                    }
+                } else {
+                    from.readable().await?;
+                }
                 let pipe = match &mut pipe_holder {
                     Some(pipe) => pipe,
                     None => pipe_holder.insert(Pipe::new()?),
@@ -208,15 +225,7 @@ mod splice {
                 let moved = from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK));
                 match moved {
                     Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // Nothing to move: the empty pipe goes back, unless
-                        // it carries a bulk transfer (then it keeps its size),
-                        // so an idle tunnel holds its two sockets only.
-                        if pipe_holder.as_ref().is_some_and(|p| p.capacity < BULK_PIPE) {
-                            pipe_holder = None;
-                        }
-                        continue;
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(e),
                 }
             };
