@@ -20,6 +20,7 @@
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import { startChild } from './lib/resources.mjs';
+import { startClient } from './lib/loopback.mjs';
 import { hasCommand, wrk, curlDownload, pin, allowedCpus } from './lib/native.mjs';
 
 const require = createRequire(import.meta.url);
@@ -80,18 +81,7 @@ export async function run({ res, log }) {
 
   // Our proxy: emulator + client with the default rules [] (everything direct).
   log('starting the emulator and our proxy');
-  const emu = await sdk.startEmulator({ site: false });
-  res.defer('emulator', () => emu.stop());
-  const client = new sdk.AluviaClient({
-    apiKey: emu.apiKey,
-    apiBaseUrl: emu.apiBaseUrl,
-    gatewayHost: emu.gatewayHost,
-    gatewayPort: emu.gatewayPort,
-    logLevel: 'silent',
-  });
-  let connection = null;
-  res.defer('aluvia client', () => (connection ? connection.close() : client.stop()));
-  connection = await client.start();
+  const { client, connection } = await startClient(sdk, res);
   const oursPort = connection.port;
 
   // proxy-chain.

@@ -14,8 +14,8 @@
 //
 // Everything runs on loopback in this process (the proxy on Rust threads).
 import http from 'node:http';
-import { once } from 'node:events';
 import { createRequire } from 'node:module';
+import { serveLoopback, startClient } from './lib/loopback.mjs';
 
 const require = createRequire(import.meta.url);
 const sdk = require('../lib/index.js');
@@ -37,26 +37,10 @@ const median = (xs) => quantile(xs, 0.5);
 const ms = (x) => `${x.toFixed(2)} ms`;
 
 export async function run({ res, log }) {
-  const origin = http.createServer((req, r) => r.end(req.socket.remoteAddress));
-  origin.keepAliveTimeout = 60_000;
-  origin.listen(0, '127.0.0.1');
-  await once(origin, 'listening');
-  res.defer('origin', () => new Promise((done) => { origin.closeAllConnections(); origin.close(() => done()); }));
-  const target = `http://127.0.0.1:${origin.address().port}/`;
-
+  // The origin answers with the address it saw.
+  const target = `${await serveLoopback(res, 'origin', (req, r) => r.end(req.socket.remoteAddress))}/`;
   log('starting the emulator and our proxy');
-  const emu = await sdk.startEmulator({ site: false });
-  res.defer('emulator', () => emu.stop());
-  const client = new sdk.AluviaClient({
-    apiKey: emu.apiKey,
-    apiBaseUrl: emu.apiBaseUrl,
-    gatewayHost: emu.gatewayHost,
-    gatewayPort: emu.gatewayPort,
-    logLevel: 'silent',
-  });
-  let connection = null;
-  res.defer('aluvia client', () => (connection ? connection.close() : client.stop()));
-  connection = await client.start();
+  const { client, connection } = await startClient(sdk, res);
   const fetchVia = connection.asUndiciFetch();
   const load = async () => {
     const t = performance.now();

@@ -1,5 +1,6 @@
-// Pieces the browser-side sections share: a page server on 127.0.0.1 and the
-// emulator with client options pointing at it, all registered for cleanup.
+// Pieces the sections share: a page server on 127.0.0.1, the emulator with
+// client options pointing at it, and a started client; all registered for
+// cleanup.
 import http from 'node:http';
 import { once } from 'node:events';
 import { emulatorClientOptions } from '../../__test__/helpers.mjs';
@@ -19,4 +20,14 @@ export async function startEmulator(sdk, res, extra = {}) {
   res.defer('emulator', () => emu.stop());
   const options = emulatorClientOptions(emu, extra);
   return { emu, options };
+}
+
+/** The emulator and a started AluviaClient on it (logLevel silent), both closed at cleanup. */
+export async function startClient(sdk, res, extra = {}) {
+  const { emu, options } = await startEmulator(sdk, res, { logLevel: 'silent', ...extra });
+  const client = new sdk.AluviaClient(options);
+  let connection = null;
+  res.defer('aluvia client', () => (connection ? connection.close() : client.stop()));
+  connection = await client.start();
+  return { emu, client, connection };
 }
