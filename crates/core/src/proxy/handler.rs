@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{Authority, Scheme};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -89,6 +89,15 @@ impl Decision {
             Decision::Gateway(pool) => RouteKey::Gateway(pool.fingerprint),
         }
     }
+}
+
+/// A connection dialled and registered on a settled route.
+struct Dialled {
+    decision: Decision,
+    io: MaybeTls,
+    registration: Registration,
+    /// The hostname's counters on that route.
+    counters: Arc<Counters>,
 }
 
 /// A pooled client whose connections go direct or to the gateway.
@@ -471,19 +480,12 @@ impl Shared {
             Err(res) => return res,
         };
         let client_side = hyper::upgrade::on(&mut req);
-        let Some((decision, io, registration)) = self.dial_registered(&target).await else {
-            return plain(StatusCode::BAD_GATEWAY, "the route changed while connecting; try again");
-        };
+        let Dialled { decision, io, registration, counters: host_counters } =
+            match self.dial_registered(&target, method.as_str(), |c| &c.requests).await {
+                Ok(d) => d,
+                Err(res) => return res,
+            };
         let route = decision.route();
-        let host_counters = self.traffic.counters(&target.hostname, route);
-        host_counters.requests.fetch_add(1, Ordering::Relaxed);
-        let io = match io {
-            Ok(io) => io,
-            Err(res) => {
-                self.log(method.as_str(), &target.hostname, route, res.status(), Some("upgrade"));
-                return res;
-            }
-        };
         host_counters.tunnels.fetch_add(1, Ordering::Relaxed);
         let counters = Counters::child(&host_counters);
         let label = match &decision {
@@ -509,10 +511,7 @@ impl Shared {
         }
         match &decision {
             Decision::Direct => {
-                parts.uri = uri.path_and_query().map_or_else(
-                    || Uri::from_static("/"),
-                    |p| p.as_str().parse().unwrap_or_else(|_| Uri::from_static("/")),
-                )
+                parts.uri = Uri::from(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")))
             }
             Decision::Gateway(pool) => {
                 parts.headers.insert(header::PROXY_AUTHORIZATION, pool.auth.clone());
@@ -554,29 +553,38 @@ impl Shared {
     /// Dial `target` on the route the current config gives, and register the
     /// connection under that route. If the route changed meanwhile (a
     /// reroute ran between the decision and the registration), decide and
-    /// dial again. `None` only if that keeps happening.
+    /// dial again. Once the route is settled, `counter` of its counters is
+    /// bumped (the attempt counts, dialled or not); a failed dial is logged
+    /// as `what` and answered.
     async fn dial_registered(
         &self,
         target: &Target,
-    ) -> Option<(Decision, Result<MaybeTls, Response<ProxyBody>>, Registration)> {
+        what: &str,
+        counter: impl Fn(&Counters) -> &AtomicU64,
+    ) -> Result<Dialled, Response<ProxyBody>> {
         for _ in 0..ROUTE_ATTEMPTS {
             let decision = self.decide(&target.hostname);
             let dialled = match &decision {
-                Decision::Direct => self
-                    .dialer
-                    .target(&target.host, target.port)
-                    .await
-                    .map(MaybeTls::Plain)
-                    .map_err(|e| dial_failure(&e)),
-                Decision::Gateway(_) => self.dialer.gateway().await.map_err(|e| dial_failure(&e)),
+                Decision::Direct => self.dialer.target(&target.host, target.port).await.map(MaybeTls::Plain),
+                Decision::Gateway(_) => self.dialer.gateway().await,
             };
             let Some(registration) = self.routes.register(&self.config, &target.hostname, decision.key(), Kind::Tunnel)
             else {
                 continue;
             };
-            return Some((decision, dialled, registration));
+            let route = decision.route();
+            let counters = self.traffic.counters(&target.hostname, route);
+            counter(&counters).fetch_add(1, Ordering::Relaxed);
+            return match dialled {
+                Ok(io) => Ok(Dialled { decision, io, registration, counters }),
+                Err(e) => {
+                    let res = dial_failure(&e);
+                    self.log(what, &target.hostname, route, res.status(), Some(&e.reason));
+                    Err(res)
+                }
+            };
         }
-        None
+        Err(plain(StatusCode::BAD_GATEWAY, "the route changed while connecting; try again"))
     }
 
     async fn tunnel(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -600,19 +608,12 @@ impl Shared {
             return self.reject("CONNECT", StatusCode::BAD_REQUEST, "the tunnel targets the proxy itself");
         }
 
-        let Some((decision, dialled, registration)) = self.dial_registered(&target).await else {
-            return plain(StatusCode::BAD_GATEWAY, "the route changed while connecting; try again");
-        };
+        let Dialled { decision, io, registration, counters: host_counters } =
+            match self.dial_registered(&target, "CONNECT", |c| &c.tunnels).await {
+                Ok(d) => d,
+                Err(res) => return res,
+            };
         let route = decision.route();
-        let host_counters = self.traffic.counters(&target.hostname, route);
-        host_counters.tunnels.fetch_add(1, Ordering::Relaxed);
-        let io = match dialled {
-            Ok(io) => io,
-            Err(res) => {
-                self.log("CONNECT", &target.hostname, route, res.status(), Some("dial failed"));
-                return res;
-            }
-        };
         let upstream = match &decision {
             Decision::Direct => match io {
                 MaybeTls::Plain(tcp) => End::tcp(tcp),

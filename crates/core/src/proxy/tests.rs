@@ -272,6 +272,20 @@ async fn raw(proxy: SocketAddr, request: &str) -> String {
     tokio::time::timeout(STEP, fut).await.expect("raw request hung")
 }
 
+/// Read an HTTP head byte by byte (nothing past it), up to and including the
+/// blank line; `None` if the stream ends first.
+async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// Open a CONNECT tunnel; returns the stream (past the proxy's answer) or
 /// the proxy's whole answer when it refused.
 async fn open_tunnel(proxy: SocketAddr, target: SocketAddr) -> Result<TcpStream, String> {
@@ -279,15 +293,7 @@ async fn open_tunnel(proxy: SocketAddr, target: SocketAddr) -> Result<TcpStream,
         let mut tcp = TcpStream::connect(proxy).await.unwrap();
         let head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
         tcp.write_all(head.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        while !answer.ends_with(b"\r\n\r\n") {
-            if tcp.read(&mut byte).await.unwrap() == 0 {
-                break;
-            }
-            answer.push(byte[0]);
-        }
-        let text = String::from_utf8_lossy(&answer).into_owned();
+        let text = read_head(&mut tcp).await.unwrap_or_default();
         if text.starts_with("HTTP/1.1 200") {
             return Ok(tcp);
         }
@@ -722,13 +728,8 @@ async fn start_eager_gateway() -> GatewayConfig {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
+                if read_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\npeer=eager-gateway\n").await;
                 let (mut r, mut w) = stream.split();
@@ -778,13 +779,8 @@ async fn tunnels_carry_pipelined_bytes_bulk_data_and_half_closes() {
         let mut tcp = TcpStream::connect(proxy).await.unwrap();
         let head = format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\nearly bytes");
         tcp.write_all(head.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        while !answer.ends_with(b"\r\n\r\n") {
-            assert_eq!(tokio::time::timeout(STEP, tcp.read(&mut byte)).await.unwrap().unwrap(), 1);
-            answer.push(byte[0]);
-        }
-        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        let answer = tokio::time::timeout(STEP, read_head(&mut tcp)).await.unwrap().expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         let expected = format!("peer={expected_peer}\nearly bytes");
         let mut got = vec![0u8; expected.len()];
         tokio::time::timeout(STEP, tcp.read_exact(&mut got)).await.expect("pipelined tunnel hung").unwrap();
@@ -1090,15 +1086,8 @@ async fn start_upgrade_echo() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut stream, peer)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let Some(head) = read_head(&mut stream).await else { return };
+                let text = head.to_ascii_lowercase();
                 if !text.contains("upgrade: websocket") || !text.contains("connection: upgrade") {
                     let _ = stream.write_all(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n").await;
                     return;
@@ -1124,13 +1113,8 @@ async fn an_upgrade_in_absolute_form_is_relayed_and_counted_as_a_tunnel() {
         "GET http://{ws}/chat HTTP/1.1\r\nHost: {ws}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let mut byte = [0u8; 1];
-    while !answer.ends_with(b"\r\n\r\n") {
-        assert_eq!(tokio::time::timeout(STEP, tcp.read(&mut byte)).await.unwrap().unwrap(), 1);
-        answer.push(byte[0]);
-    }
-    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let answer =
+        tokio::time::timeout(STEP, read_head(&mut tcp)).await.unwrap().expect("an answer").to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 101"), "{answer}");
     assert!(answer.contains("upgrade: websocket"), "{answer}");
     assert_eq!(tunnel_roundtrip(&mut tcp, b"frame bytes").await, DIRECT_PEER);
