@@ -145,6 +145,12 @@ export type AluviaClientConnection = {
   browserContext?: any;
   /** `http://127.0.0.1:PORT`, with startPlaywright. */
   cdpUrl?: string;
+  /**
+   * Ours, with startPlaywright: `'namespace'` when Chromium runs in a network
+   * namespace of its own (CDP served to your user only), `'none'` when it
+   * uses the host's network.
+   */
+  browserIsolation?: 'namespace' | 'none';
   close(): Promise<void>;
   stop(): Promise<void>;
 };

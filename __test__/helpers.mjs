@@ -1,7 +1,7 @@
 // Shared test fixtures: real servers on loopback, nothing mocked.
 import http from 'node:http';
 import { once } from 'node:events';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -232,4 +232,20 @@ export function privateTmpdir(prefix) {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A throwaway local user for the multi-user tests: `{ name, uid, remove }`,
+ * or `{ skip }` with the reason when one cannot be made here.
+ */
+export function throwawayUser(tools = []) {
+  if (process.getuid?.() !== 0) return { skip: 'needs root to create a throwaway user' };
+  const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+  const needed = ['useradd', 'userdel', 'runuser', ...tools];
+  if (!needed.every(has)) return { skip: `needs ${needed.join(', ')}` };
+  const name = `aluvia-t${process.pid}`;
+  const made = spawnSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', name]);
+  if (made.status !== 0) return { skip: `useradd failed: ${made.stderr}` };
+  const uid = Number(spawnSync('id', ['-u', name], { encoding: 'utf8' }).stdout.trim());
+  return { name, uid, remove: () => spawnSync('userdel', [name]) };
 }

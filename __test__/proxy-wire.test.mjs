@@ -12,7 +12,7 @@ import { spawnSync, execFile } from 'node:child_process';
 import { readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sdk, emulatorClientOptions, admin, require } from './helpers.mjs';
+import { sdk, emulatorClientOptions, admin, require, throwawayUser } from './helpers.mjs';
 
 const { AluviaClient } = sdk;
 const { emulatorExitAddress } = require('../lib/emulator.js');
@@ -275,19 +275,8 @@ test('a request or tunnel aimed at the proxy itself is a 400, and descriptors do
   });
 });
 
-/** A throwaway local user for the multi-user test; null with the reason when that cannot be. */
-function throwawayUser() {
-  if (process.getuid?.() !== 0) return { skip: 'needs root to create a throwaway user' };
-  const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-  if (!['useradd', 'userdel', 'runuser', 'curl'].every(has)) return { skip: 'needs useradd, runuser and curl' };
-  const name = `aluvia-t${process.pid}`;
-  const made = spawnSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', name]);
-  if (made.status !== 0) return { skip: `useradd failed: ${made.stderr}` };
-  return { name, remove: () => spawnSync('userdel', [name]) };
-}
-
 test('another local user cannot use the proxy; the owner can', async (t) => {
-  const user = throwawayUser();
+  const user = throwawayUser(['curl']);
   if (user.skip) return t.skip(user.skip);
   const hits = [];
   const target = http.createServer((req, res) => {

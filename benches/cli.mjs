@@ -9,7 +9,7 @@
 //
 // Everything runs in a private TMPDIR against the emulator; every session is
 // closed with `session close --all` when the section ends.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { once } from 'node:events';
 import { createRequire } from 'node:module';
@@ -17,6 +17,7 @@ import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchDir } from './lib/resources.mjs';
+import { processTree } from './lib/native.mjs';
 
 const require = createRequire(import.meta.url);
 const sdk = require('../lib/index.js');
@@ -66,24 +67,6 @@ function rssKb(pid) {
   }
 }
 
-function tree(pid) {
-  const rows = execFileSync('ps', ['-eo', 'pid=,ppid='], { encoding: 'utf8' })
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => l.trim().split(/\s+/).map(Number));
-  const out = [];
-  const walk = (p) => {
-    for (const [c, pp] of rows) {
-      if (pp === p) {
-        out.push(c);
-        walk(c);
-      }
-    }
-  };
-  walk(pid);
-  return out;
-}
-
 export async function run_({ res, log }) {
   const emu = await sdk.startEmulator();
   res.defer('emulator', () => emu.stop());
@@ -129,7 +112,7 @@ export async function run_({ res, log }) {
     if (i === 0) {
       await new Promise((r2) => setTimeout(r2, 2000)); // idle
       mem.daemon.push(rssKb(r.json.pid));
-      mem.chromium.push(tree(r.json.pid).reduce((a, p) => a + rssKb(p), 0));
+      mem.chromium.push(processTree(r.json.pid).reduce((a, p) => a + rssKb(p), 0));
     }
     if (i === 0 || i === 9) {
       const xs = [];

@@ -22,6 +22,7 @@ const SECTIONS = [
   () => import('./proxy.mjs'),
   () => import('./routes.mjs'),
   () => import('./browser.mjs'),
+  () => import('./isolation.mjs'),
   () => import('./detection.mjs'),
   () => import('./cli.mjs'),
 ];

@@ -93,6 +93,7 @@ class AluviaClient {
         connection.browserContext = browser.contexts()[0] ?? (await browser.newContext());
         closePagesSurely(browser);
         connection.cdpUrl = info.cdpUrl;
+        connection.browserIsolation = info.browserIsolation;
       } catch (err) {
         await mapped(() => this._native.closeBrowser());
         await mapped(() => this._native.stop());

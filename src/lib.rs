@@ -174,6 +174,7 @@ pub struct BindingProxyInfo {
     pub port: u32,
     pub url: String,
     pub cdp_url: Option<String>,
+    pub browser_isolation: Option<String>,
 }
 
 fn raw_client_options(options: BindingClientOptions) -> RawClientOptions {
@@ -218,7 +219,13 @@ impl BindingClient {
     #[napi]
     pub async fn start(&self) -> Result<BindingProxyInfo> {
         let info = self.inner.start().await.map_err(to_napi)?;
-        Ok(BindingProxyInfo { host: info.host, port: info.port as u32, url: info.url, cdp_url: info.cdp_url })
+        Ok(BindingProxyInfo {
+            host: info.host,
+            port: info.port as u32,
+            url: info.url,
+            cdp_url: info.cdp_url,
+            browser_isolation: info.browser_isolation.map(str::to_string),
+        })
     }
 
     /// Where detection results go (a weak callback: it never keeps Node alive).

@@ -2,7 +2,7 @@
 // tunnel download). They cost far less CPU per request than any Node client,
 // so on a machine with few cores the figures show the proxies rather than the
 // load generator. `npm run bench` installs them where it can (scripts/setup.mjs).
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { benchDir } from './resources.mjs';
 
@@ -88,4 +88,23 @@ export function allowedCpus(pid = process.pid) {
         return Array.from({ length: b - a + 1 }, (_, i) => a + i);
       })
     : [];
+}
+
+/** Pids of every process under `pid` (not including it). */
+export function processTree(pid) {
+  const rows = execFileSync('ps', ['-eo', 'pid=,ppid='], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.trim().split(/\s+/).map(Number));
+  const out = [];
+  const walk = (p) => {
+    for (const [c, pp] of rows) {
+      if (pp === p) {
+        out.push(c);
+        walk(c);
+      }
+    }
+  };
+  walk(pid);
+  return out;
 }

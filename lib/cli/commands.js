@@ -228,6 +228,8 @@ function sessionGet(o = {}) {
       }
     }
     out.traffic = lock.traffic ?? [];
+    // Ours: how the browser is kept apart ("namespace" or "none").
+    out.browserIsolation = lock.browserIsolation ?? null;
     return out;
   });
 }

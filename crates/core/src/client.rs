@@ -200,6 +200,8 @@ pub struct ProxyInfo {
     pub url: String,
     /// With a browser: its CDP endpoint `http://127.0.0.1:PORT`.
     pub cdp_url: Option<String>,
+    /// With a browser: `"namespace"` or `"none"` (see `BrowserSession::isolation`).
+    pub browser_isolation: Option<&'static str>,
 }
 
 pub struct Client {
@@ -343,6 +345,7 @@ fn info(proxy: &ProxyServer, browser: Option<&BrowserSession>) -> ProxyInfo {
         port,
         url: format!("http://127.0.0.1:{port}"),
         cdp_url: browser.map(|b| b.cdp_url().to_string()),
+        browser_isolation: browser.map(BrowserSession::isolation),
     }
 }
 

@@ -7,7 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+#[cfg(target_os = "linux")]
+pub use super::isolated::Isolation;
+#[cfg(target_os = "linux")]
+use super::netns::Prepared;
 use crate::error::{AluviaError, Result};
+use crate::log::Logger;
 
 /// Where we look for Chromium, in order. Each entry names the place as the
 /// error message will show it.
@@ -84,6 +91,9 @@ pub fn find_chromium() -> Result<PathBuf> {
 
 pub struct LaunchOptions {
     pub executable: PathBuf,
+    /// Run Chromium in a network namespace of its own where the system allows
+    /// it (see [`super::netns`]).
+    pub isolate: bool,
     /// `http://127.0.0.1:PORT` of the local proxy.
     pub proxy_url: String,
     pub headless: bool,
@@ -94,8 +104,63 @@ pub struct LaunchOptions {
 
 pub struct Launched {
     pub child: Child,
+    /// The browser's DevTools WebSocket, as the engine connects to it.
     pub ws_url: String,
+    /// The DevTools port users are given (the engine's gate when isolated).
     pub cdp_port: u16,
+    /// The namespace's relays, when Chromium runs in one.
+    pub isolation: Option<Isolation>,
+    /// Why Chromium runs on the host's network, when it does.
+    pub not_isolated: Option<String>,
+}
+
+/// The variable that turns the namespace off (`none`); `namespace`, the
+/// default, asks for it.
+pub const ISOLATION_VAR: &str = "ALUVIA_BROWSER_ISOLATION";
+
+/// Whether the environment asks for a namespace (an unknown value is an error
+/// naming the variable).
+pub fn isolation_wanted() -> Result<bool> {
+    match std::env::var(ISOLATION_VAR).ok().as_deref().map(str::trim) {
+        None | Some("") | Some("namespace") => Ok(true),
+        Some("none") => Ok(false),
+        Some(other) => Err(AluviaError::Invalid(format!(
+            "{ISOLATION_VAR} must be 'namespace' or 'none', got '{}'",
+            other.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+/// Variables Chromium gets from ours: what it needs to find the display,
+/// fonts, locale and home, and nothing else (no API key, no proxy password).
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+    "XDG_DATA_DIRS",
+    "XDG_CONFIG_DIRS",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "FONTCONFIG_PATH",
+    "FONTCONFIG_FILE",
+];
+
+fn passed_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            k.to_str().is_some_and(|k| PASSED_ENV.contains(&k) || (k.starts_with("LC_") && !k.contains('=')))
+        })
+        .collect()
 }
 
 fn is_root() -> bool {
@@ -103,8 +168,83 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Start Chromium and wait (without blocking the runtime) for its DevTools address.
-pub async fn spawn(opts: &LaunchOptions) -> Result<Launched> {
+/// Start Chromium and wait (without blocking the runtime) for its DevTools
+/// address: in a network namespace when asked and possible, else on the
+/// host's network with the reason in [`Launched::not_isolated`].
+pub async fn spawn(opts: &LaunchOptions, logger: &Arc<Logger>) -> Result<Launched> {
+    let args = chromium_args(opts);
+    let not_isolated = if !opts.isolate {
+        format!("{ISOLATION_VAR}=none")
+    } else if !cfg!(target_os = "linux") {
+        "network namespaces exist only on Linux".to_string()
+    } else {
+        match spawn_isolated(opts, &args, logger).await {
+            Ok(launched) => return Ok(launched),
+            Err(why) => why,
+        }
+    };
+    let (child, ready) = start_process(opts, &args, None)?;
+    let (child, ws_url, cdp_port) = wait_devtools(child, ready).await.map_err(AluviaError::Internal)?;
+    Ok(Launched { child, ws_url, cdp_port, isolation: None, not_isolated: Some(not_isolated) })
+}
+
+/// Chromium in a namespace of its own, with the engine's relays; or why it
+/// cannot be had (Chromium's own failures in there included, so that the
+/// caller tries the host's network before giving up).
+#[cfg(target_os = "linux")]
+async fn spawn_isolated(
+    opts: &LaunchOptions,
+    args: &[String],
+    logger: &Arc<Logger>,
+) -> std::result::Result<Launched, String> {
+    let prepared = Prepared::new().map_err(|e| format!("cannot prepare a network namespace: {e}"))?;
+    let (mut child, ready) = start_process(opts, args, Some(&prepared))
+        .map_err(|e| format!("cannot create a network namespace for Chromium: {e}"))?;
+    // The relay to the proxy listens before anything can ask Chromium to load
+    // a page (nobody has its DevTools address yet).
+    let proxy_port = url::Url::parse(&opts.proxy_url).ok().and_then(|u| u.port()).unwrap_or(0);
+    let iso = match Isolation::start(prepared.into_netns(), proxy_port, Arc::clone(logger)) {
+        Ok(iso) => iso,
+        Err(e) => {
+            kill(&mut child);
+            return Err(format!("cannot relay the proxy into Chromium's network namespace: {e}"));
+        }
+    };
+    let (mut child, ws_url, inner_port) = wait_devtools(child, ready)
+        .await
+        .map_err(|e| format!("Chromium did not start in a network namespace: {e}"))?;
+    let gate = match iso.serve_cdp(inner_port).await {
+        Ok(port) => port,
+        Err(e) => {
+            kill(&mut child);
+            return Err(format!("cannot serve Chromium's DevTools port: {e}"));
+        }
+    };
+    // The engine itself goes through the gate too (it is the owner).
+    let ws_url = ws_url.replacen(&format!("127.0.0.1:{inner_port}/"), &format!("127.0.0.1:{gate}/"), 1);
+    Ok(Launched { child, ws_url, cdp_port: gate, isolation: Some(iso), not_isolated: None })
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn spawn_isolated(_: &LaunchOptions, _: &[String], _: &Arc<Logger>) -> std::result::Result<Launched, String> {
+    Err("network namespaces exist only on Linux".into())
+}
+
+/// Nothing to relay where there are no namespaces.
+#[cfg(not(target_os = "linux"))]
+pub struct Isolation;
+
+#[cfg(not(target_os = "linux"))]
+impl Isolation {
+    pub async fn stop(&self) {}
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn chromium_args(opts: &LaunchOptions) -> Vec<String> {
     let proxy = opts.proxy_url.trim_start_matches("http://");
     let mut args: Vec<String> = vec![
         "--remote-debugging-port=0".into(),
@@ -150,12 +290,54 @@ pub async fn spawn(opts: &LaunchOptions) -> Result<Launched> {
         args.push(format!("--ignore-certificate-errors-spki-list={}", opts.trust_spki.join(",")));
     }
     args.push("about:blank".into());
+    args
+}
 
+/// The longest `TMPDIR` under which Chromium's singleton socket
+/// (`org.chromium.Chromium.XXXXXX/SingletonSocket`, 45 bytes) still fits in a
+/// socket address (107 bytes and a NUL).
+const MAX_TMPDIR: usize = 107 - 45;
+
+/// Chromium's own temp files (`org.chromium.Chromium.*`) go under the
+/// profile, so that they go with it even when Chromium is killed; `None`
+/// leaves Chromium the inherited `TMPDIR` when the profile's is too long.
+fn chromium_tmpdir(profile: &Path) -> Result<Option<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::DirBuilderExt;
+    let tmp = profile.join("t");
+    if tmp.as_os_str().as_bytes().len() > MAX_TMPDIR {
+        return Ok(None);
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
+        Ok(()) => Ok(Some(tmp)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(tmp)),
+        Err(e) => Err(AluviaError::Internal(format!("cannot create {}: {e}", tmp.display()))),
+    }
+}
+
+/// What Chromium's stderr said: its DevTools address, or its last lines.
+type Ready = tokio::sync::oneshot::Receiver<std::result::Result<String, String>>;
+
+/// Start the process (in the namespace `ns` prepares, if any) with a clean
+/// environment and its temp files under the profile.
+fn start_process(opts: &LaunchOptions, args: &[String], ns: Option<&Prepared>) -> Result<(Child, Ready)> {
     let mut cmd = Command::new(&opts.executable);
-    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.env_clear().envs(passed_env());
+    if let Some(tmp) = chromium_tmpdir(&opts.user_data_dir)? {
+        cmd.env("TMPDIR", tmp);
+    }
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
+        if let Some(ns) = ns {
+            // SAFETY: the closure makes async-signal-safe calls only (see
+            // `Prepared::entry`); it runs before the one below, so that the
+            // parent-death signal is set with the namespace's credentials.
+            unsafe {
+                cmd.pre_exec(ns.entry());
+            }
+        }
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: prctl and getppid are async-signal-safe; nothing else runs here.
         unsafe {
@@ -174,6 +356,8 @@ pub async fn spawn(opts: &LaunchOptions) -> Result<Launched> {
             });
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = ns;
     let mut child = cmd.spawn().map_err(|e| {
         AluviaError::Internal(format!("Failed to start Chromium at {}: {e}", opts.executable.display()))
     })?;
@@ -220,12 +404,17 @@ pub async fn spawn(opts: &LaunchOptions) -> Result<Launched> {
         })
         .map_err(|e| AluviaError::Internal(format!("cannot start a thread: {e}")))?;
 
+    Ok((child, rx))
+}
+
+/// Wait for Chromium's DevTools address: `(child, ws_url, port)`, or the
+/// reason it did not come (the process is killed then).
+async fn wait_devtools(mut child: Child, ready: Ready) -> std::result::Result<(Child, String, u16), String> {
     let fail = |child: &mut Child, msg: String| {
-        let _ = child.kill();
-        let _ = child.wait();
-        AluviaError::Internal(msg)
+        kill(child);
+        msg
     };
-    let ws_url = match tokio::time::timeout(Duration::from_secs(30), rx).await {
+    let ws_url = match tokio::time::timeout(Duration::from_secs(30), ready).await {
         Ok(Ok(Ok(url))) => url,
         Ok(Ok(Err(tail))) => {
             return Err(fail(&mut child, format!("Chromium exited before it was ready: {tail}")));
@@ -233,11 +422,11 @@ pub async fn spawn(opts: &LaunchOptions) -> Result<Launched> {
         Ok(Err(_)) => return Err(fail(&mut child, "Chromium exited before it was ready".into())),
         Err(_) => return Err(fail(&mut child, "Chromium did not report its DevTools address within 30 s".into())),
     };
-    let cdp_port = url::Url::parse(&ws_url).ok().and_then(|u| u.port()).unwrap_or(0);
-    if cdp_port == 0 {
+    let port = url::Url::parse(&ws_url).ok().and_then(|u| u.port()).unwrap_or(0);
+    if port == 0 {
         return Err(fail(&mut child, format!("unexpected DevTools address from Chromium: {ws_url}")));
     }
-    Ok(Launched { child, ws_url, cdp_port })
+    Ok((child, ws_url, port))
 }
 
 #[cfg(test)]

@@ -2,7 +2,11 @@
 //! block detection on every page target.
 
 mod cdp;
+#[cfg(target_os = "linux")]
+mod isolated;
 pub mod launch;
+#[cfg(target_os = "linux")]
+mod netns;
 mod watch;
 
 use std::path::PathBuf;
@@ -48,6 +52,8 @@ pub struct BrowserOptions {
 pub struct BrowserSession {
     cdp: Cdp,
     child: Mutex<Option<Child>>,
+    /// The relays of Chromium's network namespace, when it runs in one.
+    isolation: Option<launch::Isolation>,
     cdp_url: String,
     user_data_dir: PathBuf,
     detector: Arc<Detector>,
@@ -57,10 +63,28 @@ pub struct BrowserSession {
 /// (stale-session cleanup removes only directories named like this).
 pub const PROFILE_DIR_PREFIX: &str = "aluvia-chromium-";
 
+/// The profile's preferences at the start.
+const PREFERENCES: &str =
+    r#"{"webrtc":{"ip_handling_policy":"disable_non_proxied_udp","multiple_routes_enabled":false,"nonproxied_udp_enabled":false}}"#;
+
 fn make_user_data_dir() -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let dir = std::env::temp_dir().join(format!("{PROFILE_DIR_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| {
+    // Short: Chromium's singleton socket lives under it (in the `TMPDIR` it
+    // gets), and a socket's path has room for about 107 bytes. `create`
+    // fails on the (unlikely) clash of 48 random bits.
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dir = std::env::temp_dir().join(format!("{PROFILE_DIR_PREFIX}{}", &id[..12]));
+    let made = std::fs::DirBuilder::new().mode(0o700).create(&dir).and_then(|()| {
+        // WebRTC may use UDP only through a proxy, which an HTTP proxy cannot
+        // carry: no STUN or media packet goes around the proxy to reveal the
+        // machine's own address. (Chromium takes this from the profile; the
+        // command-line switch alone leaves UDP on.)
+        let default = dir.join("Default");
+        std::fs::DirBuilder::new().mode(0o700).create(&default)?;
+        std::fs::write(default.join("Preferences"), PREFERENCES)
+    });
+    made.map_err(|e| {
+        let _ = std::fs::remove_dir_all(&dir);
         AluviaError::Internal(format!("cannot create a Chromium profile directory {}: {e}", dir.display()))
     })?;
     Ok(dir)
@@ -71,14 +95,19 @@ impl BrowserSession {
     /// every page.
     pub async fn launch(opts: BrowserOptions) -> Result<BrowserSession> {
         let executable = launch::find_chromium()?;
+        let isolate = launch::isolation_wanted()?;
         let user_data_dir = make_user_data_dir()?;
-        let launched = match launch::spawn(&launch::LaunchOptions {
-            executable,
-            proxy_url: opts.proxy_url.clone(),
-            headless: opts.headless,
-            trust_spki: opts.trust_spki.clone(),
-            user_data_dir: user_data_dir.clone(),
-        })
+        let launched = match launch::spawn(
+            &launch::LaunchOptions {
+                executable,
+                isolate,
+                proxy_url: opts.proxy_url.clone(),
+                headless: opts.headless,
+                trust_spki: opts.trust_spki.clone(),
+                user_data_dir: user_data_dir.clone(),
+            },
+            &opts.logger,
+        )
         .await
         {
             Ok(l) => l,
@@ -88,6 +117,12 @@ impl BrowserSession {
             }
         };
         let mut child = launched.child;
+        let isolation = launched.isolation;
+        if let Some(why) = &launched.not_isolated {
+            if isolate {
+                opts.logger.warn(format!("browser: not isolated, Chromium uses the host's network: {why}"));
+            }
+        }
         let detector = Arc::new(Detector::new(opts.detection, opts.control, opts.sink, opts.logger));
         let watcher = Arc::clone(&detector);
         let cdp_slot: Arc<Mutex<Option<Cdp>>> = Arc::new(Mutex::new(None));
@@ -114,6 +149,9 @@ impl BrowserSession {
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
+                if let Some(iso) = &isolation {
+                    iso.stop().await;
+                }
                 let _ = std::fs::remove_dir_all(&user_data_dir);
                 return Err(AluviaError::Internal(format!("Failed to connect to Chromium over CDP: {e}")));
             }
@@ -132,6 +170,7 @@ impl BrowserSession {
         Ok(BrowserSession {
             cdp,
             child: Mutex::new(Some(child)),
+            isolation,
             cdp_url: format!("http://127.0.0.1:{}", launched.cdp_port),
             user_data_dir,
             detector,
@@ -140,6 +179,16 @@ impl BrowserSession {
 
     pub fn cdp_url(&self) -> &str {
         &self.cdp_url
+    }
+
+    /// How Chromium is kept apart: `"namespace"` (a network namespace of its
+    /// own, CDP served to the owner only) or `"none"` (the host's network).
+    pub fn isolation(&self) -> &'static str {
+        if self.isolation.is_some() {
+            "namespace"
+        } else {
+            "none"
+        }
     }
 
     pub fn user_data_dir(&self) -> &std::path::Path {
@@ -244,6 +293,9 @@ impl BrowserSession {
                     break;
                 }
             }
+        }
+        if let Some(iso) = &self.isolation {
+            iso.stop().await;
         }
         let dir = self.user_data_dir.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;

@@ -42,6 +42,8 @@ use routes::Routes;
 use upstream::Dialer;
 
 pub use peer::measure_same_user_check;
+// The browser's CDP endpoint serves the same owner as the proxy.
+pub(crate) use peer::same_user;
 pub use traffic::{Route, TrafficEntry};
 
 /// What the proxy needs to start.

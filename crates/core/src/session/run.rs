@@ -249,11 +249,17 @@ impl Daemon {
         // lets stale cleanup remove the profile of a killed daemon.
         let proxy_url = info.url.clone();
         let profile = self.client.browser().map(|b| b.user_data_dir().display().to_string());
+        // `browserIsolation` (ours): `session get` says how the browser is kept apart.
+        let isolation = self.client.browser().map(|b| b.isolation());
         self.write(move |lock| {
             lock.proxy_url = Some(proxy_url);
             match profile {
                 Some(p) => lock.extra.insert("profileDir".into(), Value::from(p)),
                 None => lock.extra.remove("profileDir"),
+            };
+            match isolation {
+                Some(i) => lock.extra.insert("browserIsolation".into(), Value::from(i)),
+                None => lock.extra.remove("browserIsolation"),
             };
         })
         .await?;
