@@ -210,9 +210,8 @@ async fn spawn_isolated(
             return Err(format!("cannot relay the proxy into Chromium's network namespace: {e}"));
         }
     };
-    let (mut child, ws_url, inner_port) = wait_devtools(child, ready)
-        .await
-        .map_err(|e| format!("Chromium did not start in a network namespace: {e}"))?;
+    let (mut child, ws_url, inner_port) =
+        wait_devtools(child, ready).await.map_err(|e| format!("Chromium did not start in a network namespace: {e}"))?;
     let gate = match iso.serve_cdp(inner_port).await {
         Ok(port) => port,
         Err(e) => {

@@ -64,8 +64,7 @@ pub struct BrowserSession {
 pub const PROFILE_DIR_PREFIX: &str = "aluvia-chromium-";
 
 /// The profile's preferences at the start.
-const PREFERENCES: &str =
-    r#"{"webrtc":{"ip_handling_policy":"disable_non_proxied_udp","multiple_routes_enabled":false,"nonproxied_udp_enabled":false}}"#;
+const PREFERENCES: &str = r#"{"webrtc":{"ip_handling_policy":"disable_non_proxied_udp","multiple_routes_enabled":false,"nonproxied_udp_enabled":false}}"#;
 
 fn make_user_data_dir() -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
