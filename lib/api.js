@@ -2,16 +2,14 @@
 
 const native = require('./native.js');
 const { ApiError, mapped } = require('./errors.js');
+const { apiOptions } = require('./options.js');
 
 // The Aluvia REST client. Requests are built, sent and interpreted by the
 // native engine; with a custom `fetch`, only the sending happens here.
 class AluviaApi {
   constructor(options = {}) {
-    const { apiKey, apiBaseUrl, timeoutMs, fetch } = options ?? {};
-    if (fetch !== undefined && typeof fetch !== 'function') {
-      throw new TypeError('fetch must be a function');
-    }
-    this._native = mapped(() => new native.BindingApi(apiKey == null ? '' : String(apiKey), apiBaseUrl, timeoutMs));
+    const { apiKey = '', apiBaseUrl, timeoutMs, fetch } = apiOptions(options);
+    this._native = mapped(() => new native.BindingApi(apiKey, apiBaseUrl, timeoutMs));
     this._fetch = fetch;
 
     const call = (spec) => this._send(spec, true);
