@@ -58,6 +58,10 @@ test('an endless API answer is cut at 4 MiB: ApiError, and the memory stays flat
       return true;
     });
     await assert.rejects(api.request({ method: 'GET', path: '/account' }), /exceeds 4 MiB/);
+    // A caller's fetch is read with the same limit.
+    const viaFetch = new AluviaApi({ apiKey: 'k', apiBaseUrl: srv.apiBaseUrl, fetch });
+    await assert.rejects(viaFetch.account.get(), { name: 'ApiError', message: 'API response body exceeds 4 MiB (HTTP 200)' });
+    await assert.rejects(viaFetch.request({ method: 'GET', path: '/account' }), { name: 'ApiError', statusCode: 200 });
     const grown = process.memoryUsage().rss - rssBefore;
     assert.ok(grown < 256 * 1024 * 1024, `RSS grew by ${grown} bytes`);
   } finally {

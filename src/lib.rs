@@ -144,6 +144,18 @@ impl BindingApi {
     pub fn timeout_ms(&self) -> f64 {
         self.client.timeout_ms() as f64
     }
+
+    /// The most body bytes read from an answer (a caller's `fetch` included).
+    #[napi(getter)]
+    pub fn max_body_bytes(&self) -> u32 {
+        api::MAX_BODY_BYTES as u32
+    }
+
+    /// The error for an answer whose body is longer than `maxBodyBytes`.
+    #[napi]
+    pub fn body_too_large(&self, status: u32) -> Error {
+        to_napi(api::body_too_large(u16::try_from(status).unwrap_or(0)))
+    }
 }
 
 // ------------------------------------------------------------------ client

@@ -208,10 +208,7 @@ impl ApiClient {
         let etag = header("etag");
         let content_type = header("content-type");
         let body = read_body(response, MAX_BODY_BYTES).await.map_err(|e| match e {
-            BodyError::TooLarge => AluviaError::api(
-                format!("API response body exceeds {} MiB (HTTP {status})", MAX_BODY_BYTES / (1024 * 1024)),
-                Some(status),
-            ),
+            BodyError::TooLarge => body_too_large(status),
             BodyError::Read(e) if e.is_timeout() => timeout_error(),
             BodyError::Read(e) => AluviaError::api(
                 format!("API response body could not be read (HTTP {status}): {}", sanitize(&error_chain(&e))),
@@ -226,6 +223,14 @@ impl ApiClient {
         let response = self.send(&call.request()).await?;
         finish(call, &response)
     }
+}
+
+/// The error for an answer whose body passes [`MAX_BODY_BYTES`].
+pub fn body_too_large(status: u16) -> AluviaError {
+    AluviaError::api(
+        format!("API response body exceeds {} MiB (HTTP {status})", MAX_BODY_BYTES / (1024 * 1024)),
+        Some(status),
+    )
 }
 
 enum BodyError {
