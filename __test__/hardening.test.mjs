@@ -178,6 +178,8 @@ const CLIENT_CASES = [
   ['trustSpki', [1], TypeError, 'trustSpki must be an array of strings, got an array'],
   ['blockDetection', 'on', TypeError, 'blockDetection must be an object, got string'],
   ['blockDetection', { onDetection: 1 }, TypeError, 'blockDetection.onDetection must be a function'],
+  ['blockDetection', { networkIdleTimeoutMs: 1.5 }, TypeError, 'Invalid blockDetection option: '],
+  ['blockDetection', { extraStatusCodes: [70000] }, TypeError, 'Invalid blockDetection option: '],
 ];
 
 function assertOption(make, [name, value, cls, start]) {
