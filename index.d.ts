@@ -8,6 +8,11 @@ import type { Agent as HttpsAgent } from 'node:https';
 export type GatewayProtocol = 'http' | 'https';
 export type LogLevel = 'silent' | 'info' | 'debug';
 
+/**
+ * Constructor options of AluviaClient and AluviaApi: an option of the wrong
+ * type throws a TypeError, a value out of its range or set a RangeError; both
+ * name the option. `null` means not given.
+ */
 export type AluviaClientOptions = {
   /** Account API token. Trimmed; empty or whitespace throws MissingApiKeyError. */
   apiKey: string;
@@ -19,13 +24,13 @@ export type AluviaClientOptions = {
   apiBaseUrl?: string;
   /** Default 5000; values under 1000 become 1000. */
   pollIntervalMs?: number;
-  /** API request timeout, default 30000. */
+  /** API request timeout in whole milliseconds (1 to 2147483647), default 30000. */
   timeoutMs?: number;
   /** Default 'http'. */
   gatewayProtocol?: GatewayProtocol;
   /** Default 8080 for http, 8443 for https. */
   gatewayPort?: number;
-  /** Default `gateway.aluvia.io`. */
+  /** Default `gateway.aluvia.io`. A host name or IP address alone (no scheme, userinfo or port): else a TypeError. */
   gatewayHost?: string;
   /** Local proxy port; default OS-assigned. */
   localPort?: number;
@@ -196,6 +201,7 @@ export type Geo = Record<string, unknown>;
 export type AluviaApiOptions = {
   apiKey: string;
   apiBaseUrl?: string;
+  /** Whole milliseconds (1 to 2147483647), default 30000; checked as AluviaClient's. */
   timeoutMs?: number;
   fetch?: typeof fetch;
 };

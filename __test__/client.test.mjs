@@ -317,9 +317,9 @@ test('credentials never appear in logs, even at debug level and on failures', as
       await client.updateRules(['*']);
       const get = (u) => new Promise((res) => http.get({ host: '127.0.0.1', port: c.port, path: u }, (r) => { r.resume(); r.on('end', res); }).on('error', res));
       await get(${JSON.stringify(`${target.url}/log`)});
-      await fetch(${JSON.stringify(`${emu.apiBaseUrl.replace(/\/v1$/, '')}/_emulator/faults`)}, { method: 'POST', headers: {'content-type':'application/json'}, body: JSON.stringify({ gatewayDown: true }) });
+      await fetch(${JSON.stringify(`${emu.apiBaseUrl.replace(/\/v1$/, '')}/_emulator/faults`)}, { method: 'POST', headers: {'content-type':'application/json', authorization: ${JSON.stringify(`Bearer ${emu.apiKey}`)}}, body: JSON.stringify({ gatewayDown: true }) });
       await get(${JSON.stringify(`${target.url}/log2`)});
-      await fetch(${JSON.stringify(`${emu.apiBaseUrl.replace(/\/v1$/, '')}/_emulator/faults`)}, { method: 'DELETE' });
+      await fetch(${JSON.stringify(`${emu.apiBaseUrl.replace(/\/v1$/, '')}/_emulator/faults`)}, { method: 'DELETE', headers: { authorization: ${JSON.stringify(`Bearer ${emu.apiKey}`)} } });
       console.log(JSON.stringify({ id: client.connectionId }));
       await c.close();
     })().catch((e) => { console.error(e); process.exit(1); });

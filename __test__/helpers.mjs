@@ -93,7 +93,7 @@ export async function admin(emu, method, path, body) {
   const base = emu.apiBaseUrl.replace(/\/v1$/, '');
   const res = await fetch(`${base}${path}`, {
     method,
-    headers: body ? { 'content-type': 'application/json' } : {},
+    headers: { authorization: `Bearer ${emu.apiKey}`, ...(body ? { 'content-type': 'application/json' } : {}) },
     body: body ? JSON.stringify(body) : undefined,
   });
   const text = await res.text();

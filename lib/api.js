@@ -1,17 +1,17 @@
 'use strict';
 
 const native = require('./native.js');
-const { ApiError, mapped } = require('./errors.js');
+const { ApiError, mapped, fromNative } = require('./errors.js');
+const { apiOptions } = require('./options.js');
+
+const TOO_LARGE = Symbol('body too large');
 
 // The Aluvia REST client. Requests are built, sent and interpreted by the
 // native engine; with a custom `fetch`, only the sending happens here.
 class AluviaApi {
   constructor(options = {}) {
-    const { apiKey, apiBaseUrl, timeoutMs, fetch } = options ?? {};
-    if (fetch !== undefined && typeof fetch !== 'function') {
-      throw new TypeError('fetch must be a function');
-    }
-    this._native = mapped(() => new native.BindingApi(apiKey == null ? '' : String(apiKey), apiBaseUrl, timeoutMs));
+    const { apiKey = '', apiBaseUrl, timeoutMs, fetch } = apiOptions(options);
+    this._native = mapped(() => new native.BindingApi(apiKey, apiBaseUrl, timeoutMs));
     this._fetch = fetch;
 
     const call = (spec) => this._send(spec, true);
@@ -41,6 +41,31 @@ class AluviaApi {
     return this._send(args ?? {}, false);
   }
 
+  // A fetch answer's body as text, read chunk by chunk and given up past the
+  // engine's limit (TOO_LARGE) rather than held whole.
+  async _readText(res) {
+    const limit = this._native.maxBodyBytes;
+    const reader = res.body && typeof res.body.getReader === 'function' ? res.body.getReader() : null;
+    if (!reader) {
+      const text = typeof res.text === 'function' ? await res.text() : '';
+      if (Buffer.byteLength(text ?? '') > limit) throw TOO_LARGE;
+      return text;
+    }
+    const chunks = [];
+    let size = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        await reader.cancel().catch(() => {});
+        throw TOO_LARGE;
+      }
+      chunks.push(value);
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  }
+
   async _send(spec, isCall) {
     if (!this._fetch) {
       return mapped(() => (isCall ? this._native.call(spec) : this._native.request(spec)));
@@ -61,8 +86,9 @@ class AluviaApi {
       });
       status = res.status;
       headers = res.headers;
-      text = typeof res.text === 'function' ? await res.text() : '';
+      text = await this._readText(res);
     } catch (err) {
+      if (err === TOO_LARGE) throw fromNative(this._native.bodyTooLarge(status));
       if (controller.signal.aborted) throw new ApiError(`Request timed out after ${timeoutMs}ms`, 408);
       throw new ApiError(`API request failed: ${err?.message ?? String(err)}`);
     } finally {

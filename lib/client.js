@@ -3,13 +3,13 @@
 const native = require('./native.js');
 const { mapped } = require('./errors.js');
 const { AluviaApi } = require('./api.js');
+const { clientOptions } = require('./options.js');
 const { createAdapters } = require('./adapters.js');
 const { loadPlaywright, pageForTarget, closePagesSurely } = require('./playwright.js');
 
 // blockDetection as the engine takes it: everything but the callback.
 function detectionOptions(config) {
   if (config == null) return undefined;
-  if (typeof config !== 'object') throw new TypeError('blockDetection must be an object');
   const { onDetection, ...rest } = config;
   if (onDetection !== undefined && typeof onDetection !== 'function') {
     throw new TypeError('blockDetection.onDetection must be a function');
@@ -21,11 +21,11 @@ function detectionOptions(config) {
 // engine; this class only builds the Node-facing connection object.
 class AluviaClient {
   constructor(options) {
-    const o = options ?? {};
+    const o = clientOptions(options);
     this._native = mapped(
       () =>
         new native.BindingClient({
-          apiKey: o.apiKey == null ? '' : String(o.apiKey),
+          apiKey: o.apiKey ?? '',
           connectionId: o.connectionId,
           strict: o.strict,
           apiBaseUrl: o.apiBaseUrl,

@@ -8,6 +8,9 @@ const native = require('./native.js');
 const { mapped, ConnectError } = require('./errors.js');
 const { loadPlaywright, closePagesSurely } = require('./playwright.js');
 
+// Playwright's messages carry a multi-line call log with terminal colours.
+const reason = (err) => native.sanitizeMessage(String(err?.message ?? err));
+
 /**
  * Connect to a running session (`aluvia session start`) by name, or to the
  * only one running. `disconnect()` closes this CDP connection only; the
@@ -23,7 +26,7 @@ async function connect(sessionName) {
   try {
     browser = await playwright.chromium.connectOverCDP(cdpUrl);
   } catch (err) {
-    throw new ConnectError(`Failed to connect to session '${name}' at ${cdpUrl}: ${err?.message ?? err}`);
+    throw new ConnectError(`Failed to connect to session '${name}' at ${cdpUrl}: ${reason(err)}`);
   }
   let context;
   let page;
@@ -33,7 +36,7 @@ async function connect(sessionName) {
     page = context.pages()[0] ?? (await context.newPage());
   } catch (err) {
     await browser.close().catch(() => {});
-    throw new ConnectError(`Connected but failed to get page: ${err?.message ?? err}`);
+    throw new ConnectError(`Connected but failed to get page: ${reason(err)}`);
   }
   // For a connectOverCDP browser, close() drops the connection and leaves
   // the browser (the session's) running.

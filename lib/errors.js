@@ -79,6 +79,10 @@ function fromNative(err) {
     }
     case 'InvalidArgument':
       return new Error(message);
+    case 'TypeError':
+      return new TypeError(message);
+    case 'RangeError':
+      return new RangeError(message);
     default: {
       const e = new Error(message);
       e.code = code;

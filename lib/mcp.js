@@ -93,6 +93,7 @@ async function callTool(name, args) {
     } else {
       try {
         out = await tool.command.run({ ...(args ?? {}) });
+        if (tool.command.tool.output) out = tool.command.tool.output(out);
       } catch (err) {
         out = { error: err?.message ?? String(err) };
       }

@@ -86,7 +86,7 @@ fn parse_request(spec: Value) -> Result<ApiRequest> {
 impl BindingApi {
     #[napi(constructor)]
     pub fn new(api_key: String, api_base_url: Option<String>, timeout_ms: Option<f64>) -> Result<Self> {
-        let timeout = timeout_ms.filter(|t| t.is_finite() && *t >= 0.0).map(|t| t as u64);
+        let timeout = aluvia_core::client::timeout_ms(timeout_ms).map_err(to_napi)?;
         let client = ApiClient::new(&api_key, api_base_url.as_deref(), timeout).map_err(to_napi)?;
         Ok(BindingApi { client })
     }
@@ -143,6 +143,18 @@ impl BindingApi {
     #[napi(getter)]
     pub fn timeout_ms(&self) -> f64 {
         self.client.timeout_ms() as f64
+    }
+
+    /// The most body bytes read from an answer (a caller's `fetch` included).
+    #[napi(getter)]
+    pub fn max_body_bytes(&self) -> u32 {
+        api::MAX_BODY_BYTES as u32
+    }
+
+    /// The error for an answer whose body is longer than `maxBodyBytes`.
+    #[napi]
+    pub fn body_too_large(&self, status: u32) -> Error {
+        to_napi(api::body_too_large(u16::try_from(status).unwrap_or(0)))
     }
 }
 
@@ -349,7 +361,12 @@ pub async fn session_resolve(name: Option<String>, purpose: String) -> Result<Va
     let purpose = session::Purpose::parse(&purpose)
         .ok_or_else(|| to_napi(AluviaError::Invalid(format!("unknown purpose '{purpose}'"))))?;
     blocking(move || {
-        let dir = lock_dir()?;
+        // connect() promises a ConnectError, also when the lock directory is refused.
+        let dir = match session::LockDir::open_default() {
+            Ok(dir) => dir,
+            Err(e) if purpose == session::Purpose::Connect => return Err(coded("ConnectError", &e.to_string())),
+            Err(e) => return Err(to_napi(e)),
+        };
         match session::resolve_session(&dir, name.as_deref(), purpose) {
             Ok(lock) => lock_json(&lock),
             Err(session::ResolveError::Cli(output)) => Err(cli_error(output)),
@@ -662,4 +679,12 @@ pub fn bench_same_user_check(iterations: u32) -> Result<f64> {
 #[napi]
 pub fn emulator_exit_address(session_id: Option<String>, target_geo: Option<String>) -> String {
     aluvia_emulator::exit_address(session_id.as_deref(), target_geo.as_deref()).to_string()
+}
+
+/// Text from elsewhere (a browser's error, a server's message) fit for an
+/// error message: one line, no escape sequences or control characters,
+/// userinfo redacted, at most 300 characters.
+#[napi]
+pub fn sanitize_message(text: String) -> String {
+    aluvia_core::text::sanitize(&text)
 }

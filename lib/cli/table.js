@@ -86,6 +86,12 @@ const COMMANDS = [
       name: 'session_get',
       description:
         'Details of a session: block detection state, the connection, traffic (same as `aluvia session get`).',
+      // What an agent reads may end up in a model's logs, and it never needs
+      // the gateway password: the tool shows it redacted (the CLI does not).
+      output: (out) =>
+        out?.connection && typeof out.connection === 'object' && 'proxy_password' in out.connection
+          ? { ...out, connection: { ...out.connection, proxy_password: '[redacted]' } }
+          : out,
     },
   },
   {

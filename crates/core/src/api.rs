@@ -13,9 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{AluviaError, Result};
+use crate::text::{redact_userinfo, sanitize};
 
 pub const DEFAULT_API_BASE_URL: &str = "https://api.aluvia.io/v1";
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// The largest response body read (4 MiB); a longer one is an error.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// A raw request, relative to the API base URL.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -107,11 +110,12 @@ impl ApiClient {
 
     fn build(api_key: String, base_url: Option<&str>, timeout_ms: Option<u64>) -> Result<ApiClient> {
         let base_url = base_url.map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_API_BASE_URL);
+        let shown = sanitize(base_url);
         let parsed = url::Url::parse(base_url)
-            .map_err(|e| AluviaError::api(format!("Invalid apiBaseUrl '{base_url}': {e}"), None))?;
+            .map_err(|e| AluviaError::api(format!("Invalid apiBaseUrl '{shown}': {e}"), None))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(AluviaError::api(
-                format!("Invalid apiBaseUrl '{base_url}': the scheme must be http or https"),
+                format!("Invalid apiBaseUrl '{shown}': the scheme must be http or https"),
                 None,
             ));
         }
@@ -203,17 +207,15 @@ impl ApiClient {
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let etag = header("etag");
         let content_type = header("content-type");
-        let text = response.text().await.map_err(|e| {
-            if e.is_timeout() {
-                timeout_error()
-            } else {
-                AluviaError::api(
-                    format!("API response body could not be read (HTTP {status}): {}", error_chain(&e)),
-                    Some(status),
-                )
-            }
+        let body = read_body(response, MAX_BODY_BYTES).await.map_err(|e| match e {
+            BodyError::TooLarge => body_too_large(status),
+            BodyError::Read(e) if e.is_timeout() => timeout_error(),
+            BodyError::Read(e) => AluviaError::api(
+                format!("API response body could not be read (HTTP {status}): {}", sanitize(&error_chain(&e))),
+                Some(status),
+            ),
         })?;
-        Ok(interpret(status, content_type.as_deref(), etag, &text))
+        Ok(interpret(status, content_type.as_deref(), etag, &String::from_utf8_lossy(&body)))
     }
 
     /// Run one documented helper call.
@@ -221,6 +223,35 @@ impl ApiClient {
         let response = self.send(&call.request()).await?;
         finish(call, &response)
     }
+}
+
+/// The error for an answer whose body passes [`MAX_BODY_BYTES`].
+pub fn body_too_large(status: u16) -> AluviaError {
+    AluviaError::api(
+        format!("API response body exceeds {} MiB (HTTP {status})", MAX_BODY_BYTES / (1024 * 1024)),
+        Some(status),
+    )
+}
+
+enum BodyError {
+    TooLarge,
+    Read(reqwest::Error),
+}
+
+/// The body, chunk by chunk, failing as soon as it passes `limit` bytes
+/// (or announces that it will): nothing past the limit is held in memory.
+async fn read_body(mut response: reqwest::Response, limit: usize) -> std::result::Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -249,7 +280,10 @@ fn network_error(base_url: &str, e: &reqwest::Error) -> AluviaError {
     if reason.is_empty() {
         reason = e.to_string();
     }
-    AluviaError::api(format!("API request failed: cannot reach {base_url} ({reason})"), None)
+    AluviaError::api(
+        format!("API request failed: cannot reach {} ({})", redact_userinfo(base_url), sanitize(&reason)),
+        None,
+    )
 }
 
 fn encode_query(query: Option<&Map<String, Value>>) -> String {
@@ -382,6 +416,7 @@ pub fn error_for_status(response: &ApiResponse) -> AluviaError {
                             }
                         }
                     };
+                    let (code, message) = (sanitize(code), sanitize(message));
                     return AluviaError::api(
                         format!("API request failed (HTTP {status}) code={code} message={message}{details}"),
                         Some(status),
@@ -498,6 +533,28 @@ mod tests {
         assert_eq!(
             error_for_status(&interpret(500, Some("text/plain"), None, "x")).to_string(),
             "API request failed (HTTP 500)"
+        );
+    }
+
+    #[test]
+    fn server_text_is_sanitized() {
+        let body = json!({"success": false, "error": {
+            "code": "bad\u{1b}[2J", "message": format!("\u{1b}]0;pwned\u{7}line1\r\nline2{}", "m".repeat(5_000_000))
+        }});
+        let e = error_for_status(&interpret(500, Some("application/json"), None, &body.to_string()));
+        let text = e.to_string();
+        assert!(text.starts_with("API request failed (HTTP 500) code=bad message=line1  line2mmm"), "{}", &text[..80]);
+        assert!(text.ends_with("m…"));
+        assert!(text.chars().count() < 400);
+        assert!(!text.contains(|c: char| c.is_control()));
+    }
+
+    #[test]
+    fn base_url_userinfo_stays_out_of_messages() {
+        let e = ApiClient::new("k", Some("ftp://admin:S3CRET@127.0.0.1/v1"), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Invalid apiBaseUrl 'ftp://[redacted]@127.0.0.1/v1': the scheme must be http or https"
         );
     }
 

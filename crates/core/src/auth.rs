@@ -232,8 +232,11 @@ pub fn parse_init(response: &ApiResponse) -> Result<DeviceLogin> {
     let secs = |k: &str| data.get(k).and_then(Value::as_u64);
     Ok(DeviceLogin {
         device_code: text("device_code").ok_or_else(bad)?,
-        user_code: text("user_code").ok_or_else(bad)?,
-        verification_uri_complete: text("verification_uri_complete").ok_or_else(bad)?,
+        // Both are shown in the terminal: no escape sequences from the server.
+        user_code: text("user_code").map(|s| crate::text::sanitize(&s)).ok_or_else(bad)?,
+        verification_uri_complete: text("verification_uri_complete")
+            .map(|s| crate::text::sanitize(&s))
+            .ok_or_else(bad)?,
         interval: secs("interval").unwrap_or(5),
         expires_in: secs("expires_in").ok_or_else(bad)?,
     })

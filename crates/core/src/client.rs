@@ -98,22 +98,55 @@ debug_without_secrets!(ClientOptions {
     detection
 });
 
-fn port(name: &str, value: Option<f64>) -> Result<Option<u16>> {
+/// The largest delay in milliseconds: what a JS timer can wait (2^31 - 1).
+pub const MAX_MILLIS: u64 = 2_147_483_647;
+
+/// An optional integer option within `min..=max`; anything else (NaN,
+/// infinities, fractions, out of range) is an [`AluviaError::OutOfRange`]
+/// naming the option.
+pub fn integer_option(name: &str, value: Option<f64>, min: u64, max: u64) -> Result<Option<u64>> {
     match value {
         None => Ok(None),
-        Some(v) if v.is_finite() && v.fract() == 0.0 && (0.0..=65535.0).contains(&v) => {
-            Ok(Some(v as u16).filter(|p| *p != 0))
-        }
-        Some(v) => Err(AluviaError::Invalid(format!("{name} must be an integer from 0 to 65535, got {v}"))),
+        Some(v) if v.is_finite() && v.fract() == 0.0 && (min as f64..=max as f64).contains(&v) => Ok(Some(v as u64)),
+        Some(v) => Err(AluviaError::OutOfRange(format!("{name} must be an integer from {min} to {max}, got {v}"))),
     }
 }
 
-fn millis(name: &str, value: Option<f64>) -> Result<Option<u64>> {
-    match value {
-        None => Ok(None),
-        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(v as u64)),
-        Some(v) => Err(AluviaError::Invalid(format!("{name} must be a non-negative number of milliseconds, got {v}"))),
+fn port(name: &str, value: Option<f64>) -> Result<Option<u16>> {
+    Ok(integer_option(name, value, 0, 65535)?.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0))
+}
+
+/// `timeoutMs` of both `AluviaClient` and `AluviaApi`: whole milliseconds, at
+/// least 1 (a 0 ms timeout fails every call).
+pub fn timeout_ms(value: Option<f64>) -> Result<Option<u64>> {
+    integer_option("timeoutMs", value, 1, MAX_MILLIS)
+}
+
+/// `gatewayHost`: a bare host name, IPv4 address or IPv6 address (bracketed
+/// or not); no scheme, userinfo, port, path or spaces. The value itself is
+/// left out of the message: it may hold a password.
+pub fn gateway_host(value: &str) -> Result<String> {
+    let host = value.trim();
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let ok = match bare {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            host.parse::<std::net::IpAddr>().is_ok()
+                || (host.len() <= 253
+                    && host.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    }))
+        }
+    };
+    if !ok {
+        return Err(AluviaError::InvalidType(
+            "gatewayHost must be a host name or IP address alone (no scheme, user, password, port, path or spaces)"
+                .into(),
+        ));
     }
+    Ok(host.to_string())
 }
 
 /// Each pin must be base64 of a SHA-256 digest (32 bytes): anything else
@@ -142,30 +175,38 @@ impl ClientOptions {
             Some(RawId::Number(n)) if n.is_finite() => {
                 Some(if n.fract() == 0.0 { format!("{n:.0}") } else { n.to_string() })
             }
-            Some(RawId::Number(_)) => return Err(AluviaError::Invalid("connectionId must be a finite number".into())),
+            Some(RawId::Number(_)) => {
+                return Err(AluviaError::OutOfRange("connectionId must be a finite number".into()))
+            }
             Some(RawId::Text(s)) => {
                 let s = s.trim().to_string();
                 match s.parse::<f64>() {
                     Ok(n) if n.is_finite() => Some(s),
-                    _ => return Err(AluviaError::Invalid("connectionId must be a finite number".into())),
+                    _ => return Err(AluviaError::OutOfRange("connectionId must be a finite number".into())),
                 }
             }
         };
         let protocol = match raw.gateway_protocol.as_deref() {
             None => GatewayProtocol::Http,
-            Some(p) => GatewayProtocol::parse(p)
-                .ok_or_else(|| AluviaError::Invalid(format!("gatewayProtocol must be 'http' or 'https', got '{p}'")))?,
+            Some(p) => GatewayProtocol::parse(p).ok_or_else(|| {
+                AluviaError::OutOfRange(format!(
+                    "gatewayProtocol must be 'http' or 'https', got '{}'",
+                    crate::text::sanitize_to(p, 40)
+                ))
+            })?,
         };
         let gateway_port = port("gatewayPort", raw.gateway_port)?.unwrap_or(protocol.default_port());
-        let gateway_host = raw
-            .gateway_host
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| GatewayConfig::default().host);
+        let gateway_host = match raw.gateway_host {
+            None => GatewayConfig::default().host,
+            Some(h) => gateway_host(&h)?,
+        };
         let log_level = match raw.log_level.as_deref() {
             None => Level::Info,
             Some(l) => Level::parse(l).ok_or_else(|| {
-                AluviaError::Invalid(format!("logLevel must be 'silent', 'info' or 'debug', got '{l}'"))
+                AluviaError::OutOfRange(format!(
+                    "logLevel must be 'silent', 'info' or 'debug', got '{}'",
+                    crate::text::sanitize_to(l, 40)
+                ))
             })?,
         };
         Ok(ClientOptions {
@@ -173,10 +214,10 @@ impl ClientOptions {
             connection_id,
             strict: raw.strict.unwrap_or(true),
             api_base_url: raw.api_base_url,
-            poll_interval_ms: millis("pollIntervalMs", raw.poll_interval_ms)?
+            poll_interval_ms: integer_option("pollIntervalMs", raw.poll_interval_ms, 0, MAX_MILLIS)?
                 .unwrap_or(DEFAULT_POLL_INTERVAL_MS)
                 .max(1000),
-            timeout_ms: millis("timeoutMs", raw.timeout_ms)?,
+            timeout_ms: timeout_ms(raw.timeout_ms)?,
             gateway: GatewayConfig { protocol, host: gateway_host, port: gateway_port },
             local_port: port("localPort", raw.local_port)?,
             log_level,
@@ -186,7 +227,7 @@ impl ClientOptions {
             detection: match raw.block_detection {
                 None | Some(serde_json::Value::Null) => DetectionConfig::default(),
                 Some(v) => serde_json::from_value(v)
-                    .map_err(|e| AluviaError::Invalid(format!("Invalid blockDetection option: {e}")))?,
+                    .map_err(|e| AluviaError::InvalidType(format!("Invalid blockDetection option: {e}")))?,
             },
         })
     }
@@ -402,5 +443,45 @@ mod tests {
         assert_eq!(o.gateway.port, 8443);
         assert!(bad(RawClientOptions { gateway_protocol: Some("ftp".into()), ..raw() }).contains("gatewayProtocol"));
         assert!(bad(RawClientOptions { local_port: Some(70000.0), ..raw() }).contains("localPort"));
+    }
+
+    #[test]
+    fn ranges() {
+        let err = |r: RawClientOptions| ClientOptions::validate(r).unwrap_err();
+        for t in [f64::NAN, -1.0, f64::INFINITY, 0.5, 0.0, 2_147_483_648.0] {
+            let e = err(RawClientOptions { timeout_ms: Some(t), ..raw() });
+            assert_eq!(
+                e,
+                AluviaError::OutOfRange(format!("timeoutMs must be an integer from 1 to 2147483647, got {t}"))
+            );
+            assert_eq!(e.code(), "RangeError");
+        }
+        let o = ClientOptions::validate(RawClientOptions { timeout_ms: Some(1.0), ..raw() }).expect("valid");
+        assert_eq!(o.timeout_ms, Some(1));
+        assert_eq!(timeout_ms(None), Ok(None));
+        for p in [f64::NAN, -1.0, 1.5, 2_147_483_648.0] {
+            assert!(err(RawClientOptions { poll_interval_ms: Some(p), ..raw() })
+                .to_string()
+                .starts_with("pollIntervalMs"));
+        }
+        for p in [-1.0, 80.5, 65536.0, f64::NAN] {
+            assert_eq!(err(RawClientOptions { gateway_port: Some(p), ..raw() }).code(), "RangeError");
+            assert_eq!(err(RawClientOptions { local_port: Some(p), ..raw() }).code(), "RangeError");
+        }
+        assert_eq!(err(RawClientOptions { log_level: Some("loud".into()), ..raw() }).code(), "RangeError");
+    }
+
+    #[test]
+    fn gateway_hosts() {
+        for good in ["gateway.aluvia.io", "127.0.0.1", "::1", "[::1]", "localhost", " gw-1.example.com "] {
+            let o = ClientOptions::validate(RawClientOptions { gateway_host: Some(good.into()), ..raw() });
+            assert_eq!(o.expect(good).gateway.host, good.trim());
+        }
+        for bad in ["user:pass@h", "http://h", "bad host", "[::1", "", "  ", "h:8080", "h/x", "a..b", "[1.2.3.4]"] {
+            let e = ClientOptions::validate(RawClientOptions { gateway_host: Some(bad.into()), ..raw() }).unwrap_err();
+            assert_eq!(e.code(), "TypeError", "{bad}");
+            assert!(e.to_string().starts_with("gatewayHost "), "{bad}");
+            assert!(bad.trim().is_empty() || !e.to_string().contains(bad.trim()), "{bad}");
+        }
     }
 }

@@ -22,6 +22,14 @@ pub enum AluviaError {
     /// Bad input from the caller (a plain `Error` in JS).
     #[error("{0}")]
     Invalid(String),
+    /// An option of the wrong kind or shape (a `TypeError` in JS); the
+    /// message names the option.
+    #[error("{0}")]
+    InvalidType(String),
+    /// An option outside its range or set of values (a `RangeError` in JS);
+    /// the message names the option.
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -40,6 +48,8 @@ impl AluviaError {
             AluviaError::ProxyStart(_) => "ProxyStartError",
             AluviaError::Connect(_) => "ConnectError",
             AluviaError::Invalid(_) => "InvalidArgument",
+            AluviaError::InvalidType(_) => "TypeError",
+            AluviaError::OutOfRange(_) => "RangeError",
             AluviaError::Internal(_) => "InternalError",
         }
     }

@@ -26,5 +26,6 @@ pub mod proxy;
 pub mod rules;
 pub mod rules_edit;
 pub mod session;
+pub mod text;
 
 pub use error::{AluviaError, Result};

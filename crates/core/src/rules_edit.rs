@@ -211,6 +211,7 @@ mod tests {
             let url = self.emu.api_base_url().replace("/v1", "/_emulator/faults");
             let status = reqwest::Client::new()
                 .post(url)
+                .bearer_auth(self.emu.api_key())
                 .header("content-type", "application/json")
                 .body(json!({ "apiDelayMs": ms }).to_string())
                 .send()

@@ -116,6 +116,13 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Respons
     }
     if let Some(rest) = path.strip_prefix("/_emulator/") {
         let segments: Vec<String> = rest.split('/').map(str::to_owned).collect();
+        // The admin endpoints take the API key, as the API does; the one
+        // exception is the approve link a person opens in a browser, which
+        // carries the login's user code instead.
+        let approve_link = req.method() == Method::GET && segments == ["auth", "approve"];
+        if !approve_link && !authorized(req.headers(), &inner.api_key) {
+            return error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid or missing API token", Value::Null);
+        }
         return admin(inner, req, segments).await;
     }
     not_found("Not found.")

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{admin, api, create_connection, http, start, url};
+use common::{admin, admin_url, api, create_connection, http, start, url};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -353,5 +353,31 @@ async fn api_faults_status_count_and_delay() {
     let (status, body) = admin(&emu, Method::POST, "/_emulator/faults", Some(json!({ "apiStatus": "boom" }))).await;
     assert_eq!(status, 422);
     assert!(body["error"]["details"]["apiStatus"].is_array());
+    emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_take_the_api_key() {
+    let emu = start().await;
+    for (method, path) in [
+        (Method::GET, "/_emulator/faults"),
+        (Method::POST, "/_emulator/faults"),
+        (Method::DELETE, "/_emulator/faults"),
+        (Method::GET, "/_emulator/traffic"),
+        (Method::GET, "/_emulator/auth"),
+        (Method::POST, "/_emulator/auth/approve"),
+        (Method::GET, "/_emulator/connections/1"),
+    ] {
+        let none = http().request(method.clone(), admin_url(&emu, path)).send().await.expect("answers");
+        assert_eq!(none.status(), 401, "{method} {path}");
+        let wrong =
+            http().request(method.clone(), admin_url(&emu, path)).bearer_auth("wrong").send().await.expect("answers");
+        assert_eq!(wrong.status(), 401, "{method} {path}");
+    }
+    let (status, _) = admin(&emu, Method::GET, "/_emulator/faults", None).await;
+    assert_eq!(status, 200);
+    // The approve link a person opens in a browser needs no key.
+    let link = http().get(admin_url(&emu, "/_emulator/auth/approve?user_code=NOPE")).send().await.expect("answers");
+    assert_ne!(link.status(), 401);
     emu.stop().await;
 }

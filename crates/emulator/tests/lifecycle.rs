@@ -104,7 +104,8 @@ async fn stop_closes_listeners_connections_and_tunnels() {
     };
     let mut tunnel = TokioIo::new(tunnel);
     let mut idle = TcpStream::connect(("127.0.0.1", api_port)).await.unwrap();
-    idle.write_all(b"GET /_emulator/faults HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let head = format!("GET /_emulator/faults HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n", emu.api_key());
+    idle.write_all(head.as_bytes()).await.unwrap();
     let mut first = [0u8; 12];
     idle.read_exact(&mut first).await.unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");

@@ -125,6 +125,7 @@ async fn admin(emu: &Emulator, action: &str, body: Value) {
     let path = if action.is_empty() { "/_emulator/auth".to_string() } else { format!("/_emulator/auth/{action}") };
     let resp = reqwest::Client::new()
         .post(format!("{base}{path}"))
+        .bearer_auth(emu.api_key())
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()

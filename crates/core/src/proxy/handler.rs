@@ -152,6 +152,7 @@ impl Body for ClientBody {
 
 /// A one-line `text/plain` answer: `"<Reason>: <detail>"`.
 pub(crate) fn plain(status: StatusCode, detail: impl Display) -> Response<ProxyBody> {
+    let detail = crate::text::redact_userinfo(&detail.to_string());
     let text = format!("{}: {detail}\n", status.canonical_reason().unwrap_or("Error"));
     let mut res = Response::new(full(text));
     *res.status_mut() = status;

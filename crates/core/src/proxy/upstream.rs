@@ -78,8 +78,14 @@ impl Dialer {
         Ok(Dialer { gateway, connect_timeout, tls })
     }
 
+    /// `gateway host:port` for messages and 502 bodies; should the host
+    /// carry userinfo, it shows as `[redacted]@host`.
     pub(crate) fn gateway_label(&self) -> String {
-        format!("gateway {}:{}", authority_host(&self.gateway.host), self.gateway.port)
+        let host = match self.gateway.host.rsplit_once('@') {
+            Some((_, host)) => format!("[redacted]@{}", authority_host(host)),
+            None => authority_host(&self.gateway.host),
+        };
+        format!("gateway {host}:{}", self.gateway.port)
     }
 
     async fn tcp(&self, host: &str, port: u16, what: impl Fn() -> String) -> Result<TcpStream, DialError> {
@@ -286,5 +292,21 @@ impl tower_service::Service<Uri> for Connector {
             let registration = me.routes.register(&me.config, &hostname, RouteKey::Direct, Kind::Pooled);
             Ok(TokioIo::new(Upstream { io, proxied: false, _registration: registration }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_label_never_shows_userinfo() {
+        let label = |host: &str| {
+            let gateway = GatewayConfig { protocol: GatewayProtocol::Http, host: host.into(), port: 9 };
+            Dialer::new(gateway, Duration::from_secs(1)).map(|d| d.gateway_label()).unwrap_or_default()
+        };
+        assert_eq!(label("admin:S3CRET@127.0.0.1"), "gateway [redacted]@127.0.0.1:9");
+        assert_eq!(label("::1"), "gateway [::1]:9");
+        assert_eq!(label("gw.example"), "gateway gw.example:9");
     }
 }

@@ -68,7 +68,7 @@ pub async fn patch_connection(emu: &Emulator, id: u64, body: Value) -> Value {
 }
 
 pub async fn admin(emu: &Emulator, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = http().request(method, admin_url(emu, path));
+    let mut req = http().request(method, admin_url(emu, path)).bearer_auth(emu.api_key());
     if let Some(body) = body {
         req = req.json(&body);
     }
