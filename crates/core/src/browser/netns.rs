@@ -19,10 +19,10 @@
 //! killed with Chromium (its parent).
 
 use std::io::{self, Write};
+use std::mem::size_of;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::mem::size_of;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -70,7 +70,8 @@ impl Prepared {
         parent_end.set_read_timeout(Some(Duration::from_secs(5)))?;
         // SAFETY: geteuid/getegid have no preconditions.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        let maps = (uid != 0).then(|| (format!("{uid} {uid} 1\n").into_bytes(), format!("{gid} {gid} 1\n").into_bytes()));
+        let maps =
+            (uid != 0).then(|| (format!("{uid} {uid} 1\n").into_bytes(), format!("{gid} {gid} 1\n").into_bytes()));
         Ok(Prepared { child_end: OwnedFd::from(child), parent_end, maps, areas: [stat_area(48), stat_area(50)] })
     }
 
@@ -89,6 +90,10 @@ impl Prepared {
                 match &maps {
                     None => check(libc::unshare(libc::CLONE_NEWNET))?,
                     Some((uid_map, gid_map)) => {
+                        // A non-dumpable parent (a session daemon) leaves this
+                        // child's /proc files to root, so it could not write its
+                        // own maps; the exec that follows makes it dumpable anyway.
+                        check(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
                         check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))?;
                         write_file(c"/proc/self/setgroups", b"deny")?;
                         write_file(c"/proc/self/uid_map", uid_map)?;
