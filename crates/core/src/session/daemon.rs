@@ -1,6 +1,6 @@
 //! The daemon launcher: a detached child in its own session with its output
-//! in the session's log file, the API key on its stdin, and a pipe on its fd 3 on which it says
-//! `ready` (optionally followed by its lock file's JSON) once its first
+//! in the session's log file, the API key on its stdin, and a pipe on its fd 3
+//! on which it says `ready` (optionally followed by its lock file's JSON) once its first
 //! navigation is done, or `failed <reason>` when it cannot start. The parent
 //! returns as soon as the ready line arrives, fails as soon as the pipe closes
 //! without it (the child died; with the reason it sent, if any), and gives up
@@ -231,7 +231,14 @@ pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<DaemonReady, LaunchError>
     };
 
     if let Some((dir, name)) = spec.claimed_lock.clone() {
-        let handed = off_thread(move || dir.update_owned(&name, parent, |lock| lock.set_owner(pid))).await;
+        let recorded = start.clone();
+        let handed = off_thread(move || {
+            dir.update_owned(&name, parent, |lock| {
+                lock.pid = pid;
+                lock.process_start = recorded;
+            })
+        })
+        .await;
         let why = match handed {
             Ok(Some(_)) => None,
             Ok(None) => Some("it was removed or taken over".to_string()),
@@ -739,6 +746,8 @@ mod tests {
         let pid = spawn_daemon(spec).await.unwrap().pid;
         let Some(LockRead::Valid(lock)) = locks.read("mine").unwrap() else { panic!() };
         assert_eq!(lock.pid, pid);
+        assert!(lock.process_start.is_some(), "the daemon is recorded beyond its pid");
+        assert_eq!(lock.process_start, crate::session::process_start(pid));
         assert_eq!(lock.session.as_deref(), Some("mine"));
         assert_eq!(terminate(pid, None, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
     }

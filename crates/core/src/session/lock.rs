@@ -66,9 +66,9 @@ impl LockData {
         is_recorded_process(self.pid, self.process_start.as_deref())
     }
 
-    /// Names process `pid` (this process when 0) with its `processStart`.
-    pub fn set_owner(&mut self, pid: u32) {
-        self.pid = if pid == 0 { std::process::id() } else { pid };
+    /// Names this process, with its `processStart`.
+    pub fn own(&mut self) {
+        self.pid = std::process::id();
         self.process_start = process_start(self.pid);
     }
 }
@@ -421,7 +421,7 @@ impl LockDir {
             }
         }
         if initial.pid == 0 {
-            initial.set_owner(0);
+            initial.own();
         }
         initial.session = Some(name.clone());
         self.write_unlocked(&name, &initial)?;

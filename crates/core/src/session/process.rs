@@ -65,6 +65,7 @@ fn start_of(pid: libc::pid_t) -> Option<String> {
 
 #[cfg(target_os = "macos")]
 fn start_of(pid: libc::pid_t) -> Option<String> {
+    // SAFETY: an all-zero `proc_bsdinfo` (plain integers and arrays) is a valid value.
     let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
     let size = libc::c_int::try_from(std::mem::size_of::<libc::proc_bsdinfo>()).ok()?;
     // SAFETY: `info` is a writable buffer of `size` bytes.
