@@ -240,5 +240,7 @@ async function cliStoryIn(home) {
     step('CLI: close the session');
     aluvia('session', 'close', '--browser-session', name);
     aluvia('auth', 'logout');
+    // The session's log outlives it: the demo leaves nothing behind.
+    rmSync(join(tmpdir(), 'aluvia-sdk', `cli-${name}.log`), { force: true });
   }
 }

@@ -432,6 +432,8 @@ pub struct BindingDaemonSpawn {
     pub cwd: String,
     /// Default 60000.
     pub ready_timeout_ms: Option<u32>,
+    /// The API key, handed over on the daemon's stdin (`sessionDaemonSecret`).
+    pub secret: Option<String>,
 }
 
 #[napi(object)]
@@ -462,6 +464,7 @@ pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<BindingDaemonReady
             .ready_timeout_ms
             .map(|ms| std::time::Duration::from_millis(ms.into()))
             .unwrap_or(session::DEFAULT_READY_TIMEOUT),
+        secret: spec.secret,
         claimed_lock: Some((dir.clone(), name.clone())),
     };
     match session::spawn_daemon(launch).await {
@@ -473,7 +476,7 @@ pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<BindingDaemonReady
             }
             Err(cli_error(out))
         }
-        Err(e @ session::LaunchError::Timeout { .. }) => {
+        Err(e @ (session::LaunchError::Timeout { .. } | session::LaunchError::LogNotRegular)) => {
             Err(cli_error(serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file })))
         }
         Err(e @ session::LaunchError::Spawn(_)) => Err(to_napi(AluviaError::Internal(e.to_string()))),
@@ -530,6 +533,13 @@ pub async fn session_daemon_run(spec: BindingSessionDaemon, run_script: Option<S
         })
     });
     Ok(session::run_daemon(run, script, daemon_stop().clone()).await)
+}
+
+/// For the session daemon, first thing: makes it non-dumpable and reads the
+/// API key `daemonSpawn` wrote to its stdin (empty when none came).
+#[napi]
+pub fn session_daemon_secret() -> Result<String> {
+    session::take_secret().map_err(|e| to_napi(AluviaError::Internal(format!("could not read the API key: {e}"))))
 }
 
 /// Asks this process's session daemon to stop with `code` (the first request wins).

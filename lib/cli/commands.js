@@ -17,8 +17,8 @@ const DAEMON = path.join(__dirname, 'daemon.js');
 /** `session close`: how long to wait after SIGTERM before SIGKILL. */
 const CLOSE_GRACE_MS = 10_000;
 
+/** What the daemon gets from the environment; the API key goes over its stdin. */
 const ENV_KEYS = [
-  'ALUVIA_API_KEY',
   'ALUVIA_API_BASE_URL',
   'ALUVIA_GATEWAY_HOST',
   'ALUVIA_GATEWAY_PORT',
@@ -133,7 +133,7 @@ function scriptPath(run, cwd) {
  * readyTimeoutMs.
  */
 function sessionStart(o = {}) {
-  return guarded(o, async () => {
+  return guarded(o, async (s) => {
     if (!o.url) return { error: 'URL is required. Usage: aluvia session start <url> [options]' };
     const url = String(o.url);
     checkUrl(url);
@@ -159,6 +159,7 @@ function sessionStart(o = {}) {
         env,
         cwd,
         readyTimeoutMs: o.readyTimeoutMs,
+        secret: s.apiKey,
       }),
     );
     return {

@@ -8,8 +8,8 @@
 // `--run` script, imported with Playwright's `page`, `browser` and `context`
 // as globals, and JavaScript errors that escape it.
 //
-// The API key comes from the environment or the config file of `aluvia auth`
-// (settings()): never log it.
+// The API key comes on stdin (sessionDaemonSecret, which first makes this
+// process non-dumpable), never from the environment: never log it.
 
 const { pathToFileURL } = require('node:url');
 const native = require('../native.js');
@@ -21,8 +21,9 @@ function log(msg) {
 }
 
 async function main() {
+  const apiKey = native.sessionDaemonSecret();
   const spec = JSON.parse(process.argv[2]);
-  const s = settings(process.env);
+  const s = settings({ ...process.env, ALUVIA_API_KEY: apiKey });
   // SIGTERM and SIGINT are the engine's (it stops the session gracefully).
   // Listening here first keeps a --run script from taking them over: Node
   // installs its handler for a signal once, with the first listener, and the

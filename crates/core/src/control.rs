@@ -12,13 +12,16 @@ use tokio::task::JoinHandle;
 use crate::api::{finish, ApiClient, Call};
 use crate::config::{ConfigHandle, ConnectionConfig};
 use crate::error::{AluviaError, Result};
-use crate::log::Logger;
+use crate::log::{Logger, RepeatedFailure};
 use crate::proxy::RouteListener;
 use crate::rules::RuleSet;
 use crate::rules_edit::{edit_connection_rules, EditedRules, RulesEdit};
 use crate::session::LockDir;
 
 pub const MIN_POLL_INTERVAL_MS: u64 = 1000;
+
+/// While polls keep failing, how often that is logged again after the first.
+pub const POLL_FAILURE_REMINDER: Duration = Duration::from_secs(60);
 
 const MISSING_CREDENTIALS: &str =
     "Account connection response missing proxy credentials (data.proxy_username and data.proxy_password are required)";
@@ -183,13 +186,25 @@ impl ControlPlane {
         let interval = Duration::from_millis(interval_ms.max(MIN_POLL_INTERVAL_MS));
         let weak = Arc::downgrade(self);
         *poller = Some(tokio::spawn(async move {
+            // An API outage is logged as it starts, then once a minute, and when it ends.
+            let mut failures = RepeatedFailure::new("config poll", POLL_FAILURE_REMINDER);
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(me) = weak.upgrade() else { return };
-                match me.poll_once().await {
+                let polled = me.poll_once().await;
+                if polled.is_ok() {
+                    if let Some(line) = failures.succeeded() {
+                        me.logger.info(line);
+                    }
+                }
+                match polled {
                     Ok(true) => me.logger.debug("connection config updated by polling"),
                     Ok(false) => {}
-                    Err(e) => me.logger.warn(format!("config poll failed, keeping the last config: {e}")),
+                    Err(e) => {
+                        if let Some(line) = failures.failed(&e) {
+                            me.logger.warn(format!("{line} (keeping the last config)"));
+                        }
+                    }
                 }
             }
         }));

@@ -2,6 +2,7 @@
 //! sites pass only hostnames, statuses and reasons.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -66,5 +67,118 @@ impl Logger {
         if self.enabled(Level::Debug) {
             eprintln!("{}", line.as_ref());
         }
+    }
+}
+
+/// Keeps a failure that repeats (a poll against an API that is down) from
+/// filling a log: the first failure is reported, then at most one "still
+/// failing" line per `interval`, and one line when it works again. Callers
+/// log the lines it returns.
+#[derive(Debug, Clone)]
+pub struct RepeatedFailure {
+    what: &'static str,
+    /// `None`: no reminders, only the first failure and the recovery.
+    interval: Option<Duration>,
+    failing: Option<Failing>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    since: Instant,
+    last_reported: Instant,
+    count: u64,
+}
+
+impl RepeatedFailure {
+    /// Reports the first failure of `what`, then once per `interval` while it goes on.
+    pub fn new(what: &'static str, interval: Duration) -> Self {
+        RepeatedFailure { what, interval: Some(interval), failing: None }
+    }
+
+    /// Reports the first failure of `what` only, until it succeeds again.
+    pub fn once(what: &'static str) -> Self {
+        RepeatedFailure { what, interval: None, failing: None }
+    }
+
+    /// A failure at `now`: the line to log, if one is due.
+    pub fn failed_at(&mut self, now: Instant, error: &dyn std::fmt::Display) -> Option<String> {
+        let Some(failing) = self.failing.as_mut() else {
+            self.failing = Some(Failing { since: now, last_reported: now, count: 1 });
+            return Some(format!("{} failed: {error}", self.what));
+        };
+        failing.count += 1;
+        let due = self.interval.is_some_and(|every| now.saturating_duration_since(failing.last_reported) >= every);
+        if !due {
+            return None;
+        }
+        failing.last_reported = now;
+        Some(format!(
+            "{} still failing ({} failures in {} s): {error}",
+            self.what,
+            failing.count,
+            now.saturating_duration_since(failing.since).as_secs()
+        ))
+    }
+
+    /// A success at `now`: the recovery line after failures, else nothing.
+    pub fn succeeded_at(&mut self, now: Instant) -> Option<String> {
+        let failing = self.failing.take()?;
+        Some(format!(
+            "{} works again after {} failures in {} s",
+            self.what,
+            failing.count,
+            now.saturating_duration_since(failing.since).as_secs()
+        ))
+    }
+
+    pub fn failed(&mut self, error: &dyn std::fmt::Display) -> Option<String> {
+        self.failed_at(Instant::now(), error)
+    }
+
+    pub fn succeeded(&mut self) -> Option<String> {
+        self.succeeded_at(Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_failure_reports_first_then_at_most_once_per_interval_then_recovery() {
+        let every = Duration::from_millis(100);
+        let mut f = RepeatedFailure::new("config poll", every);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(f.succeeded_at(at(0)), None, "nothing to recover from");
+        assert_eq!(f.failed_at(at(0), &"503").as_deref(), Some("config poll failed: 503"));
+        // One failure every 10 ms: silent until the interval has passed.
+        let lines: Vec<String> = (1..=25).filter_map(|i| f.failed_at(at(i * 10), &"503")).collect();
+        assert_eq!(
+            lines,
+            [
+                "config poll still failing (11 failures in 0 s): 503",
+                "config poll still failing (21 failures in 0 s): 503"
+            ]
+        );
+        assert_eq!(f.succeeded_at(at(1250)).as_deref(), Some("config poll works again after 26 failures in 1 s"));
+        assert_eq!(f.succeeded_at(at(1260)), None);
+        // A new outage is reported afresh.
+        assert_eq!(f.failed_at(at(1300), &"timeout").as_deref(), Some("config poll failed: timeout"));
+    }
+
+    #[test]
+    fn repeated_failure_once_stays_quiet_until_it_works_again() {
+        let mut f = RepeatedFailure::once("lock file update");
+        let t0 = Instant::now();
+        assert_eq!(
+            f.failed_at(t0, &"No space left on device").as_deref(),
+            Some("lock file update failed: No space left on device")
+        );
+        for i in 1..100 {
+            assert_eq!(f.failed_at(t0 + Duration::from_secs(i * 3600), &"No space left on device"), None);
+        }
+        assert!(f.succeeded_at(t0 + Duration::from_secs(400_000)).is_some());
+        assert!(f.failed_at(t0 + Duration::from_secs(400_001), &"again").is_some());
     }
 }

@@ -90,6 +90,10 @@ impl Prepared {
                 match &maps {
                     None => check(libc::unshare(libc::CLONE_NEWNET))?,
                     Some((uid_map, gid_map)) => {
+                        // A non-dumpable parent (a session daemon) leaves this
+                        // child's /proc files to root, so it could not write its
+                        // own maps; the exec that follows makes it dumpable anyway.
+                        check(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
                         check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))?;
                         write_file(c"/proc/self/setgroups", b"deny")?;
                         write_file(c"/proc/self/uid_map", uid_map)?;

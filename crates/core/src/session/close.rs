@@ -44,8 +44,11 @@ async fn read_lock(dir: &LockDir, name: &str) -> Result<Option<LockData>> {
     .await
 }
 
-async fn stop(dir: &LockDir, name: &str, pid: u32, grace: Duration) -> Result<(Termination, bool)> {
-    let termination = terminate(pid, grace).await?;
+/// Stops the process `lock` names, only while it is that process (see
+/// [`terminate`]), then removes the lock if it still names that pid.
+async fn stop(dir: &LockDir, name: &str, lock: &LockData, grace: Duration) -> Result<(Termination, bool)> {
+    let pid = lock.pid;
+    let termination = terminate(pid, lock.process_start.as_deref(), grace).await?;
     let (dir, name) = (dir.clone(), name.to_string());
     let removed = off_thread(move || dir.remove_if_owned(&name, pid)).await?;
     Ok((termination, removed))
@@ -66,11 +69,11 @@ pub async fn close_session(dir: &LockDir, name: &str, grace: Duration, handover_
         lock = read_lock(dir, name).await?;
     }
     let Some(lock) = lock else { return Ok(Closed::Gone) };
-    let (termination, removed) = stop(dir, name, lock.pid, grace).await?;
+    let (termination, removed) = stop(dir, name, &lock, grace).await?;
     if !removed && lock.ready != Some(true) {
         // The pid stopped was the starter; the lock now names its daemon.
         if let Some(daemon) = read_lock(dir, name).await?.filter(|d| d.pid != lock.pid && d.pid != me) {
-            let (termination, _) = stop(dir, name, daemon.pid, grace).await?;
+            let (termination, _) = stop(dir, name, &daemon, grace).await?;
             return Ok(Closed::Stopped { termination, lock: Box::new(daemon) });
         }
     }
@@ -106,6 +109,23 @@ mod tests {
         assert_eq!(closed, Closed::Stopped { termination: Termination::NotRunning, lock: Box::new(lock(gone)) });
         assert!(dir.read("dead").unwrap().is_none(), "a dead owner's lock is cleaned up");
         assert_eq!(close_session(&dir, "missing", GRACE, HANDOVER_WAIT).await.unwrap(), Closed::Gone);
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    #[tokio::test]
+    async fn closing_never_signals_a_process_that_reused_the_pid() {
+        let tmp = TempDir::new("close-reused");
+        let dir = tmp.lock_dir();
+        let mut child = tokio::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id().unwrap();
+        // The lock names the pid, recorded with another process's start.
+        let recorded = crate::session::process_start(std::process::id());
+        dir.write("reused", &LockData { process_start: recorded, ..lock(pid) }).unwrap();
+        let closed = close_session(&dir, "reused", GRACE, HANDOVER_WAIT).await.unwrap();
+        assert!(matches!(closed, Closed::Stopped { termination: Termination::NotRunning, .. }), "{closed:?}");
+        assert!(dir.read("reused").unwrap().is_none(), "the stale lock is removed");
+        assert!(child.try_wait().unwrap().is_none(), "the process is left alone");
+        child.kill().await.unwrap();
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The daemon launcher: a detached child in its own session with its output
-//! appended to the session's log file, and a pipe on its fd 3 on which it says
-//! `ready` (optionally followed by its lock file's JSON) once its first
+//! in the session's log file, the API key on its stdin, and a pipe on its fd 3
+//! on which it says `ready` (optionally followed by its lock file's JSON) once its first
 //! navigation is done, or `failed <reason>` when it cannot start. The parent
 //! returns as soon as the ready line arrives, fails as soon as the pipe closes
 //! without it (the child died; with the reason it sent, if any), and gives up
@@ -21,8 +21,12 @@ use tokio::io::Interest;
 
 use super::dir::LockDir;
 use super::lock::LockData;
+use super::logs::{KEEP_LOGS, MAX_LOG_AGE};
 use super::off_thread;
-use super::process::is_process_alive;
+use super::process::{is_recorded_process, process_start};
+
+/// The API key's environment variable, taken out of the daemon's environment.
+pub const API_KEY_ENV: &str = "ALUVIA_API_KEY";
 
 /// The environment variable naming the child's end of the ready pipe.
 pub const READY_FD_ENV: &str = "ALUVIA_READY_FD";
@@ -52,10 +56,16 @@ const MAX_READY_LINE: usize = 1024 * 1024;
 pub struct DaemonSpawn {
     pub program: PathBuf,
     pub args: Vec<String>,
-    /// Added to (or overriding) this process's environment.
+    /// Added to (or overriding) this process's environment; [`API_KEY_ENV`]
+    /// is never passed on.
     pub env: Vec<(String, String)>,
+    /// Written to the child's stdin, which is then closed (the API key: not
+    /// in its arguments nor its environment, where other processes of the
+    /// user can read them). stdin is /dev/null without it.
+    pub secret: Option<String>,
     pub cwd: PathBuf,
-    /// Opened for appending (created 0600); the child's stdout and stderr.
+    /// The child's stdout and stderr: created 0600 or emptied (a reused name
+    /// starts a fresh log), never through a symlink, and only a regular file.
     pub log_path: PathBuf,
     /// Normally [`DEFAULT_READY_TIMEOUT`].
     pub ready_timeout: Duration,
@@ -78,6 +88,10 @@ pub enum LaunchError {
     /// Not ready in time; the daemon is left running, and a claimed lock names it.
     #[error("Browser is still initializing (timeout).")]
     Timeout { pid: u32 },
+    /// Something other than a regular file (a FIFO, a symlink, a device) is
+    /// at the log's path; nothing was started.
+    #[error("The session's log file is not a regular file. Remove it and try again.")]
+    LogNotRegular,
     /// It could not be started, handed its lock or waited on; whatever was
     /// started has been killed.
     #[error("Could not start the browser session daemon: {0}")]
@@ -145,25 +159,47 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
-    let open = || {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&spec.log_path)?;
-        // Exactly 0600, whatever the umask or an older file said.
-        file.set_permissions(Permissions::from_mode(0o600))?;
-        Ok::<_, io::Error>(file)
+    let failed = |e: io::Error| LaunchError::Spawn(format!("could not open log file {}: {e}", spec.log_path.display()));
+    // Non-blocking, so that a FIFO without a reader fails (ENXIO) instead of
+    // hanging the open; not through a symlink (ELOOP).
+    let file = match OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&spec.log_path)
+    {
+        Ok(file) => file,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ELOOP)) => {
+            return Err(LaunchError::LogNotRegular)
+        }
+        Err(e) => return Err(failed(e)),
     };
-    open().map_err(|e| LaunchError::Spawn(format!("could not open log file {}: {e}", spec.log_path.display())))
+    if !file.metadata().map_err(failed)?.file_type().is_file() {
+        return Err(LaunchError::LogNotRegular);
+    }
+    let prepare = || {
+        // A fresh log for every session; exactly 0600, whatever the umask or
+        // an older file said; blocking writes again.
+        file.set_len(0)?;
+        file.set_permissions(Permissions::from_mode(0o600))?;
+        // SAFETY: plain fcntl calls on an fd this function owns.
+        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags == -1 || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } == -1 {
+            return Err(last_error());
+        }
+        Ok::<_, io::Error>(())
+    };
+    prepare().map_err(failed)?;
+    Ok(file)
 }
 
 /// Starts the daemon and waits until it is ready: its pid (and the lock it
 /// sent) as soon as it writes the ready line ([`signal_ready`]), `DiedWhileStarting` as soon as
 /// the pipe closes without it, `Timeout` after `spec.ready_timeout`. The child
-/// runs in its own session (`setsid`), with stdin from /dev/null, stdout and
-/// stderr appended to `spec.log_path`, the pipe on fd 3 and
+/// runs in its own session (`setsid`), with `spec.secret` on its stdin, stdout and
+/// stderr to `spec.log_path` (emptied first), the pipe on fd 3 and
 /// `ALUVIA_READY_FD=3`. A background thread reaps it, so it never lingers as a
 /// zombie of this process.
 ///
@@ -179,7 +215,11 @@ fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
 /// Must be called within a tokio runtime with I/O enabled.
 pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<DaemonReady, LaunchError> {
     let parent = std::process::id();
-    let (pid, read_end) = match start_child(&spec) {
+    if let Some((dir, _)) = spec.claimed_lock.clone() {
+        // Best effort: a start does not fail over old logs.
+        let _ = off_thread(move || dir.prune_logs(KEEP_LOGS, MAX_LOG_AGE)).await;
+    }
+    let (pid, read_end, start) = match start_child(&spec) {
         Ok(started) => started,
         Err(e) => {
             // Nothing runs: the name this process claimed is free again.
@@ -191,14 +231,21 @@ pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<DaemonReady, LaunchError>
     };
 
     if let Some((dir, name)) = spec.claimed_lock.clone() {
-        let handed = off_thread(move || dir.update_owned(&name, parent, |lock| lock.pid = pid)).await;
+        let recorded = start.clone();
+        let handed = off_thread(move || {
+            dir.update_owned(&name, parent, |lock| {
+                lock.pid = pid;
+                lock.process_start = recorded;
+            })
+        })
+        .await;
         let why = match handed {
             Ok(Some(_)) => None,
             Ok(None) => Some("it was removed or taken over".to_string()),
             Err(e) => Some(e.to_string()),
         };
         if let Some(why) = why {
-            abandon(pid, &spec).await;
+            abandon(pid, start.as_deref(), &spec).await;
             return Err(LaunchError::Spawn(format!(
                 "could not hand the session's lock file to the daemon (pid {pid}): {why}"
             )));
@@ -211,21 +258,21 @@ pub async fn spawn_daemon(spec: DaemonSpawn) -> Result<DaemonReady, LaunchError>
         Ok(Outcome::TimedOut) => Err(LaunchError::Timeout { pid }),
         Ok(Outcome::Closed(reason)) => {
             // The pipe closes as the process exits; the reaper follows shortly.
-            if wait_gone(pid, Duration::from_secs(1)).await {
+            if wait_gone(pid, start.as_deref(), Duration::from_secs(1)).await {
                 release_lock(pid, &spec).await;
             }
             Err(LaunchError::DiedWhileStarting { pid, reason })
         }
         Err(e) => {
-            abandon(pid, &spec).await;
+            abandon(pid, start.as_deref(), &spec).await;
             Err(LaunchError::Spawn(format!("could not wait for the daemon (pid {pid}): {e}")))
         }
     }
 }
 
-/// Opens the log, creates the ready pipe and spawns the child: its pid and
-/// the pipe's read end.
-fn start_child(spec: &DaemonSpawn) -> Result<(u32, OwnedFd), LaunchError> {
+/// Opens the log, creates the ready pipe and spawns the child: its pid, the
+/// pipe's read end and its [`process_start`].
+fn start_child(spec: &DaemonSpawn) -> Result<(u32, OwnedFd, Option<String>), LaunchError> {
     let log = open_log(spec)?;
     let log_err = log
         .try_clone()
@@ -237,9 +284,10 @@ fn start_child(spec: &DaemonSpawn) -> Result<(u32, OwnedFd), LaunchError> {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env_remove(API_KEY_ENV)
         .env(READY_FD_ENV, READY_FD.to_string())
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(if spec.secret.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));
     // SAFETY: the closure only makes async-signal-safe syscalls. It runs after
@@ -260,24 +308,32 @@ fn start_child(spec: &DaemonSpawn) -> Result<(u32, OwnedFd), LaunchError> {
             Ok(())
         });
     }
-    let child =
+    let mut child =
         cmd.spawn().map_err(|e| LaunchError::Spawn(format!("could not run {}: {e}", spec.program.display())))?;
     // Only the child may hold the write end now, so its exit closes the pipe.
     drop(write_end);
+    if let (Some(secret), Some(stdin)) = (&spec.secret, child.stdin.take()) {
+        hand_secret(stdin, secret.clone());
+    }
     let pid = child.id();
+    // Read before the reaper may let the pid go.
+    let start = process_start(pid);
     reap_in_background(child);
-    Ok((pid, read_end))
+    Ok((pid, read_end, start))
 }
 
 /// Gives up on a daemon that may be running: SIGKILL to its process group (it
 /// leads one: `setsid`), then its lock is released once it is gone. A daemon
 /// that cannot be killed keeps its lock, so that it can still be found.
-async fn abandon(pid: u32, spec: &DaemonSpawn) {
-    if let Ok(p) = libc::pid_t::try_from(pid) {
-        // SAFETY: plain syscall; the daemon leads process group `p`.
-        unsafe { libc::kill(-p, libc::SIGKILL) };
+async fn abandon(pid: u32, start: Option<&str>, spec: &DaemonSpawn) {
+    match libc::pid_t::try_from(pid) {
+        // SAFETY: plain syscall; the daemon (still the process started) leads process group `p`.
+        Ok(p) if is_recorded_process(pid, start) => unsafe {
+            libc::kill(-p, libc::SIGKILL);
+        },
+        _ => {}
     }
-    if wait_gone(pid, Duration::from_secs(2)).await {
+    if wait_gone(pid, start, Duration::from_secs(2)).await {
         release_lock(pid, spec).await;
     }
 }
@@ -289,16 +345,25 @@ async fn release_lock(pid: u32, spec: &DaemonSpawn) {
     }
 }
 
-/// Whether `pid` is gone within `wait`.
-async fn wait_gone(pid: u32, wait: Duration) -> bool {
+/// Whether `pid` (the process `start` recorded) is gone within `wait`.
+async fn wait_gone(pid: u32, start: Option<&str>, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
-    while is_process_alive(pid) {
+    while is_recorded_process(pid, start) {
         if Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     true
+}
+
+/// Writes the secret to the child's stdin and closes it, from a thread of
+/// its own (a child that never reads must not block the start); a child that
+/// died before reading it is reported by the ready pipe.
+fn hand_secret(mut stdin: std::process::ChildStdin, secret: String) {
+    let _ = std::thread::Builder::new().name("aluvia-daemon-secret".into()).spawn(move || {
+        let _ = io::Write::write_all(&mut stdin, secret.as_bytes());
+    });
 }
 
 fn reap_in_background(mut child: Child) {
@@ -439,6 +504,27 @@ pub fn prepare_ready_fd() -> io::Result<()> {
     Ok(())
 }
 
+/// The longest secret [`take_secret`] reads.
+const MAX_SECRET: u64 = 64 * 1024;
+
+/// For the daemon, first thing: makes this process non-dumpable on Linux (no
+/// core dumps; `/proc/<pid>/environ`, `mem` and ptrace closed to other
+/// processes of the user, since it holds the API key), then reads the secret
+/// [`spawn_daemon`] writes to its stdin, up to end of file. Empty when stdin
+/// holds nothing (/dev/null).
+pub fn take_secret() -> io::Result<String> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain prctl call with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == -1 {
+            return Err(last_error());
+        }
+    }
+    let mut secret = String::new();
+    io::Read::read_to_string(&mut io::Read::take(io::stdin().lock(), MAX_SECRET), &mut secret)?;
+    Ok(secret)
+}
+
 /// For the daemon, once it is ready (after its final lock write): writes
 /// `ready\n`, or `ready {lock json}\n` with `lock`, to the fd named by
 /// `ALUVIA_READY_FD`, then closes it. Idempotent; a no-op without the
@@ -502,7 +588,7 @@ fn send_final_line(mut line: Vec<u8>) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::session::lock::{LockData, LockRead};
-    use crate::session::process::{terminate, Termination};
+    use crate::session::process::{is_process_alive, terminate, Termination};
     use crate::session::testutil::TempDir;
     use std::os::unix::fs::MetadataExt;
 
@@ -514,6 +600,7 @@ mod tests {
             cwd: dir.path().to_path_buf(),
             log_path: dir.path().join("daemon.log"),
             ready_timeout: timeout,
+            secret: None,
             claimed_lock: None,
         }
     }
@@ -549,9 +636,13 @@ mod tests {
         std::fs::write(dir.path().join("daemon.log"), "earlier run\n").unwrap();
         std::fs::set_permissions(dir.path().join("daemon.log"), Permissions::from_mode(0o644)).unwrap();
         let started = Instant::now();
-        let script = "echo hi; echo \"$ALUVIA_TEST_VAR $ALUVIA_READY_FD $(pwd)\"; echo oops >&2; echo ready >&3; \
-                      exec sleep 30";
-        let ready = spawn_daemon(sh(&dir, script, Duration::from_secs(20))).await.unwrap();
+        let script = "echo hi; echo \"$ALUVIA_TEST_VAR $ALUVIA_READY_FD $(pwd) ${ALUVIA_API_KEY-unset} key:$(cat)\"; \
+                      echo oops >&2; echo ready >&3; exec sleep 30";
+        let mut spec = sh(&dir, script, Duration::from_secs(20));
+        // The key reaches the child on its stdin only, never in its environment.
+        spec.env.push((API_KEY_ENV.into(), "in-env".into()));
+        spec.secret = Some("s3cret".into());
+        let ready = spawn_daemon(spec).await.unwrap();
         assert_eq!(ready.lock, None, "a bare ready line");
         let pid = ready.pid;
         // Promptly: no polling interval in the way.
@@ -562,11 +653,39 @@ mod tests {
         assert_ne!(unsafe { libc::getsid(0) }, pid as i32);
         let log_text = log(&dir);
         let cwd = std::fs::canonicalize(dir.path()).unwrap();
-        assert_eq!(log_text, format!("earlier run\nhi\nfrom-parent 3 {}\noops\n", cwd.display()));
+        // A fresh log: nothing of an earlier session's.
+        assert_eq!(log_text, format!("hi\nfrom-parent 3 {} unset key:s3cret\noops\n", cwd.display()));
         let mode = std::fs::metadata(dir.path().join("daemon.log")).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600, "an existing log is made 0600 too");
-        assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
+        assert_eq!(terminate(pid, None, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
         wait_dead(pid).await;
+    }
+
+    #[tokio::test]
+    async fn session_daemon_log_must_be_a_regular_file() {
+        let dir = TempDir::new("daemon-log-fifo");
+        let locks = dir.lock_dir();
+        let log_path = dir.path().join("daemon.log");
+        let path = std::ffi::CString::new(log_path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let claimed = |name: &str| {
+            locks.claim(Some(name), LockData::default()).unwrap();
+            let mut spec = sh(&dir, "echo ready >&3", Duration::from_secs(20));
+            spec.claimed_lock = Some((locks.clone(), name.to_string()));
+            spec
+        };
+        // A FIFO without a reader would block the open for good.
+        assert_eq!(spawn_daemon(claimed("fifo")).await.unwrap_err(), LaunchError::LogNotRegular);
+        assert!(locks.read("fifo").unwrap().is_none(), "the claim is given up");
+        // With a reader the open succeeds, and the type is refused.
+        let reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&log_path).unwrap();
+        assert_eq!(spawn_daemon(claimed("fifo")).await.unwrap_err(), LaunchError::LogNotRegular);
+        drop(reader);
+        std::fs::remove_file(&log_path).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &log_path).unwrap();
+        assert_eq!(spawn_daemon(claimed("link")).await.unwrap_err(), LaunchError::LogNotRegular);
+        assert!(!dir.path().join("elsewhere").exists(), "nothing created through the link");
     }
 
     #[tokio::test]
@@ -627,8 +746,10 @@ mod tests {
         let pid = spawn_daemon(spec).await.unwrap().pid;
         let Some(LockRead::Valid(lock)) = locks.read("mine").unwrap() else { panic!() };
         assert_eq!(lock.pid, pid);
+        assert!(lock.process_start.is_some(), "the daemon is recorded beyond its pid");
+        assert_eq!(lock.process_start, crate::session::process_start(pid));
         assert_eq!(lock.session.as_deref(), Some("mine"));
-        assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
+        assert_eq!(terminate(pid, None, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
     }
 
     fn claimed(dir: &TempDir, name: &str, spec: &mut DaemonSpawn) -> LockDir {
@@ -653,7 +774,7 @@ mod tests {
         // Findable: its lock names it, so `session list` and `session close` see it.
         let live = locks.live_sessions().unwrap().live;
         assert_eq!(live.iter().map(|l| (l.session.as_deref(), l.pid)).collect::<Vec<_>>(), [(Some("slow"), pid)]);
-        assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
+        assert_eq!(terminate(pid, None, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
         wait_dead(pid).await;
     }
 
@@ -719,7 +840,7 @@ mod tests {
         let sleeper: u32 = std::fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
         assert!(is_process_alive(sleeper));
         let started = Instant::now();
-        assert_eq!(terminate(pid, Duration::from_millis(300)).await.unwrap(), Termination::ForceKilled);
+        assert_eq!(terminate(pid, None, Duration::from_millis(300)).await.unwrap(), Termination::ForceKilled);
         assert!(started.elapsed() >= Duration::from_millis(300));
         wait_dead(pid).await;
         wait_dead(sleeper).await;
@@ -761,6 +882,7 @@ mod tests {
             cwd: dir.path().to_path_buf(),
             log_path: dir.path().join("daemon.log"),
             ready_timeout: Duration::from_secs(20),
+            secret: None,
             claimed_lock: None,
         };
         let ready = spawn_daemon(spec).await.unwrap();
@@ -774,7 +896,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(log(&dir).contains("child signalled"), "{}", log(&dir));
-        assert_eq!(terminate(pid, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
+        assert_eq!(terminate(pid, None, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::dir::LockDir;
 use super::naming::{generate_name, validate_session_name, NameState, INVALID_NAME_MESSAGE};
-use super::process::is_process_alive;
+use super::process::{is_process_alive, is_recorded_process, process_start};
 use crate::browser::PROFILE_DIR_PREFIX;
 use crate::error::{AluviaError, Result};
 
@@ -47,12 +47,30 @@ pub struct LockData {
     pub auto_unblock: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_detection: Option<Value>,
+    /// Ours: what identifies the process `pid` names beyond its pid
+    /// ([`process_start`]), so that a reused pid does not pass for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<String>,
     /// Ours: the session's traffic counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Value>,
     /// Unknown fields, preserved.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl LockData {
+    /// Whether the process this lock names is running: its pid is alive and,
+    /// when the lock records `processStart`, still that process.
+    pub fn is_live(&self) -> bool {
+        is_recorded_process(self.pid, self.process_start.as_deref())
+    }
+
+    /// Names this process, with its `processStart`.
+    pub fn own(&mut self) {
+        self.pid = std::process::id();
+        self.process_start = process_start(self.pid);
+    }
 }
 
 /// A lock file as read: reading never fails on bad content.
@@ -106,7 +124,7 @@ pub struct LiveSessions {
 }
 
 /// Held while the directory's exclusive lock is taken; released on drop.
-struct DirGuard(File);
+pub(super) struct DirGuard(File);
 
 impl Drop for DirGuard {
     fn drop(&mut self) {
@@ -143,7 +161,7 @@ fn check_name(name: &str) -> Result<()> {
 
 impl LockDir {
     /// Takes the directory's exclusive lock.
-    fn lock_exclusive(&self) -> Result<DirGuard> {
+    pub(super) fn lock_exclusive(&self) -> Result<DirGuard> {
         let path = self.path().join(DIR_LOCK_FILE);
         let file = open_lock_file(&path)?;
         loop {
@@ -155,7 +173,7 @@ impl LockDir {
         }
     }
 
-    fn read_unlocked(&self, name: &str) -> Result<Option<LockRead>> {
+    pub(super) fn read_unlocked(&self, name: &str) -> Result<Option<LockRead>> {
         let path = self.lock_path(name);
         match fs::read(&path) {
             Ok(bytes) => Ok(Some(parse_lock(name, &bytes))),
@@ -260,7 +278,7 @@ impl LockDir {
             match self.read_unlocked(name)? {
                 Some(LockRead::Valid(data)) if data.pid == pid => {
                     self.remove_unlocked(name)?;
-                    if is_process_alive(pid) {
+                    if data.is_live() {
                         None
                     } else {
                         stale_profile(&data)
@@ -327,7 +345,7 @@ impl LockDir {
         let mut stale_profiles = Vec::new();
         for (name, read) in self.list()? {
             match read {
-                LockRead::Valid(mut data) if is_process_alive(data.pid) => {
+                LockRead::Valid(mut data) if data.is_live() => {
                     data.session.get_or_insert(name);
                     live.push(data);
                 }
@@ -382,7 +400,7 @@ impl LockDir {
                 let mut failure = None;
                 let name = generate_name(|candidate| match self.read_unlocked(candidate) {
                     Ok(None) => NameState::Free,
-                    Ok(Some(LockRead::Valid(data))) if !is_process_alive(data.pid) => NameState::Stale,
+                    Ok(Some(LockRead::Valid(data))) if !data.is_live() => NameState::Stale,
                     Ok(Some(_)) => NameState::Taken,
                     Err(e) => {
                         failure.get_or_insert(e);
@@ -398,12 +416,12 @@ impl LockDir {
         // Checked again for every name: the `session-{ts}` fallback is not
         // checked by the generator.
         if let Some(LockRead::Valid(lock)) = self.read_unlocked(&name)? {
-            if is_process_alive(lock.pid) {
+            if lock.is_live() {
                 return Err(ClaimError::NameInUse { name, lock: Box::new(lock) });
             }
         }
         if initial.pid == 0 {
-            initial.pid = std::process::id();
+            initial.own();
         }
         initial.session = Some(name.clone());
         self.write_unlocked(&name, &initial)?;
@@ -693,6 +711,33 @@ mod tests {
         fs::write(dir.lock_path("junk"), b"garbage").unwrap();
         assert_eq!(dir.claim(Some("junk"), early(me)).unwrap(), "junk");
         assert!(matches!(dir.read("junk").unwrap(), Some(LockRead::Valid(_))));
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    #[test]
+    fn session_a_lock_whose_pid_is_another_process_is_stale() {
+        let tmp = TempDir::new("lock-reused");
+        let dir = tmp.lock_dir();
+        let me = std::process::id();
+        // A claim records who this process is.
+        dir.claim(Some("mine"), early(0)).unwrap();
+        let Some(LockRead::Valid(mine)) = dir.read("mine").unwrap() else { panic!() };
+        assert_eq!(mine.process_start, process_start(me));
+        assert!(mine.process_start.is_some());
+        // Our pid, recorded with another process's start: the pid was reused.
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let reused = LockData { process_start: process_start(child.id()), ..early(me) };
+        assert!(!reused.is_live());
+        dir.write("reused", &reused).unwrap();
+        // An older lock without the record: the pid alone decides.
+        dir.write("older", &early(me)).unwrap();
+        let live: Vec<_> = dir.live_sessions().unwrap().live.into_iter().filter_map(|l| l.session).collect();
+        assert_eq!(live, ["mine", "older"]);
+        assert!(!dir.lock_path("reused").exists(), "removed as stale");
+        dir.write("reused", &reused).unwrap();
+        assert_eq!(dir.claim(Some("reused"), early(0)).unwrap(), "reused", "a stale name is free");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod close;
 mod daemon;
 mod dir;
 mod lock;
+mod logs;
 mod naming;
 mod process;
 mod resolve;
@@ -30,15 +31,19 @@ mod sync;
 
 pub use close::{close_session, Closed, HANDOVER_WAIT};
 pub use daemon::{
-    prepare_ready_fd, signal_failed, signal_ready, spawn_daemon, DaemonReady, DaemonSpawn, LaunchError,
-    DEFAULT_READY_TIMEOUT, READY_FD_ENV,
+    prepare_ready_fd, signal_failed, signal_ready, spawn_daemon, take_secret, DaemonReady, DaemonSpawn, LaunchError,
+    API_KEY_ENV, DEFAULT_READY_TIMEOUT, READY_FD_ENV,
 };
 pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
 pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead};
+pub use logs::{KEEP_LOGS, MAX_LOG_AGE};
 pub use naming::{
-    generate_name, validate_session_name, NameState, ADJECTIVES, INVALID_NAME_MESSAGE, MAX_NAME_ATTEMPTS, NOUNS,
+    generate_name, validate_session_name, NameState, ADJECTIVES, INVALID_NAME_MESSAGE, MAX_NAME_ATTEMPTS, MAX_NAME_LEN,
+    NOUNS,
 };
-pub use process::{is_process_alive, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL};
+pub use process::{
+    is_process_alive, is_recorded_process, process_start, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL,
+};
 pub use resolve::{resolve_session, Purpose, ResolveError};
 pub use rules_lock::RulesLock;
 pub use run::{run_daemon, stop_on_signals, DaemonExit, DaemonRun, DaemonStop, Script, DAEMON_POLL_INTERVAL_MS};

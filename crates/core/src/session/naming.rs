@@ -35,9 +35,16 @@ pub enum NameState {
 /// as the CLI prints it.
 pub const INVALID_NAME_MESSAGE: &str = "Invalid session name. Use only letters, numbers, hyphens, and underscores.";
 
-/// Custom names: `^[a-zA-Z0-9_-]+$` (ASCII only, non-empty).
+/// The longest session name: `cli-{name}.lock` and its temp files must fit
+/// in a file name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Custom names: `^[a-zA-Z0-9_-]+$` (ASCII only, non-empty), at most
+/// [`MAX_NAME_LEN`] characters.
 pub fn validate_session_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The auto-naming algorithm: a random `adjective-noun`; when `state` says it
@@ -73,6 +80,9 @@ mod tests {
         for bad in ["", "a b", "a/b", "../x", "a.b", "naïve", "a\n", "x;rm", "é"] {
             assert!(!validate_session_name(bad), "{bad:?}");
         }
+        assert!(validate_session_name(&"a".repeat(MAX_NAME_LEN)));
+        assert!(!validate_session_name(&"a".repeat(MAX_NAME_LEN + 1)));
+        assert!(!validate_session_name(&"a".repeat(300)), "longer than a file name");
         assert_eq!(INVALID_NAME_MESSAGE, "Invalid session name. Use only letters, numbers, hyphens, and underscores.");
     }
 

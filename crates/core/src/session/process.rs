@@ -42,6 +42,51 @@ fn is_zombie(_pid: libc::pid_t) -> bool {
     false
 }
 
+/// What tells a process apart from a later one that reuses its pid, as a lock
+/// file records it (`processStart`): on Linux the boot id and the start time
+/// in clock ticks (field 22 of `/proc/<pid>/stat`), on macOS the start time
+/// `proc_pidinfo` reports. `None` when it cannot be read (no such process)
+/// or the platform offers nothing.
+pub fn process_start(pid: u32) -> Option<String> {
+    let p = to_pid(pid)?;
+    start_of(p)
+}
+
+#[cfg(target_os = "linux")]
+fn start_of(pid: libc::pid_t) -> Option<String> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    // Fields after `comm` start with the third (state): field 22 is the 20th.
+    let rest = std::str::from_utf8(stat.get(close + 2..)?).ok()?;
+    let start: u64 = rest.split_ascii_whitespace().nth(19)?.parse().ok()?;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(format!("{}:{start}", boot.trim()))
+}
+
+#[cfg(target_os = "macos")]
+fn start_of(pid: libc::pid_t) -> Option<String> {
+    // SAFETY: an all-zero `proc_bsdinfo` (plain integers and arrays) is a valid value.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = libc::c_int::try_from(std::mem::size_of::<libc::proc_bsdinfo>()).ok()?;
+    // SAFETY: `info` is a writable buffer of `size` bytes.
+    let n = unsafe {
+        libc::proc_pidinfo(pid, libc::PROC_PIDTBSDINFO, 0, (&mut info as *mut libc::proc_bsdinfo).cast(), size)
+    };
+    (n == size).then(|| format!("{}.{:06}", info.pbi_start_tvsec, info.pbi_start_tvusec))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn start_of(_pid: libc::pid_t) -> Option<String> {
+    None
+}
+
+/// Whether `pid` is alive and is the process `start` ([`process_start`])
+/// recorded. Without a record (a lock of an older version) only the pid is
+/// checked.
+pub fn is_recorded_process(pid: u32, start: Option<&str>) -> bool {
+    is_process_alive(pid) && start.is_none_or(|recorded| process_start(pid).as_deref() == Some(recorded))
+}
+
 /// How [`terminate`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Termination {
@@ -77,9 +122,14 @@ fn signal(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
 /// to `grace`, then SIGKILL. When the process leads its own process group (a
 /// daemon started by [`super::spawn_daemon`] does), SIGKILL goes to the whole
 /// group so its Chromium dies with it.
-pub async fn terminate(pid: u32, grace: Duration) -> Result<Termination> {
+///
+/// With `start` ([`process_start`] as recorded) nothing is signalled unless
+/// `pid` is still that process: a pid that now names another process counts
+/// as not running (before SIGTERM) or as exited (before SIGKILL).
+pub async fn terminate(pid: u32, start: Option<&str>, grace: Duration) -> Result<Termination> {
     let Some(p) = to_pid(pid) else { return Ok(Termination::NotRunning) };
-    if !is_process_alive(pid) {
+    let running = || is_recorded_process(pid, start);
+    if !running() {
         return Ok(Termination::NotRunning);
     }
     match signal(p, libc::SIGTERM) {
@@ -89,7 +139,7 @@ pub async fn terminate(pid: u32, grace: Duration) -> Result<Termination> {
     }
     let deadline = Instant::now() + grace;
     loop {
-        if !is_process_alive(pid) {
+        if !running() {
             return Ok(Termination::Exited);
         }
         let now = Instant::now();
@@ -99,6 +149,9 @@ pub async fn terminate(pid: u32, grace: Duration) -> Result<Termination> {
         tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
     }
 
+    if !running() {
+        return Ok(Termination::Exited);
+    }
     // SAFETY: plain syscall.
     let leads_group = unsafe { libc::getpgid(p) } == p;
     let target = if leads_group { -p } else { p };
@@ -108,7 +161,7 @@ pub async fn terminate(pid: u32, grace: Duration) -> Result<Termination> {
         Err(e) => return Err(AluviaError::Internal(format!("Could not send SIGKILL to process {pid}: {e}"))),
     }
     let deadline = Instant::now() + KILL_WAIT;
-    while is_process_alive(pid) && Instant::now() < deadline {
+    while running() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(Termination::ForceKilled)
@@ -147,17 +200,39 @@ mod tests {
         child.wait().unwrap();
     }
 
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    #[tokio::test]
+    async fn session_a_reused_pid_is_not_the_recorded_process() {
+        let me = process_start(std::process::id()).expect("own start");
+        assert_eq!(process_start(std::process::id()).as_deref(), Some(me.as_str()), "stable");
+        assert_eq!(process_start(dead_pid()), None);
+        assert_eq!(process_start(0), None);
+        let mut child = Command::new("sleep").arg("30").stdin(Stdio::null()).spawn().unwrap();
+        let pid = child.id();
+        let theirs = process_start(pid).expect("child start");
+        assert_ne!(theirs, me);
+        assert!(is_recorded_process(pid, Some(&theirs)));
+        assert!(is_recorded_process(pid, None), "no record: the pid alone");
+        // The pid now names another process than the one recorded.
+        assert!(!is_recorded_process(pid, Some(&me)));
+        let outcome = terminate(pid, Some(&me), Duration::from_millis(100)).await.unwrap();
+        assert_eq!(outcome, Termination::NotRunning);
+        assert!(child.try_wait().unwrap().is_none(), "not signalled");
+        assert_eq!(terminate(pid, Some(&theirs), Duration::from_secs(5)).await.unwrap(), Termination::Exited);
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGTERM));
+    }
+
     #[tokio::test]
     async fn session_terminate_not_running() {
-        assert_eq!(terminate(dead_pid(), Duration::from_millis(100)).await.unwrap(), Termination::NotRunning);
-        assert_eq!(terminate(0, Duration::from_millis(100)).await.unwrap(), Termination::NotRunning);
+        assert_eq!(terminate(dead_pid(), None, Duration::from_millis(100)).await.unwrap(), Termination::NotRunning);
+        assert_eq!(terminate(0, None, Duration::from_millis(100)).await.unwrap(), Termination::NotRunning);
     }
 
     #[tokio::test]
     async fn session_terminate_exits_on_sigterm() {
         let mut child = Command::new("sleep").arg("30").stdin(Stdio::null()).spawn().unwrap();
         let started = Instant::now();
-        let outcome = terminate(child.id(), Duration::from_secs(5)).await.unwrap();
+        let outcome = terminate(child.id(), None, Duration::from_secs(5)).await.unwrap();
         assert_eq!(outcome, Termination::Exited);
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGTERM));
@@ -176,7 +251,7 @@ mod tests {
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
         assert_eq!(line, "up\n");
         let started = Instant::now();
-        let outcome = terminate(child.id(), Duration::from_millis(300)).await.unwrap();
+        let outcome = terminate(child.id(), None, Duration::from_millis(300)).await.unwrap();
         assert_eq!(outcome, Termination::ForceKilled);
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));

@@ -7,7 +7,6 @@ use serde_json::{json, Map, Value};
 use super::dir::LockDir;
 use super::lock::{LockData, LockRead};
 use super::naming::{validate_session_name, INVALID_NAME_MESSAGE};
-use super::process::is_process_alive;
 use crate::error::AluviaError;
 
 /// What the session is wanted for; it decides the checks and the messages.
@@ -117,7 +116,7 @@ pub fn resolve_session(dir: &LockDir, name: Option<&str>, purpose: Purpose) -> R
                 _ => return Err(missing()),
             };
             lock.session.get_or_insert_with(|| name.to_string());
-            if purpose != Purpose::Close && !is_process_alive(lock.pid) {
+            if purpose != Purpose::Close && !lock.is_live() {
                 dir.remove_if_owned(name, lock.pid)?;
                 return Err(if connect {
                     ResolveError::Connect(format!("Session '{name}' is no longer running. Stale lock file removed."))

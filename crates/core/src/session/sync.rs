@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::dir::LockDir;
 use crate::browser::{DetectionEvent, DetectionSink};
 use crate::detection::last_detection_json;
+use crate::log::RepeatedFailure;
 
 /// How often `traffic` is refreshed in the lock file (at most).
 pub const TRAFFIC_INTERVAL: Duration = Duration::from_secs(1);
@@ -52,6 +53,20 @@ pub fn start_lock_sync(
     interval: Duration,
     traffic: impl Fn() -> Option<Value> + Send + 'static,
 ) -> (DetectionSink, LockSync) {
+    let report = |line: String| eprintln!("[aluvia] lock sync: {line}");
+    start_reporting(dir, name, pid, interval, traffic, report)
+}
+
+/// [`start_lock_sync`], with the lines about failed writes (the first of a
+/// run, and the recovery) going to `report`.
+fn start_reporting(
+    dir: LockDir,
+    name: String,
+    pid: u32,
+    interval: Duration,
+    traffic: impl Fn() -> Option<Value> + Send + 'static,
+    report: impl Fn(String) + Send + 'static,
+) -> (DetectionSink, LockSync) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
     let sink_tx = tx.clone();
     let sink: DetectionSink = std::sync::Arc::new(move |event: DetectionEvent| {
@@ -61,6 +76,7 @@ pub fn start_lock_sync(
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_traffic: Option<Value> = None;
+        let mut failures = RepeatedFailure::once("lock file update");
         loop {
             let write = tokio::select! {
                 w = rx.recv() => match w { Some(w) => w, None => return },
@@ -74,13 +90,22 @@ pub fn start_lock_sync(
             }
             let dir = dir.clone();
             let name = name.clone();
-            let _ = tokio::task::spawn_blocking(move || {
+            let written = tokio::task::spawn_blocking(move || {
                 dir.update_owned(&name, pid, |lock| match write {
                     Write::Detection(d) => lock.last_detection = Some(d),
                     Write::Traffic(t) => lock.traffic = Some(t),
                 })
             })
             .await;
+            // A full disk: said once, not on every update, and again once it passes.
+            let line = match written {
+                Ok(Ok(_)) => failures.succeeded(),
+                Ok(Err(e)) => failures.failed(&e),
+                Err(e) => failures.failed(&e),
+            };
+            if let Some(line) = line {
+                report(line);
+            }
         }
     });
     drop(tx);
@@ -137,5 +162,47 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(read(&dir).traffic, None);
         assert_eq!(inode(), before);
+    }
+
+    #[tokio::test]
+    async fn session_lock_sync_reports_a_failing_write_once() {
+        let tmp = TempDir::new("sync-fail");
+        let dir = tmp.lock_dir();
+        let pid = std::process::id();
+        let lock = LockData { pid, ready: Some(true), ..LockData::default() };
+        dir.write("s", &lock).unwrap();
+        // The directory goes away under the daemon: every write fails.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (t, l) = (Arc::clone(&ticks), Arc::clone(&lines));
+        let (_sink, sync) = start_reporting(
+            dir.clone(),
+            "s".into(),
+            pid,
+            Duration::from_millis(5),
+            // Always new traffic, so that every tick writes.
+            move || Some(Value::from(t.fetch_add(1, Ordering::SeqCst))),
+            move |line| l.lock().unwrap().push(line),
+        );
+        while ticks.load(Ordering::SeqCst) < 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        {
+            let lines = lines.lock().unwrap();
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].starts_with("lock file update failed: "), "{lines:?}");
+        }
+        // The directory is back: one line says so, and writes go on.
+        let again = LockDir::open_at(dir.path().to_path_buf()).unwrap();
+        again.write("s", &lock).unwrap();
+        while lines.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sync.stop();
+        assert!(matches!(again.read("s").unwrap(), Some(LockRead::Valid(LockData { traffic: Some(_), .. }))));
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[1].starts_with("lock file update works again after "), "{lines:?}");
     }
 }
