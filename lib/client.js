@@ -24,23 +24,7 @@ class AluviaClient {
     const o = clientOptions(options);
     this._native = mapped(
       () =>
-        new native.BindingClient({
-          apiKey: o.apiKey ?? '',
-          connectionId: o.connectionId,
-          strict: o.strict,
-          apiBaseUrl: o.apiBaseUrl,
-          pollIntervalMs: o.pollIntervalMs,
-          timeoutMs: o.timeoutMs,
-          gatewayProtocol: o.gatewayProtocol,
-          gatewayPort: o.gatewayPort,
-          gatewayHost: o.gatewayHost,
-          localPort: o.localPort,
-          logLevel: o.logLevel,
-          startPlaywright: o.startPlaywright,
-          headless: o.headless,
-          trustSpki: o.trustSpki,
-          blockDetection: detectionOptions(o.blockDetection),
-        }),
+        new native.BindingClient({ ...o, apiKey: o.apiKey ?? '', blockDetection: detectionOptions(o.blockDetection) }),
     );
     this._startPlaywright = Boolean(o.startPlaywright);
     this._onDetection = typeof o.blockDetection?.onDetection === 'function' ? o.blockDetection.onDetection : null;

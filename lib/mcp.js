@@ -9,7 +9,7 @@
 const { Server } = require('@modelcontextprotocol/sdk/server/index.js');
 const { StdioServerTransport } = require('@modelcontextprotocol/sdk/server/stdio.js');
 const { ListToolsRequestSchema, CallToolRequestSchema } = require('@modelcontextprotocol/sdk/types.js');
-const { COMMANDS } = require('./cli/table.js');
+const { COMMANDS, flagForms } = require('./cli/table.js');
 const { version } = require('../package.json');
 
 /** A command's parameters: its positional arguments and the flags it exposes, as JSON schema properties. */
@@ -24,7 +24,7 @@ function properties(command) {
     if (o.tool === false) continue;
     const type = o.schema ?? { type: o.value ? 'string' : 'boolean' };
     out[o.key] = { ...type, description: typeof o.tool === 'string' ? o.tool : o.description };
-    params.push({ key: o.key, cli: o.value ? [`--${o.name} ${o.value}`, `--${o.name}`] : [`--${o.name}`] });
+    params.push({ key: o.key, cli: flagForms(o) });
   }
   return { properties: out, params };
 }

@@ -17,13 +17,17 @@ const DAEMON = path.join(__dirname, 'daemon.js');
 /** `session close`: how long to wait after SIGTERM before SIGKILL. */
 const CLOSE_GRACE_MS = 10_000;
 
-/** What the daemon gets from the environment; the API key goes over its stdin. */
-const ENV_KEYS = [
-  'ALUVIA_API_BASE_URL',
-  'ALUVIA_GATEWAY_HOST',
-  'ALUVIA_GATEWAY_PORT',
-  'ALUVIA_GATEWAY_PROTOCOL',
-  'ALUVIA_TRUST_SPKI',
+/**
+ * The client options the CLI (and its daemon, which gets these variables; the
+ * API key goes over its stdin) takes from the environment: variable, option,
+ * and how a set value becomes the option.
+ */
+const ENV_OPTIONS = [
+  ['ALUVIA_API_BASE_URL', 'apiBaseUrl', String],
+  ['ALUVIA_GATEWAY_HOST', 'gatewayHost', String],
+  ['ALUVIA_GATEWAY_PORT', 'gatewayPort', Number],
+  ['ALUVIA_GATEWAY_PROTOCOL', 'gatewayProtocol', String],
+  ['ALUVIA_TRUST_SPKI', 'trustSpki', (v) => v.split(',').filter(Boolean)],
 ];
 
 /** The home directory whose `.aluvia/config.json` holds the key of `aluvia auth`. */
@@ -41,15 +45,9 @@ function settings(env = process.env) {
   } catch (err) {
     return failure(err);
   }
-  const port = env.ALUVIA_GATEWAY_PORT;
-  return {
-    apiKey,
-    apiBaseUrl: env.ALUVIA_API_BASE_URL || undefined,
-    gatewayHost: env.ALUVIA_GATEWAY_HOST || undefined,
-    gatewayPort: port ? Number(port) : undefined,
-    gatewayProtocol: env.ALUVIA_GATEWAY_PROTOCOL || undefined,
-    trustSpki: env.ALUVIA_TRUST_SPKI ? env.ALUVIA_TRUST_SPKI.split(',').filter(Boolean) : undefined,
-  };
+  const out = { apiKey };
+  for (const [name, key, parse] of ENV_OPTIONS) out[key] = env[name] ? parse(env[name]) : undefined;
+  return out;
 }
 
 function apiFor(s) {
@@ -128,9 +126,8 @@ function scriptPath(run, cwd) {
 /**
  * `session start <url>`: checks what it can (URL, connection id, script,
  * Chromium), claims a name, spawns the daemon and waits (60 s at most) until
- * its browser has navigated. Options: url, autoUnblock, run, headful,
- * browserSession, connectionId, disableBlockDetection, cwd, env,
- * readyTimeoutMs.
+ * its browser has navigated. Options: the command's (./table.js), and cwd,
+ * env, readyTimeoutMs.
  */
 function sessionStart(o = {}) {
   return guarded(o, async (s) => {
@@ -148,7 +145,7 @@ function sessionStart(o = {}) {
     const name = await mapped(() => native.sessionClaim(requested, { pid: 0, blockDetection, autoUnblock }));
     const env = {};
     const source = o.env ?? process.env;
-    for (const k of ENV_KEYS) if (source[k] !== undefined) env[k] = source[k];
+    for (const [k] of ENV_OPTIONS) if (source[k] !== undefined) env[k] = source[k];
     const spec = { name, url, blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run };
     // The daemon's lock as it was when it became ready (with --run it may be gone by now).
     const { pid, lock } = await mapped(() =>

@@ -5,6 +5,17 @@
 // takes and which of them take a value), dispatch, and the MCP server's tool
 // schemas. The handlers (./commands.js) load the native engine, so they are
 // required only when a command runs: help and version work without it.
+//
+// A command: `path` (its words), `args` (positionals: option key, placeholder,
+// MCP description), `description`, `example`, `options` (flags), `exclusive`
+// (two option keys that cannot go together), `run(options)` (resolves to the
+// JSON object to print, text, or nothing when it prints itself) and `tool`
+// (the MCP tool: name, description, required, `output` to change what the
+// tool returns). A flag: `name`, `key`,
+// `description`, `value` (its placeholder when it takes one), `kind` (how the
+// CLI converts the value: 'port'), `schema` (its MCP type when not a string or
+// boolean) and `tool` (its MCP description, or false when the tool leaves it
+// out).
 
 const handlers = () => require('./commands.js');
 const authHandlers = () => require('./auth.js');
@@ -168,7 +179,6 @@ const COMMANDS = [
       'Log in once instead of exporting a key: prints a URL and a code on stderr, waits for the approval in the browser, checks the key and saves it to ~/.aluvia/config.json (readable by you only). ALUVIA_API_KEY still wins when set.',
     example: 'aluvia auth',
     options: [],
-    keyless: true,
     run: (o) => authHandlers().authLogin(o),
   },
   {
@@ -176,7 +186,6 @@ const COMMANDS = [
     description: 'Whether a key is available and where from (env or config); never prints the key.',
     example: 'aluvia auth status',
     options: [],
-    keyless: true,
     run: (o) => authHandlers().authStatus(o),
   },
   {
@@ -184,7 +193,6 @@ const COMMANDS = [
     description: 'Remove the key that aluvia auth saved.',
     example: 'aluvia auth logout',
     options: [],
-    keyless: true,
     run: (o) => authHandlers().authLogout(o),
   },
   {
@@ -193,21 +201,21 @@ const COMMANDS = [
       'Run the local emulator of the Aluvia API and gateway (and a protected demo site) on loopback; prints one JSON line with the settings to export, then serves until interrupted. Needs no API key.',
     example: 'aluvia emulator --port 8700',
     options: [
-      flag('port', 'API port (default: any free port)', { value: '<n>' }),
-      flag('gateway-port', 'Gateway port (default: any free port)', { value: '<n>' }),
-      flag('site-port', 'Protected demo site port (default: any free port)', { value: '<n>' }),
-      flag('site-tls-port', 'The same site over HTTPS, HTTP/1.1 and h2 (default: any free port)', { value: '<n>' }),
+      flag('port', 'API port (default: any free port)', { value: '<n>', kind: 'port' }),
+      flag('gateway-port', 'Gateway port (default: any free port)', { value: '<n>', kind: 'port' }),
+      flag('site-port', 'Protected demo site port (default: any free port)', { value: '<n>', kind: 'port' }),
+      flag('site-tls-port', 'The same site over HTTPS, HTTP/1.1 and h2 (default: any free port)', { value: '<n>', kind: 'port' }),
       flag('no-site', 'Do not serve the protected demo site'),
       flag('auto-approve', 'Approve every aluvia auth login at once'),
     ],
-    keyless: true,
+    run: (o) => require('./emulator.js').emulator(o),
   },
   {
     path: ['version'],
     description: 'Print the package version (also: --version, -v).',
     example: 'aluvia --version',
     options: [],
-    keyless: true,
+    run: () => require('../../package.json').version,
   },
   {
     path: ['help'],
@@ -215,7 +223,6 @@ const COMMANDS = [
       "Show this help; \"aluvia help <command>\" shows one command's (as do <command> --help and -h at any position).",
     example: 'aluvia help session start',
     options: [flag('json', 'Print the commands as JSON')],
-    keyless: true,
   },
 ];
 
@@ -229,6 +236,9 @@ function flagText(option) {
   return option.value ? `--${option.name} ${option.value}` : `--${option.name}`;
 }
 
+/** How a flag can be written in a message: `--run <script>` and `--run`, or `--all`. */
+const flagForms = (option) => (option.value ? [flagText(option), `--${option.name}`] : [flagText(option)]);
+
 /** The command whose path the positionals start with (the longest match), or undefined. */
 function findCommand(positionals) {
   let best;
@@ -241,4 +251,7 @@ function findCommand(positionals) {
 /** Every flag that takes a value, in any command. */
 const VALUE_FLAGS = new Set(COMMANDS.flatMap((c) => c.options.filter((o) => o.value).map((o) => o.name)));
 
-module.exports = { COMMANDS, usage, flagText, findCommand, VALUE_FLAGS };
+/** The first words of commands with subcommands (`session`). */
+const GROUPS = new Set(COMMANDS.filter((c) => c.path.length > 1).map((c) => c.path[0]));
+
+module.exports = { COMMANDS, usage, flagText, flagForms, findCommand, VALUE_FLAGS, GROUPS };
