@@ -109,7 +109,9 @@ class AluviaClient {
     } catch {
       return;
     }
-    const browser = this._pwBrowser ?? (await this._starting?.catch(() => null), this._pwBrowser);
+    // A result that comes while start() connects Playwright waits for it.
+    if (!this._pwBrowser) await this._starting?.catch(() => null);
+    const browser = this._pwBrowser;
     const page = browser ? await pageForTarget(browser, event.targetId) : undefined;
     try {
       await this._onDetection(event.result, page);

@@ -69,13 +69,13 @@ function schemaError(tool, args) {
   return undefined;
 }
 
-const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** A handler's error in MCP terms: no "Usage: aluvia …" tail, parameter names for CLI flags. */
 function inToolTerms(tool, message) {
   let out = message.replace(/ Usage: aluvia .*$/, '');
   for (const p of tool.params) {
-    for (const cli of p.cli) out = out.replace(new RegExp(`${escape(cli)}(?![\\w-])`, 'g'), `'${p.key}'`);
+    for (const cli of p.cli) out = out.replace(new RegExp(`${escapeRegExp(cli)}(?![\\w-])`, 'g'), `'${p.key}'`);
   }
   return out;
 }

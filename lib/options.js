@@ -56,7 +56,8 @@ function checked(options, table) {
     const [expected, ok] = KINDS[kind];
     if (!ok(value)) {
       // connectionId keeps its documented message.
-      const message = kind === 'id' ? `${name} must be ${expected}` : `${name} must be ${expected}, got ${kindOf(value)}`;
+      const message =
+        kind === 'id' ? `${name} must be ${expected}` : `${name} must be ${expected}, got ${kindOf(value)}`;
       throw new TypeError(message);
     }
     out[name] = value;

@@ -178,7 +178,9 @@ const closeOne = (name) => mapped(() => native.sessionClose(name, CLOSE_GRACE_MS
 function sessionClose(o = {}) {
   return guarded(o, async () => {
     if (o.all && o.browserSession !== undefined) {
-      return { error: 'Cannot both close all sessions and name one. Use either --all or --browser-session <name>, not both.' };
+      return {
+        error: 'Cannot both close all sessions and name one. Use either --all or --browser-session <name>, not both.',
+      };
     }
     if (o.all) {
       const { sessions } = await mapped(() => native.sessionList());

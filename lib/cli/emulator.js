@@ -14,14 +14,26 @@ async function emulator(options) {
   process.once('SIGTERM', onSignal);
   const { startEmulator } = require('../emulator.js');
   const { port, gatewayPort, sitePort, siteTlsPort } = options;
-  const emu = await startEmulator({ port, gatewayPort, sitePort, siteTlsPort, site: !options.noSite, autoApprove: Boolean(options.autoApprove) });
+  const emu = await startEmulator({
+    port,
+    gatewayPort,
+    sitePort,
+    siteTlsPort,
+    site: !options.noSite,
+    autoApprove: Boolean(options.autoApprove),
+  });
   const settings = {
     apiBaseUrl: emu.apiBaseUrl,
     apiKey: emu.apiKey,
     gatewayHost: emu.gatewayHost,
     gatewayPort: emu.gatewayPort,
     ...(emu.siteUrl
-      ? { siteUrl: emu.siteUrl, siteHttpsUrl: emu.siteHttpsUrl, siteSpki: emu.siteSpki, siteCertificate: emu.siteCertificate }
+      ? {
+          siteUrl: emu.siteUrl,
+          siteHttpsUrl: emu.siteHttpsUrl,
+          siteSpki: emu.siteSpki,
+          siteCertificate: emu.siteCertificate,
+        }
       : {}),
     exports: [
       `export ALUVIA_API_KEY=${emu.apiKey}`,

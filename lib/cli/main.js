@@ -41,7 +41,8 @@ function resolveCommand(positionals) {
   const command = findCommand(positionals);
   const [first, second] = positionals;
   if (!command) {
-    if (first === 'session') return { error: `Unknown session subcommand: '${second ?? ''}'. Run "aluvia help" for usage.` };
+    if (first === 'session')
+      return { error: `Unknown session subcommand: '${second ?? ''}'. Run "aluvia help" for usage.` };
     return { error: `Unknown command: '${first}'. Run "aluvia help" for usage.` };
   }
   if (command.path.length === 1 && GROUPS.has(first) && second !== undefined) {

@@ -76,7 +76,8 @@ const COMMANDS = [
     run: (o) => handlers().sessionClose(o),
     tool: {
       name: 'session_close',
-      description: 'Close a browser session, or all of them (same as `aluvia session close`); all or browserSession, not both.',
+      description:
+        'Close a browser session, or all of them (same as `aluvia session close`); all or browserSession, not both.',
     },
   },
   {
@@ -126,7 +127,8 @@ const COMMANDS = [
     run: (o) => handlers().sessionSetGeo(o),
     tool: {
       name: 'session_set_geo',
-      description: "Set or clear the session's geo targeting (same as `aluvia session set-geo`); geo or clear, not both.",
+      description:
+        "Set or clear the session's geo targeting (same as `aluvia session set-geo`); geo or clear, not both.",
     },
   },
   {
@@ -204,7 +206,10 @@ const COMMANDS = [
       flag('port', 'API port (default: any free port)', { value: '<n>', kind: 'port' }),
       flag('gateway-port', 'Gateway port (default: any free port)', { value: '<n>', kind: 'port' }),
       flag('site-port', 'Protected demo site port (default: any free port)', { value: '<n>', kind: 'port' }),
-      flag('site-tls-port', 'The same site over HTTPS, HTTP/1.1 and h2 (default: any free port)', { value: '<n>', kind: 'port' }),
+      flag('site-tls-port', 'The same site over HTTPS, HTTP/1.1 and h2 (default: any free port)', {
+        value: '<n>',
+        kind: 'port',
+      }),
       flag('no-site', 'Do not serve the protected demo site'),
       flag('auto-approve', 'Approve every aluvia auth login at once'),
     ],
@@ -220,7 +225,7 @@ const COMMANDS = [
   {
     path: ['help'],
     description:
-      "Show this help; \"aluvia help <command>\" shows one command's (as do <command> --help and -h at any position).",
+      'Show this help; "aluvia help <command>" shows one command\'s (as do <command> --help and -h at any position).',
     example: 'aluvia help session start',
     options: [flag('json', 'Print the commands as JSON')],
   },
