@@ -103,8 +103,9 @@ function parseOptions(argv, command) {
 const KINDS = {
   port(v, name) {
     const n = Number(v);
-    if (!/^\d+$/.test(v) || n > 65535)
+    if (!/^\d+$/.test(v) || n > 65535) {
       throw new ArgError(`Invalid --${name}: '${v}' must be an integer from 0 to 65535.`);
+    }
     return n;
   },
 };

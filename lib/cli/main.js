@@ -41,8 +41,10 @@ function resolveCommand(positionals) {
   const command = findCommand(positionals);
   const [first, second] = positionals;
   if (!command) {
-    if (first === 'session')
-      return { error: `Unknown session subcommand: '${second ?? ''}'. Run "aluvia help" for usage.` };
+    // A group without a command of its own (`session`).
+    if (GROUPS.has(first)) {
+      return { error: `Unknown ${first} subcommand: '${second ?? ''}'. Run "aluvia help" for usage.` };
+    }
     return { error: `Unknown command: '${first}'. Run "aluvia help" for usage.` };
   }
   if (command.path.length === 1 && GROUPS.has(first) && second !== undefined) {
