@@ -4,7 +4,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { sdk, serve, root, runNode } from './helpers.mjs';
 import { Sandbox, alive, deadPid, pageHandler } from './sessions.mjs';
-import * as esm from '../index.mjs';
 
 let emu;
 let site;
@@ -52,11 +51,6 @@ const CONNECT_AND_READ = `
 
 const connectAndRead = (name) =>
   inChild(CONNECT_AND_READ.replace('NAME', name === undefined ? '' : JSON.stringify(name)));
-
-test('connect is exported from CJS and ESM', () => {
-  assert.equal(typeof sdk.connect, 'function');
-  assert.equal(esm.connect, sdk.connect);
-});
 
 test('connect() errors: none, unknown, dead, starting, no CDP URL, CDP failure, several', async () => {
   await sb.cli(['session', 'list']);

@@ -26,6 +26,7 @@ test('ESM import and CJS require expose the same API', () => {
   const names = [
     'AluviaClient',
     'AluviaApi',
+    'connect',
     'MissingApiKeyError',
     'InvalidApiKeyError',
     'ApiError',
@@ -61,30 +62,6 @@ test('error classes: instanceof, name, message, statusCode', () => {
 test('the package declares both bins on one entry', () => {
   assert.equal(pkg.bin.aluvia, pkg.bin['aluvia-sdk']);
   assert.equal(join(root, pkg.bin.aluvia), cliPath);
-});
-
-test('aluvia help lists what works, as text and as JSON, and -h anywhere', async () => {
-  const text = await runCli(['help']);
-  assert.equal(text.code, 0);
-  assert.match(text.stdout, /^Usage: aluvia <command>/);
-  const json = await runCli(['help', '--json']);
-  assert.equal(json.code, 0);
-  const commands = json.json.commands.map((c) => c.command);
-  assert.ok(commands.includes('emulator'));
-  for (const c of json.json.commands) {
-    assert.equal(typeof c.description, 'string');
-    assert.ok(Array.isArray(c.options));
-  }
-  const anywhere = await runCli(['nonsense', '-h', '--json']);
-  assert.equal(anywhere.code, 0);
-  assert.deepEqual(anywhere.json, json.json);
-});
-
-test('an unknown command is the documented error with exit 1', async () => {
-  const r = await runCli(['frobnicate']);
-  assert.equal(r.code, 1);
-  assert.deepEqual(r.json, { error: `Unknown command: 'frobnicate'. Run "aluvia help" for usage.` });
-  assert.equal(r.stdout.trim().split('\n').length, 1, 'exactly one JSON object');
 });
 
 test('aluvia emulator prints one JSON line with the exports and stops on SIGTERM', async () => {
