@@ -33,7 +33,8 @@ class AluviaClient {
     if (this._startPlaywright) {
       this._native.setDetectionCallback((payload) => this._deliver(payload));
     }
-    this.api = new AluviaApi({ apiKey: o.apiKey, apiBaseUrl: o.apiBaseUrl, timeoutMs: o.timeoutMs });
+    // AluviaApi keeps those of these options that are its own.
+    this.api = new AluviaApi(o);
     this._connection = null;
     this._starting = null;
     this._keepAlive = null;

@@ -12,23 +12,11 @@ const path = require('node:path');
 const { randomUUID } = require('node:crypto');
 const native = require('../native.js');
 const { mapped, CliError } = require('../errors.js');
+const { ENV_OPTIONS } = require('./table.js');
 
 const DAEMON = path.join(__dirname, 'daemon.js');
 /** `session close`: how long to wait after SIGTERM before SIGKILL. */
 const CLOSE_GRACE_MS = 10_000;
-
-/**
- * The client options the CLI (and its daemon, which gets these variables; the
- * API key goes over its stdin) takes from the environment: variable, option,
- * and how a set value becomes the option.
- */
-const ENV_OPTIONS = [
-  ['ALUVIA_API_BASE_URL', 'apiBaseUrl', String],
-  ['ALUVIA_GATEWAY_HOST', 'gatewayHost', String],
-  ['ALUVIA_GATEWAY_PORT', 'gatewayPort', Number],
-  ['ALUVIA_GATEWAY_PROTOCOL', 'gatewayProtocol', String],
-  ['ALUVIA_TRUST_SPKI', 'trustSpki', (v) => v.split(',').filter(Boolean)],
-];
 
 /** The home directory whose `.aluvia/config.json` holds the key of `aluvia auth`. */
 const homeOf = (env) => env.HOME || os.homedir();

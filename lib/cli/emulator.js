@@ -3,6 +3,8 @@
 // `aluvia emulator`: the local emulator (../emulator.js) until SIGINT or
 // SIGTERM, after one JSON line with the settings to export.
 
+const { ENV_OPTIONS } = require('./table.js');
+
 /** Options: port, gatewayPort, sitePort, siteTlsPort (numbers), noSite, autoApprove. */
 async function emulator(options) {
   // Listen for the signals before anything is printed: whoever reads the
@@ -35,11 +37,10 @@ async function emulator(options) {
           siteCertificate: emu.siteCertificate,
         }
       : {}),
+    // The key, then each setting the CLI reads from the environment that the emulator has.
     exports: [
       `export ALUVIA_API_KEY=${emu.apiKey}`,
-      `export ALUVIA_API_BASE_URL=${emu.apiBaseUrl}`,
-      `export ALUVIA_GATEWAY_HOST=${emu.gatewayHost}`,
-      `export ALUVIA_GATEWAY_PORT=${emu.gatewayPort}`,
+      ...ENV_OPTIONS.filter(([, key]) => emu[key] !== undefined).map(([name, key]) => `export ${name}=${emu[key]}`),
     ],
   };
   process.stdout.write(`${JSON.stringify(settings)}\n`);

@@ -231,6 +231,20 @@ const COMMANDS = [
   },
 ];
 
+/**
+ * The client options the CLI (and its daemon, which gets these variables; the
+ * API key goes over its stdin) takes from the environment, and that `aluvia
+ * emulator` prints as exports: variable, option, and how a set value becomes
+ * the option.
+ */
+const ENV_OPTIONS = [
+  ['ALUVIA_API_BASE_URL', 'apiBaseUrl', String],
+  ['ALUVIA_GATEWAY_HOST', 'gatewayHost', String],
+  ['ALUVIA_GATEWAY_PORT', 'gatewayPort', Number],
+  ['ALUVIA_GATEWAY_PROTOCOL', 'gatewayProtocol', String],
+  ['ALUVIA_TRUST_SPKI', 'trustSpki', (v) => v.split(',').filter(Boolean)],
+];
+
 /** `session start <url>`: how a command is written in help. */
 function usage(command) {
   return [...command.path, ...(command.args ?? []).map((a) => a.placeholder)].join(' ');
@@ -259,4 +273,4 @@ const VALUE_FLAGS = new Set(COMMANDS.flatMap((c) => c.options.filter((o) => o.va
 /** The first words of commands with subcommands (`session`). */
 const GROUPS = new Set(COMMANDS.filter((c) => c.path.length > 1).map((c) => c.path[0]));
 
-module.exports = { COMMANDS, usage, flagText, flagForms, findCommand, VALUE_FLAGS, GROUPS };
+module.exports = { COMMANDS, ENV_OPTIONS, usage, flagText, flagForms, findCommand, VALUE_FLAGS, GROUPS };
