@@ -29,11 +29,18 @@ function properties(command) {
   return { properties: out, params };
 }
 
+/** The tool's description: what it does, the CLI command it runs, and its two exclusive parameters. */
+function toolDescription(command) {
+  const [a, b] = command.exclusive ?? [];
+  const exclusive = a ? `; ${a} or ${b}, not both` : '';
+  return `${command.tool.description} (same as \`aluvia ${command.path.join(' ')}\`)${exclusive}.`;
+}
+
 const TOOLS = COMMANDS.filter((c) => c.tool).map((c) => {
   const { properties: props, params } = properties(c);
   return {
     name: c.tool.name,
-    description: c.tool.description,
+    description: toolDescription(c),
     inputSchema: { type: 'object', properties: props, required: c.tool.required ?? [], additionalProperties: false },
     command: c,
     params,

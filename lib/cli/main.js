@@ -6,7 +6,7 @@
 // its handler) is the table's; here is only how argv becomes a call.
 
 const { scan, parseOptions, convertOptions, ArgError } = require('./args.js');
-const { findCommand, GROUPS } = require('./table.js');
+const { findCommand, unalias, GROUPS } = require('./table.js');
 const { helpJson, helpText, commandHelpText, groupHelpText } = require('./help.js');
 
 function print(obj) {
@@ -55,7 +55,7 @@ function resolveCommand(positionals) {
 
 async function main(argv) {
   try {
-    const args = argv[0] === '--version' || argv[0] === '-v' ? ['version', ...argv.slice(1)] : argv;
+    const args = unalias(argv);
     const { positionals, help, json } = scan(args);
     const stray = positionals.length === 0 && !help && args.find((a) => a !== '--json');
     if (stray) throw new ArgError(`Unknown option: '${stray.split('=')[0]}'. Run "aluvia help" for usage.`);

@@ -6,16 +6,17 @@
 // schemas. The handlers (./commands.js) load the native engine, so they are
 // required only when a command runs: help and version work without it.
 //
-// A command: `path` (its words), `args` (positionals: option key, placeholder,
-// MCP description), `description`, `example`, `options` (flags), `exclusive`
-// (two option keys that cannot go together), `run(options)` (resolves to the
-// JSON object to print, text, or nothing when it prints itself) and `tool`
-// (the MCP tool: name, description, required, `output` to change what the
-// tool returns). A flag: `name`, `key`,
-// `description`, `value` (its placeholder when it takes one), `kind` (how the
-// CLI converts the value: 'port'), `schema` (its MCP type when not a string or
-// boolean) and `tool` (its MCP description, or false when the tool leaves it
-// out).
+// A command: `path` (its words), `aliases` (what else names it as the first
+// argument), `args` (positionals: option key, placeholder, MCP description),
+// `description`, `example`, `options` (flags), `exclusive` (two option keys
+// that cannot go together), `run(options)` (resolves to the JSON object to
+// print, text, or nothing when it prints itself) and `tool` (the MCP tool:
+// `name`, `description` (what the tool does; the command and the exclusive
+// parameters are added), `required`, `output` to change what the tool
+// returns). A flag: `name`, `key`, `description`, `value` (its placeholder
+// when it takes one), `kind` (how the CLI converts the value: 'port'),
+// `schema` (its MCP type when not a string or boolean) and `tool` (its MCP
+// description, or false when the tool leaves it out).
 
 const handlers = () => require('./commands.js');
 const authHandlers = () => require('./auth.js');
@@ -63,7 +64,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionStart(o),
     tool: {
       name: 'session_start',
-      description: 'Start a background headless browser session on a URL (same as `aluvia session start`).',
+      description: 'Start a background headless browser session on a URL',
       required: ['url'],
     },
   },
@@ -76,8 +77,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionClose(o),
     tool: {
       name: 'session_close',
-      description:
-        'Close a browser session, or all of them (same as `aluvia session close`); all or browserSession, not both.',
+      description: 'Close a browser session, or all of them',
     },
   },
   {
@@ -86,7 +86,7 @@ const COMMANDS = [
     example: 'aluvia session list',
     options: [],
     run: (o) => handlers().sessionList(o),
-    tool: { name: 'session_list', description: 'List running browser sessions (same as `aluvia session list`).' },
+    tool: { name: 'session_list', description: 'List running browser sessions' },
   },
   {
     path: ['session', 'get'],
@@ -96,8 +96,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionGet(o),
     tool: {
       name: 'session_get',
-      description:
-        'Details of a session: block detection state, the connection, traffic (same as `aluvia session get`).',
+      description: 'Details of a session: block detection state, the connection, traffic',
       // What an agent reads may end up in a model's logs, and it never needs
       // the gateway password: the tool shows it redacted (the CLI does not).
       output: (out) =>
@@ -114,7 +113,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionRotateIp(o),
     tool: {
       name: 'session_rotate_ip',
-      description: "Rotate the session's exit IP with a new session ID (same as `aluvia session rotate-ip`).",
+      description: "Rotate the session's exit IP with a new session ID",
     },
   },
   {
@@ -127,8 +126,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionSetGeo(o),
     tool: {
       name: 'session_set_geo',
-      description:
-        "Set or clear the session's geo targeting (same as `aluvia session set-geo`); geo or clear, not both.",
+      description: "Set or clear the session's geo targeting",
     },
   },
   {
@@ -144,8 +142,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionSetRules(o),
     tool: {
       name: 'session_set_rules',
-      description:
-        "Append to or remove from the session's routing rules (same as `aluvia session set-rules`); rules or remove, not both.",
+      description: "Append to or remove from the session's routing rules",
     },
   },
   {
@@ -154,7 +151,7 @@ const COMMANDS = [
     example: 'aluvia account',
     options: [],
     run: (o) => handlers().account(o),
-    tool: { name: 'account_get', description: 'Account details (same as `aluvia account`).' },
+    tool: { name: 'account_get', description: 'Account details' },
   },
   {
     path: ['account', 'usage'],
@@ -165,7 +162,7 @@ const COMMANDS = [
       flag('end', 'Period end', { value: '<ISO8601>', tool: 'End, ISO 8601' }),
     ],
     run: (o) => handlers().accountUsage(o),
-    tool: { name: 'account_usage', description: 'Account usage (same as `aluvia account usage`).' },
+    tool: { name: 'account_usage', description: 'Account usage' },
   },
   {
     path: ['geos'],
@@ -173,7 +170,7 @@ const COMMANDS = [
     example: 'aluvia geos',
     options: [],
     run: (o) => handlers().geos(o),
-    tool: { name: 'geos_list', description: 'Available geo codes (same as `aluvia geos`).' },
+    tool: { name: 'geos_list', description: 'Available geo codes' },
   },
   {
     path: ['auth'],
@@ -217,6 +214,7 @@ const COMMANDS = [
   },
   {
     path: ['version'],
+    aliases: ['--version', '-v'],
     description: 'Print the package version (also: --version, -v).',
     example: 'aluvia --version',
     options: [],
@@ -258,6 +256,12 @@ function flagText(option) {
 /** How a flag can be written in a message: `--run <script>` and `--run`, or `--all`. */
 const flagForms = (option) => (option.value ? [flagText(option), `--${option.name}`] : [flagText(option)]);
 
+/** argv with a command's alias in first place replaced by the command's words. */
+function unalias(argv) {
+  const command = COMMANDS.find((c) => c.aliases?.includes(argv[0]));
+  return command ? [...command.path, ...argv.slice(1)] : argv;
+}
+
 /** The command whose path the positionals start with (the longest match), or undefined. */
 function findCommand(positionals) {
   let best;
@@ -273,4 +277,4 @@ const VALUE_FLAGS = new Set(COMMANDS.flatMap((c) => c.options.filter((o) => o.va
 /** The first words of commands with subcommands (`session`). */
 const GROUPS = new Set(COMMANDS.filter((c) => c.path.length > 1).map((c) => c.path[0]));
 
-module.exports = { COMMANDS, ENV_OPTIONS, usage, flagText, flagForms, findCommand, VALUE_FLAGS, GROUPS };
+module.exports = { COMMANDS, ENV_OPTIONS, usage, flagText, flagForms, unalias, findCommand, VALUE_FLAGS, GROUPS };
