@@ -114,7 +114,10 @@ test('rules that are not an array of strings are a 422 ApiError', async () => {
   await assert.rejects(api.account.connections.create({ rules: 'example.com' }), (err) => {
     assert.ok(err instanceof ApiError);
     assert.equal(err.statusCode, 422);
-    assert.match(err.message, /^API request failed \(HTTP 422\) code=validation_error message=Validation failed\. details=\{"rules"/);
+    assert.match(
+      err.message,
+      /^API request failed \(HTTP 422\) code=validation_error message=Validation failed\. details=\{"rules"/,
+    );
     return true;
   });
 });
@@ -157,12 +160,15 @@ test('a wrong key is an InvalidApiKeyError with the documented message', async (
 
 test('empty or blank keys are a MissingApiKeyError', () => {
   for (const apiKey of ['', '   ', undefined]) {
-    assert.throws(() => new AluviaApi({ apiKey }), (err) => {
-      assert.ok(err instanceof MissingApiKeyError);
-      assert.equal(err.name, 'MissingApiKeyError');
-      assert.equal(err.message, 'Aluvia apiKey is required');
-      return true;
-    });
+    assert.throws(
+      () => new AluviaApi({ apiKey }),
+      (err) => {
+        assert.ok(err instanceof MissingApiKeyError);
+        assert.equal(err.name, 'MissingApiKeyError');
+        assert.equal(err.message, 'Aluvia apiKey is required');
+        return true;
+      },
+    );
     assert.throws(() => new AluviaClient({ apiKey }), MissingApiKeyError);
   }
 });
@@ -225,11 +231,14 @@ test('non-JSON and malformed answers, refused connections and bad base URLs', as
     return true;
   });
 
-  assert.throws(() => new AluviaApi({ apiKey: 'k', apiBaseUrl: 'not a url' }), (err) => {
-    assert.ok(err instanceof ApiError);
-    assert.match(err.message, /^Invalid apiBaseUrl 'not a url'/);
-    return true;
-  });
+  assert.throws(
+    () => new AluviaApi({ apiKey: 'k', apiBaseUrl: 'not a url' }),
+    (err) => {
+      assert.ok(err instanceof ApiError);
+      assert.match(err.message, /^Invalid apiBaseUrl 'not a url'/);
+      return true;
+    },
+  );
 });
 
 test('a custom fetch is used for every request', async () => {
@@ -254,8 +263,11 @@ test('a custom fetch is used for every request', async () => {
     InvalidApiKeyError,
   );
 
-  const hanging = (url, init) =>
+  const hanging = (_url, init) =>
     new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(new Error('aborted'))));
   const slow = new AluviaApi({ apiKey: 'k', apiBaseUrl: emu.apiBaseUrl, fetch: hanging, timeoutMs: 100 });
-  await assert.rejects(slow.geos.list(), (err) => err instanceof ApiError && err.statusCode === 408 && err.message === 'Request timed out after 100ms');
+  await assert.rejects(
+    slow.geos.list(),
+    (err) => err instanceof ApiError && err.statusCode === 408 && err.message === 'Request timed out after 100ms',
+  );
 });

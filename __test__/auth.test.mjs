@@ -104,7 +104,9 @@ async function logIn(home) {
   return r;
 }
 
-test('the whole flow: pending, approved, saved privately; status from env and file; logout', { timeout: 60_000 }, async () => {
+test('the whole flow: pending, approved, saved privately; status from env and file; logout', {
+  timeout: 60_000,
+}, async () => {
   const home = newHome();
   const env = envFor(home);
   const file = configFile(home);
@@ -173,7 +175,10 @@ test('slow_down makes the CLI wait 5 s longer between polls', { timeout: 30_000 
   // would be answered slow_down again and again, and never get it.)
   const gaps = polls.slice(1).map((p, i) => p - polls[i]);
   assert.ok(gaps.at(-1) >= 5_700, `polls ${polls}`);
-  assert.ok(gaps.slice(0, -1).every((g) => g >= 900 && g < 2_000), `polls ${polls}`);
+  assert.ok(
+    gaps.slice(0, -1).every((g) => g >= 900 && g < 2_000),
+    `polls ${polls}`,
+  );
   assert.ok(existsSync(configFile(home)));
 });
 
@@ -198,7 +203,10 @@ test('a key that fails GET /account is not saved', { timeout: 60_000 }, async ()
   await admin(emu, 'POST', '/_emulator/auth/approve', { userCode: login.userCode, apiKey: 'emu_not_a_real_key' });
   const r = await login.done;
   assert.equal(r.code, 1);
-  assert.match(r.json.error, /^The API key from the login did not work \(Authentication failed \(HTTP 401\).*nothing was saved\.$/);
+  assert.match(
+    r.json.error,
+    /^The API key from the login did not work \(Authentication failed \(HTTP 401\).*nothing was saved\.$/,
+  );
   assert.ok(!r.stdout.includes('emu_not_a_real_key') && !r.stderr.includes('emu_not_a_real_key'));
   assert.equal(existsSync(join(home, '.aluvia')), false);
 });
@@ -264,7 +272,7 @@ test('the MCP server takes the key from the config file alone', { timeout: 60_00
 test('a session daemon takes the key from the config file alone', { timeout: 60_000 }, async () => {
   const home = newHome();
   await logIn(home);
-  const site = await serve((req, res) => {
+  const site = await serve((_req, res) => {
     res.setHeader('content-type', 'text/html');
     res.end('<title>Plain</title><p>A calm page about nothing in particular.</p>');
   });
@@ -307,7 +315,10 @@ test('aluvia emulator --auto-approve approves every login at once', { timeout: 6
     assert.equal(r.code, 0, r.stdout);
     assert.equal(r.json.status, 'logged_in');
     assert.ok(Date.now() - started < 15_000);
-    assert.equal((await cli(['account'], envFor(home, { ALUVIA_API_BASE_URL: apiBaseUrl }))).json.account.account_id, 1);
+    assert.equal(
+      (await cli(['account'], envFor(home, { ALUVIA_API_BASE_URL: apiBaseUrl }))).json.account.account_id,
+      1,
+    );
   } finally {
     child.kill('SIGTERM');
     await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('close', resolve)));

@@ -34,10 +34,17 @@ const PAGES = {
     ),
   },
   '/ratio': {
-    html: page('Shop', `<p>A short but complete sentence about our nice shop and its goods.</p>${'<div data-pad="xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"></div>'.repeat(60)}`),
+    html: page(
+      'Shop',
+      `<p>A short but complete sentence about our nice shop and its goods.</p>${'<div data-pad="xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"></div>'.repeat(60)}`,
+    ),
   },
   '/meta': {
-    html: page('Shop', `<p>${LONG}</p>`, '<meta http-equiv="refresh" content="600;url=https://geo.captcha-delivery.com/captcha/">'),
+    html: page(
+      'Shop',
+      `<p>${LONG}</p>`,
+      '<meta http-equiv="refresh" content="600;url=https://geo.captcha-delivery.com/captcha/">',
+    ),
   },
   '/redirect': { status: 302, headers: { location: '/cdn-cgi/challenge-platform/h/b' }, html: '' },
   '/cdn-cgi/challenge-platform/h/b': { html: page('Shop', `<p>${LONG}</p>`) },
@@ -189,9 +196,14 @@ test('the page corpus: each signal alone, benign look-alikes stay clear', async 
       await tab.goto(url).catch(() => {});
       const final = path === '/redirect' ? `${corpus.url}/cdn-cgi/challenge-platform/h/b` : url;
       const r = await until(() => results.find((x) => x.url === final), `a result for ${path}`);
-      assert.deepEqual(r.signals.map((s) => s.name).sort(), [...signals].sort(), `${path}: ${JSON.stringify(r.signals)}`);
+      assert.deepEqual(
+        r.signals.map((s) => s.name).sort(),
+        [...signals].sort(),
+        `${path}: ${JSON.stringify(r.signals)}`,
+      );
       assert.equal(r.blockStatus, status, path);
-      for (const s of r.signals) assert.ok(s.weight > 0 && typeof s.details === 'string' && ['fast', 'full'].includes(s.source));
+      for (const s of r.signals)
+        assert.ok(s.weight > 0 && typeof s.details === 'string' && ['fast', 'full'].includes(s.source));
       if (path === '/redirect') {
         assert.deepEqual(r.redirectChain, [{ url, statusCode: 302 }]);
       }
@@ -204,9 +216,15 @@ test('the SPA pass catches a pushState to an "Access denied" view', async () => 
   await withBrowser({ onDetection: (r) => results.push(r) }, async ({ tab }) => {
     await tab.goto(`${corpus.url}/spa`);
     const r = await until(() => results.find((x) => x.url.endsWith('/spa/denied')), 'the SPA result');
-    assert.ok(r.signals.some((s) => s.name === 'title_keyword'), JSON.stringify(r.signals));
+    assert.ok(
+      r.signals.some((s) => s.name === 'title_keyword'),
+      JSON.stringify(r.signals),
+    );
     assert.equal(r.blockStatus, 'blocked');
-    assert.ok(results.some((x) => x.url.endsWith('/spa') && x.blockStatus === 'clear'), 'the page itself was clear');
+    assert.ok(
+      results.some((x) => x.url.endsWith('/spa') && x.blockStatus === 'clear'),
+      'the page itself was clear',
+    );
   });
 });
 
@@ -228,7 +246,10 @@ test('pages opened by another process over CDP are watched too', async () => {
     `;
     const { code, stderr } = await runNode(['-e', script, connection.cdpUrl, `${emu.siteUrl}strict/other`]);
     assert.equal(code, 0, stderr);
-    const hit = await until(() => results.find((x) => x.r.url.endsWith('/strict/other')), 'a result for the other process page');
+    const hit = await until(
+      () => results.find((x) => x.r.url.endsWith('/strict/other')),
+      'a result for the other process page',
+    );
     assert.equal(hit.r.blockStatus, 'blocked');
   } finally {
     await connection.close();
@@ -311,7 +332,10 @@ test("logLevel 'debug' prints one JSON line per result", async () => {
   assert.equal(lines.length, 1, err);
   assert.equal(lines[0].url, `${corpus.url}/title`);
   assert.equal(lines[0].blockStatus, 'blocked');
-  assert.deepEqual(lines[0].signals.map((s) => s.name), ['title_keyword']);
+  assert.deepEqual(
+    lines[0].signals.map((s) => s.name),
+    ['title_keyword'],
+  );
 });
 
 test('client.stop() also ends the browser: no Chromium outlives its proxy', async () => {
@@ -327,5 +351,9 @@ test('client.stop() also ends the browser: no Chromium outlives its proxy', asyn
 
 test('nothing is left in the tmpdir: no profile, no lock file', async () => {
   const left = readdirSync(privateTmp, { recursive: true });
-  assert.deepEqual(left.filter((p) => p !== 'aluvia-sdk'), [], left.join(', '));
+  assert.deepEqual(
+    left.filter((p) => p !== 'aluvia-sdk'),
+    [],
+    left.join(', '),
+  );
 });

@@ -3,7 +3,18 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
-import { sdk, require, whoami, recorder, admin, viaProxy, viaTunnel, root, emulatorClientOptions, runNode } from './helpers.mjs';
+import {
+  sdk,
+  require,
+  whoami,
+  recorder,
+  admin,
+  viaProxy,
+  viaTunnel,
+  root,
+  emulatorClientOptions,
+  runNode,
+} from './helpers.mjs';
 
 const { AluviaClient, AluviaApi, ApiError, InvalidApiKeyError, ProxyStartError } = sdk;
 const { emulatorExitAddress } = require('../lib/emulator.js');
@@ -226,11 +237,13 @@ test('every adapter carries a real request through the proxy', async () => {
     const agents = connection.asNodeAgents();
     assert.equal(connection.asNodeAgents(), agents, 'agents are cached');
     const viaAgent = await new Promise((resolve, reject) => {
-      http.get(url, { agent: agents.http }, (res) => {
-        let body = '';
-        res.on('data', (c) => (body += c));
-        res.on('end', () => resolve(JSON.parse(body)));
-      }).on('error', reject);
+      http
+        .get(url, { agent: agents.http }, (res) => {
+          let body = '';
+          res.on('data', (c) => (body += c));
+          res.on('end', () => resolve(JSON.parse(body)));
+        })
+        .on('error', reject);
     });
     assert.equal(viaAgent.remoteAddress, exit);
 
@@ -287,7 +300,7 @@ test('gateway down: proxied requests get 502 with a reason, direct ones still wo
 });
 
 test('malformed requests get 400 and the proxy keeps serving', async () => {
-  await withClient({}, async (client, connection) => {
+  await withClient({}, async (_client, connection) => {
     const raw = (text) =>
       new Promise((resolve) => {
         const s = net.connect(connection.port, '127.0.0.1', () => s.write(text));

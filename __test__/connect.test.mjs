@@ -4,7 +4,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { sdk, serve, root, runNode } from './helpers.mjs';
 import { Sandbox, alive, deadPid, pageHandler } from './sessions.mjs';
-import * as esm from '../index.mjs';
 
 let emu;
 let site;
@@ -50,12 +49,8 @@ const CONNECT_AND_READ = `
   await c.disconnect();
   return out;`;
 
-const connectAndRead = (name) => inChild(CONNECT_AND_READ.replace('NAME', name === undefined ? '' : JSON.stringify(name)));
-
-test('connect is exported from CJS and ESM', () => {
-  assert.equal(typeof sdk.connect, 'function');
-  assert.equal(esm.connect, sdk.connect);
-});
+const connectAndRead = (name) =>
+  inChild(CONNECT_AND_READ.replace('NAME', name === undefined ? '' : JSON.stringify(name)));
 
 test('connect() errors: none, unknown, dead, starting, no CDP URL, CDP failure, several', async () => {
   await sb.cli(['session', 'list']);
@@ -66,7 +61,10 @@ test('connect() errors: none, unknown, dead, starting, no CDP URL, CDP failure, 
     isConnectError: true,
   });
   const unknown = await connectAndRead('nope');
-  assert.equal(unknown.error, "No Aluvia session found named 'nope'. Run 'npx aluvia-sdk session list' to list sessions.");
+  assert.equal(
+    unknown.error,
+    "No Aluvia session found named 'nope'. Run 'npx aluvia-sdk session list' to list sessions.",
+  );
   assert.equal(unknown.name, 'ConnectError');
 
   sb.plant('dead', { pid: await deadPid(), session: 'dead', ready: true, cdpUrl: 'http://127.0.0.1:9' });
@@ -82,7 +80,10 @@ test('connect() errors: none, unknown, dead, starting, no CDP URL, CDP failure, 
   assert.equal((await connectAndRead('nocdp')).error, "Session 'nocdp' has no CDP URL.");
 
   const several = await connectAndRead();
-  assert.equal(several.error, "Multiple Aluvia sessions running (nocdp, starting). Specify which one: connect('nocdp')");
+  assert.equal(
+    several.error,
+    "Multiple Aluvia sessions running (nocdp, starting). Specify which one: connect('nocdp')",
+  );
 
   const url = `http://127.0.0.1:${closedPort}`;
   sb.plant('nocdp', { pid: process.pid, session: 'nocdp', ready: true, cdpUrl: url });
@@ -127,7 +128,10 @@ test('connect(): auto-select, by name, disconnect leaves the session running', a
 
   const b = await sb.cli(['session', 'start', `${site.url}/two`, '--browser-session', 'two']);
   assert.equal(b.code, 0);
-  assert.equal((await connectAndRead()).error, "Multiple Aluvia sessions running (one, two). Specify which one: connect('one')");
+  assert.equal(
+    (await connectAndRead()).error,
+    "Multiple Aluvia sessions running (one, two). Specify which one: connect('one')",
+  );
   const byName = await connectAndRead('two');
   assert.equal(byName.ok.sessionName, 'two');
   assert.equal(byName.ok.title, 'Second Page');

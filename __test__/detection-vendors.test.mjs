@@ -75,7 +75,10 @@ test('vendor block pages are caught as the vendors serve them; content and 404 p
         assert.equal(r.pass, 'fast', `${p.path}: the header decides at DOMContentLoaded`);
       }
       if (p.expect === 'clear') {
-        assert.ok(!names(r).includes('vendor_challenge') && !names(r).includes('challenge_selector'), `${p.path}: ${names(r)}`);
+        assert.ok(
+          !names(r).includes('vendor_challenge') && !names(r).includes('challenge_selector'),
+          `${p.path}: ${names(r)}`,
+        );
       }
     }
   });
@@ -128,7 +131,10 @@ test('a page that reloads itself in a loop gets verdicts and self_reload_loop; r
     assert.equal(loop.weight, 0.5);
     assert.equal(loop.source, 'fast');
     const before = results.filter((x) => x.url === url).length;
-    await until(() => results.filter((x) => x.url === url).length >= before + 3, 'a verdict per navigation, still looping');
+    await until(
+      () => results.filter((x) => x.url === url).length >= before + 3,
+      'a verdict per navigation, still looping',
+    );
     const closing = performance.now();
     await tab.close();
     assert.ok(performance.now() - closing < CLOSE_HANG_MS, `close took ${performance.now() - closing} ms`);
@@ -145,7 +151,10 @@ test('a page that reloads itself in a loop gets verdicts and self_reload_loop; r
       closeMs.push(Math.round(performance.now() - t));
     }
     console.log(`page.close() of a looping page (ms): ${closeMs.join(' ')}`);
-    assert.ok(closeMs.every((ms) => ms < CLOSE_HANG_MS), `page.close() times (ms): ${closeMs.join(' ')}`);
+    assert.ok(
+      closeMs.every((ms) => ms < CLOSE_HANG_MS),
+      `page.close() times (ms): ${closeMs.join(' ')}`,
+    );
 
     // The same URL reloaded by the client, three times and more: no loop.
     results.length = 0;
@@ -157,7 +166,10 @@ test('a page that reloads itself in a loop gets verdicts and self_reload_loop; r
       await again.reload();
     }
     await until(() => results.filter((x) => x.url === content).length >= 5, 'result 5');
-    assert.ok(results.every((x) => !names(x).includes('self_reload_loop')), JSON.stringify(results.map(names)));
+    assert.ok(
+      results.every((x) => !names(x).includes('self_reload_loop')),
+      JSON.stringify(results.map(names)),
+    );
     assert.ok(results.every((x) => x.blockStatus === 'clear'));
   });
 });
@@ -194,5 +206,9 @@ test('a long run: 60 pages in one browser, one after another, each closed after 
 
 test('nothing is left in the tmpdir', () => {
   const left = readdirSync(tmp.dir, { recursive: true });
-  assert.deepEqual(left.filter((p) => p !== 'aluvia-sdk'), [], left.join(', '));
+  assert.deepEqual(
+    left.filter((p) => p !== 'aluvia-sdk'),
+    [],
+    left.join(', '),
+  );
 });

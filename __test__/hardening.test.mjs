@@ -38,7 +38,7 @@ const envelope = (res, status, error) => {
 
 test('an endless API answer is cut at 4 MiB: ApiError, and the memory stays flat', async () => {
   const chunk = Buffer.alloc(64 * 1024, 'a');
-  const srv = await apiServer((req, res) => {
+  const srv = await apiServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     let open = true;
     res.on('close', () => (open = false));
@@ -60,7 +60,10 @@ test('an endless API answer is cut at 4 MiB: ApiError, and the memory stays flat
     await assert.rejects(api.request({ method: 'GET', path: '/account' }), /exceeds 4 MiB/);
     // A caller's fetch is read with the same limit.
     const viaFetch = new AluviaApi({ apiKey: 'k', apiBaseUrl: srv.apiBaseUrl, fetch });
-    await assert.rejects(viaFetch.account.get(), { name: 'ApiError', message: 'API response body exceeds 4 MiB (HTTP 200)' });
+    await assert.rejects(viaFetch.account.get(), {
+      name: 'ApiError',
+      message: 'API response body exceeds 4 MiB (HTTP 200)',
+    });
     await assert.rejects(viaFetch.request({ method: 'GET', path: '/account' }), { name: 'ApiError', statusCode: 200 });
     const grown = process.memoryUsage().rss - rssBefore;
     assert.ok(grown < 256 * 1024 * 1024, `RSS grew by ${grown} bytes`);
@@ -93,7 +96,9 @@ test("a server's error message loses its escapes and control characters and is c
     });
     // The same through a caller's fetch: the engine reads the answer.
     const viaFetch = new AluviaApi({ apiKey: 'k', apiBaseUrl: srv.apiBaseUrl, fetch });
-    await assert.rejects(viaFetch.geos.list(), { message: 'API request failed (HTTP 500) code=boom message=Bad  thing here' });
+    await assert.rejects(viaFetch.geos.list(), {
+      message: 'API request failed (HTTP 500) code=boom message=Bad  thing here',
+    });
   } finally {
     await srv.close();
   }
@@ -104,7 +109,10 @@ test('userinfo in apiBaseUrl never reaches a message', async () => {
   const api = new AluviaApi({ apiKey: 'k', apiBaseUrl });
   await assert.rejects(api.account.get(), (e) => {
     assert.ok(e instanceof ApiError);
-    assert.ok(e.message.startsWith(`API request failed: cannot reach http://[redacted]@127.0.0.1:${closedPort}/v1 (`), e.message);
+    assert.ok(
+      e.message.startsWith(`API request failed: cannot reach http://[redacted]@127.0.0.1:${closedPort}/v1 (`),
+      e.message,
+    );
     assert.ok(!e.message.includes('S3CRET'));
     return true;
   });
@@ -115,10 +123,13 @@ test('userinfo in apiBaseUrl never reaches a message', async () => {
     return true;
   });
   await client.stop();
-  assert.throws(() => new AluviaApi({ apiKey: 'k', apiBaseUrl: 'ftp://admin:S3CRET@h/v1' }), (e) => {
-    assert.ok(!e.message.includes('S3CRET'), e.message);
-    return true;
-  });
+  assert.throws(
+    () => new AluviaApi({ apiKey: 'k', apiBaseUrl: 'ftp://admin:S3CRET@h/v1' }),
+    (e) => {
+      assert.ok(!e.message.includes('S3CRET'), e.message);
+      return true;
+    },
+  );
 });
 
 test('a malformed gatewayHost is a TypeError at construction', () => {
@@ -166,7 +177,12 @@ const CLIENT_CASES = [
   ['gatewayProtocol', 1, TypeError, 'gatewayProtocol must be a string, got number'],
   ['gatewayProtocol', 'ftp', RangeError, "gatewayProtocol must be 'http' or 'https'"],
   ['gatewayPort', '80', TypeError, 'gatewayPort must be a number, got string'],
-  ...[-1, 65536, 80.5, Number.NaN].map((v) => ['gatewayPort', v, RangeError, 'gatewayPort must be an integer from 0 to 65535']),
+  ...[-1, 65536, 80.5, Number.NaN].map((v) => [
+    'gatewayPort',
+    v,
+    RangeError,
+    'gatewayPort must be an integer from 0 to 65535',
+  ]),
   ['gatewayHost', 1, TypeError, 'gatewayHost must be a string, got number'],
   ['localPort', '0', TypeError, 'localPort must be a number, got string'],
   ...[-1, 70000, 1.5].map((v) => ['localPort', v, RangeError, 'localPort must be an integer from 0 to 65535']),
@@ -251,6 +267,7 @@ test('connect(): a refused lock directory is a ConnectError; a CDP failure messa
     const failed = await connectInChild("await connect('gone');", sb.env);
     assert.equal(failed.name, 'ConnectError');
     assert.ok(failed.error.startsWith(`Failed to connect to session 'gone' at ${cdpUrl}: `), failed.error);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test is that no control character is left
     assert.ok(!/[\u0000-\u001f\u007f-\u009f]/.test(failed.error), JSON.stringify(failed.error));
     assert.ok(failed.error.length <= 400, failed.error);
   } finally {
@@ -287,7 +304,10 @@ test("the emulator's admin endpoints take its API key; the browser approve link 
   // A login approved by its link, as a person would, without the key.
   const init = await fetch(`${emu.apiBaseUrl}/auth/cli/init`, { method: 'POST' });
   const login = (await init.json()).data;
-  const approve = await send('GET', new URL(login.verification_uri_complete).pathname + new URL(login.verification_uri_complete).search);
+  const approve = await send(
+    'GET',
+    new URL(login.verification_uri_complete).pathname + new URL(login.verification_uri_complete).search,
+  );
   assert.equal(approve.status, 200);
   const poll = await fetch(`${emu.apiBaseUrl}/auth/cli/poll`, {
     method: 'POST',

@@ -140,7 +140,13 @@ export function viaProxy(proxyUrl, targetUrl, { method = 'GET', headers = {}, bo
   const p = new URL(proxyUrl);
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: p.hostname, port: p.port, method, path: targetUrl, headers: { host: new URL(targetUrl).host, ...headers } },
+      {
+        host: p.hostname,
+        port: p.port,
+        method,
+        path: targetUrl,
+        headers: { host: new URL(targetUrl).host, ...headers },
+      },
       (res) => {
         let data = '';
         res.on('data', (c) => (data += c));

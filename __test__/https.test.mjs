@@ -38,11 +38,29 @@ const until = (check, what, timeoutMs = 20_000) => eventually(check, { what, tim
  */
 async function startHttp1Site() {
   const dir = mkdtempSync(join(privateTmp, 'cert-'));
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
-  ], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    ],
+    { stdio: 'ignore' },
+  );
   const cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
   const spkiDer = new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' });
   const visits = [];
@@ -56,7 +74,9 @@ async function startHttp1Site() {
         res.end('<!doctype html><title>Just a moment...</title><form id="challenge-form"></form>');
       } else {
         res.writeHead(200, { 'content-type': 'text/html' });
-        res.end(`<!doctype html><title>HTTP/1.1 shop</title><p id="visitor">${peer}</p><p>${'A plain page. '.repeat(60)}</p>`);
+        res.end(
+          `<!doctype html><title>HTTP/1.1 shop</title><p id="visitor">${peer}</p><p>${'A plain page. '.repeat(60)}</p>`,
+        );
       }
     },
   );
@@ -66,7 +86,11 @@ async function startHttp1Site() {
     url: `https://127.0.0.1:${server.address().port}/`,
     spki: createHash('sha256').update(spkiDer).digest('base64'),
     visits,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -105,23 +129,29 @@ async function withBrowser(extra, fn) {
 /** The whole unblock story on one HTTPS site; `visits()` lists its visits to `/`. */
 async function unblockStory(url, visits, protocol) {
   const results = [];
-  await withBrowser({ blockDetection: { autoUnblock: true, onDetection: (r) => results.push(r) } }, async ({ client, tab }) => {
-    const before = (await visits()).length;
-    await tab.goto(url);
-    await until(() => results.find((r) => r.blockStatus === 'clear'), 'a clear result after the reload');
-    const blocked = results.find((r) => r.blockStatus === 'blocked');
-    assert.ok(blocked, 'the direct visit was detected as blocked');
-    assert.ok(results.every((r) => !r.persistentBlock), JSON.stringify(results));
-    assert.deepEqual(client.getBlockedHostnames(), []);
-    const seen = (await visits()).slice(before);
-    assert.equal(seen.length, 2, `one direct visit and exactly one reload: ${JSON.stringify(seen)}`);
-    assert.equal(seen[0].peer, '127.0.0.1');
-    assert.notEqual(seen[1].peer, '127.0.0.1', 'the reload reached the site from a gateway address');
-    assert.equal(seen[1].protocol, protocol);
-    assert.deepEqual((await api.account.connections.get(client.connectionId)).rules, ['127.0.0.1']);
-    const gateway = client.getTrafficStats().find((t) => t.hostname === '127.0.0.1' && t.route === 'gateway');
-    assert.ok(gateway?.tunnels >= 1, 'the reload rode a new tunnel through the gateway');
-  });
+  await withBrowser(
+    { blockDetection: { autoUnblock: true, onDetection: (r) => results.push(r) } },
+    async ({ client, tab }) => {
+      const before = (await visits()).length;
+      await tab.goto(url);
+      await until(() => results.find((r) => r.blockStatus === 'clear'), 'a clear result after the reload');
+      const blocked = results.find((r) => r.blockStatus === 'blocked');
+      assert.ok(blocked, 'the direct visit was detected as blocked');
+      assert.ok(
+        results.every((r) => !r.persistentBlock),
+        JSON.stringify(results),
+      );
+      assert.deepEqual(client.getBlockedHostnames(), []);
+      const seen = (await visits()).slice(before);
+      assert.equal(seen.length, 2, `one direct visit and exactly one reload: ${JSON.stringify(seen)}`);
+      assert.equal(seen[0].peer, '127.0.0.1');
+      assert.notEqual(seen[1].peer, '127.0.0.1', 'the reload reached the site from a gateway address');
+      assert.equal(seen[1].protocol, protocol);
+      assert.deepEqual((await api.account.connections.get(client.connectionId)).rules, ['127.0.0.1']);
+      const gateway = client.getTrafficStats().find((t) => t.hostname === '127.0.0.1' && t.route === 'gateway');
+      assert.ok(gateway?.tunnels >= 1, 'the reload rode a new tunnel through the gateway');
+    },
+  );
 }
 
 test('HTTPS over h2: blocked direct, rule added, one reload through the gateway, clear', async () => {
@@ -187,7 +217,10 @@ test('a CLI session on HTTPS: auto-unblock, then rotate-ip and set-geo reach the
     assert.notEqual(seen[1].peer, '127.0.0.1');
 
     browser = await chromium.connectOverCDP(get.json.cdpUrl);
-    const tab = browser.contexts()[0].pages().find((p) => p.url() === url);
+    const tab = browser
+      .contexts()[0]
+      .pages()
+      .find((p) => p.url() === url);
     assert.ok(tab, 'the session page');
     // The daemon takes a CLI change on its next poll; from then on every
     // load leaves from the new address (before, the open h2 connection kept

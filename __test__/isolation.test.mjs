@@ -8,7 +8,16 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { execFile, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -114,12 +123,14 @@ function chromiumsUnder(pid) {
   });
 }
 
-test('another user reaches neither the CDP endpoint nor Chromium; the owner\'s Playwright, Puppeteer, chrome-remote-interface and connect() do, and detection sees their pages', async (t) => {
+test("another user reaches neither the CDP endpoint nor Chromium; the owner's Playwright, Puppeteer, chrome-remote-interface and connect() do, and detection sees their pages", async (t) => {
   const user = throwawayUser();
   if (user.skip) return t.skip(user.skip);
   const origin = await serve((req, res) => {
     res.setHeader('content-type', 'text/html');
-    res.end(`<!doctype html><title>${req.url}</title><p>An ordinary page at ${req.url}, long enough to read as content.</p>`);
+    res.end(
+      `<!doctype html><title>${req.url}</title><p>An ordinary page at ${req.url}, long enough to read as content.</p>`,
+    );
   });
   try {
     await withEmulator(async (emu) => {
@@ -145,7 +156,11 @@ test('another user reaches neither the CDP endpoint nor Chromium; the owner\'s P
 
         const version = await (await fetch(`${cdpUrl}/json/version`)).json();
         const browserId = browserIdOf(version.webSocketDebuggerUrl);
-        assert.equal(new URL(version.webSocketDebuggerUrl).port, new URL(cdpUrl).port, 'the WebSocket is on the endpoint users got');
+        assert.equal(
+          new URL(version.webSocketDebuggerUrl).port,
+          new URL(cdpUrl).port,
+          'the WebSocket is on the endpoint users got',
+        );
 
         // Another user: closed unanswered at the endpoint, and no port on
         // the host answers for this browser.
@@ -156,7 +171,10 @@ test('another user reaches neither the CDP endpoint nor Chromium; the owner\'s P
 
         // The owner: every CDP client, unchanged, against cdpUrl.
         const list = await (await fetch(`${cdpUrl}/json/list`)).json();
-        assert.ok(list.some((target) => target.url === `${origin.url}/first`), JSON.stringify(list));
+        assert.ok(
+          list.some((target) => target.url === `${origin.url}/first`),
+          JSON.stringify(list),
+        );
 
         const pw = await chromium.connectOverCDP(cdpUrl);
         const pwPage = await pw.contexts()[0].newPage();
@@ -208,7 +226,7 @@ test('another user reaches neither the CDP endpoint nor Chromium; the owner\'s P
   }
 });
 
-test('an ordinary user\'s browser runs in a user and network namespace of its own', async (t) => {
+test("an ordinary user's browser runs in a user and network namespace of its own", async (t) => {
   const user = throwawayUser();
   if (user.skip) return t.skip(user.skip);
   const home = mkdtempSync(join(tmpdir(), 'aluvia-iso-user-'));
@@ -267,11 +285,11 @@ for (const mode of ['namespace', 'none']) {
   test(`only the proxy sees the browser's traffic (ALUVIA_BROWSER_ISOLATION=${mode})`, async () => {
     const stun = dgram.createSocket('udp4');
     const stunPackets = [];
-    stun.on('message', (msg, from) => stunPackets.push(from));
+    stun.on('message', (_msg, from) => stunPackets.push(from));
     stun.bind(0, '127.0.0.1');
     await once(stun, 'listening');
-    const outside = await serve((req, res) => res.end('outside the rules'), '127.0.0.3');
-    const origin = await serve((req, res) => {
+    const outside = await serve((_req, res) => res.end('outside the rules'), '127.0.0.3');
+    const origin = await serve((_req, res) => {
       res.setHeader('content-type', 'text/html');
       res.end(LEAK_PAGE(stun.address().port, `${outside.url}/direct`));
     });
@@ -280,7 +298,9 @@ for (const mode of ['namespace', 'none']) {
     process.env.ALUVIA_BROWSER_ISOLATION = mode;
     try {
       await withEmulator(async (emu) => {
-        const client = new AluviaClient(emulatorClientOptions(emu, { startPlaywright: true, blockDetection: { enabled: false } }));
+        const client = new AluviaClient(
+          emulatorClientOptions(emu, { startPlaywright: true, blockDetection: { enabled: false } }),
+        );
         const conn = await client.start();
         try {
           if (mode === 'none') assert.equal(conn.browserIsolation, 'none');
@@ -311,7 +331,7 @@ for (const mode of ['namespace', 'none']) {
   });
 }
 
-test("Chromium gets none of our secrets and keeps its temp files in the profile, even when killed", async () => {
+test('Chromium gets none of our secrets and keeps its temp files in the profile, even when killed', async () => {
   await withEmulator(async (emu) => {
     const sb = new Sandbox(emu, 'env');
     try {
@@ -330,12 +350,19 @@ test("Chromium gets none of our secrets and keeps its temp files in the profile,
           continue; // a renderer that exited meanwhile
         }
         assert.ok(!environ.some((v) => v.includes(emu.apiKey)), `Chromium ${p} has the API key in its environment`);
-        assert.deepEqual(environ.filter((v) => v.startsWith('ALUVIA_')), [], `Chromium ${p}`);
+        assert.deepEqual(
+          environ.filter((v) => v.startsWith('ALUVIA_')),
+          [],
+          `Chromium ${p}`,
+        );
         // The browser process itself (its children rewrite this memory with
         // their titles): temp files go under the profile.
         const cmdline = readFileSync(`/proc/${p}/cmdline`, 'utf8');
         if (cmdline.includes('--user-data-dir=') && !cmdline.includes('--type=')) {
-          assert.ok(environ.includes(`TMPDIR=${join(profile, 't')}`), `Chromium ${p}: ${environ.filter((v) => v.startsWith('TMPDIR'))}`);
+          assert.ok(
+            environ.includes(`TMPDIR=${join(profile, 't')}`),
+            `Chromium ${p}: ${environ.filter((v) => v.startsWith('TMPDIR'))}`,
+          );
           browsers += 1;
         }
       }
@@ -344,9 +371,15 @@ test("Chromium gets none of our secrets and keeps its temp files in the profile,
       // own in TMPDIR; the next command sweeps the profile.
       process.kill(start.json.pid, 'SIGKILL');
       await eventually(() => chromiums.every((p) => !existsSync(`/proc/${p}`)), { what: 'Chromium to exit' });
-      assert.deepEqual(readdirSync(sb.tmp).filter((f) => f.startsWith('org.chromium.')), []);
+      assert.deepEqual(
+        readdirSync(sb.tmp).filter((f) => f.startsWith('org.chromium.')),
+        [],
+      );
       await sb.cli(['session', 'list']);
-      assert.deepEqual(readdirSync(sb.tmp).filter((f) => f.startsWith('aluvia-chromium-')), []);
+      assert.deepEqual(
+        readdirSync(sb.tmp).filter((f) => f.startsWith('aluvia-chromium-')),
+        [],
+      );
     } finally {
       await sb.dispose();
     }

@@ -2,7 +2,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import * as esm from '../index.mjs';
@@ -17,6 +26,7 @@ test('ESM import and CJS require expose the same API', () => {
   const names = [
     'AluviaClient',
     'AluviaApi',
+    'connect',
     'MissingApiKeyError',
     'InvalidApiKeyError',
     'ApiError',
@@ -26,6 +36,7 @@ test('ESM import and CJS require expose the same API', () => {
   ];
   for (const name of names) {
     assert.equal(typeof cjs[name], 'function', `require: ${name}`);
+    // biome-ignore lint/performance/noDynamicNamespaceImportAccess: the test walks every named export
     assert.equal(esm[name], cjs[name], `import: ${name}`);
   }
   assert.equal(require(join(root, pkg.exports['.'].require)), cjs);
@@ -51,30 +62,6 @@ test('error classes: instanceof, name, message, statusCode', () => {
 test('the package declares both bins on one entry', () => {
   assert.equal(pkg.bin.aluvia, pkg.bin['aluvia-sdk']);
   assert.equal(join(root, pkg.bin.aluvia), cliPath);
-});
-
-test('aluvia help lists what works, as text and as JSON, and -h anywhere', async () => {
-  const text = await runCli(['help']);
-  assert.equal(text.code, 0);
-  assert.match(text.stdout, /^Usage: aluvia <command>/);
-  const json = await runCli(['help', '--json']);
-  assert.equal(json.code, 0);
-  const commands = json.json.commands.map((c) => c.command);
-  assert.ok(commands.includes('emulator'));
-  for (const c of json.json.commands) {
-    assert.equal(typeof c.description, 'string');
-    assert.ok(Array.isArray(c.options));
-  }
-  const anywhere = await runCli(['nonsense', '-h', '--json']);
-  assert.equal(anywhere.code, 0);
-  assert.deepEqual(anywhere.json, json.json);
-});
-
-test('an unknown command is the documented error with exit 1', async () => {
-  const r = await runCli(['frobnicate']);
-  assert.equal(r.code, 1);
-  assert.deepEqual(r.json, { error: `Unknown command: 'frobnicate'. Run "aluvia help" for usage.` });
-  assert.equal(r.stdout.trim().split('\n').length, 1, 'exactly one JSON object');
 });
 
 test('aluvia emulator prints one JSON line with the exports and stops on SIGTERM', async () => {
@@ -188,10 +175,14 @@ test('installed from its tarballs into an empty project without cargo: bins, req
   let emulator;
   try {
     const t0 = Date.now();
-    const packed = spawnSync(process.execPath, [join(root, 'scripts', 'pack.mjs'), '--debug', '--out', join(work, 'tarballs')], {
-      encoding: 'utf8',
-      cwd: root,
-    });
+    const packed = spawnSync(
+      process.execPath,
+      [join(root, 'scripts', 'pack.mjs'), '--debug', '--out', join(work, 'tarballs')],
+      {
+        encoding: 'utf8',
+        cwd: root,
+      },
+    );
     assert.equal(packed.status, 0, packed.stderr);
     const { version, platform, tarballs } = JSON.parse(packed.stdout);
     assert.equal(version, pkg.version);
@@ -200,13 +191,27 @@ test('installed from its tarballs into an empty project without cargo: bins, req
 
     await t.test('the tarballs: engine only in the platform package, versions in lockstep', () => {
       const list = (file) => spawnSync('tar', ['tzf', file], { encoding: 'utf8' }).stdout.split('\n');
-      assert.deepEqual(list(platformTarball).filter((f) => f.endsWith('.node')), [`package/aluvia.${platform}.node`]);
+      assert.deepEqual(
+        list(platformTarball).filter((f) => f.endsWith('.node')),
+        [`package/aluvia.${platform}.node`],
+      );
       const main = list(mainTarball);
-      assert.deepEqual(main.filter((f) => f.endsWith('.node')), [], 'no binary in the main package');
-      for (const f of ['package/binding.js', 'package/index.d.ts', 'package/bin/aluvia.js', 'package/lib/cli/table.js']) {
+      assert.deepEqual(
+        main.filter((f) => f.endsWith('.node')),
+        [],
+        'no binary in the main package',
+      );
+      for (const f of [
+        'package/binding.js',
+        'package/index.d.ts',
+        'package/bin/aluvia.js',
+        'package/lib/cli/table.js',
+      ]) {
         assert.ok(main.includes(f), f);
       }
-      const packedPkg = JSON.parse(spawnSync('tar', ['xzOf', mainTarball, 'package/package.json'], { encoding: 'utf8' }).stdout);
+      const packedPkg = JSON.parse(
+        spawnSync('tar', ['xzOf', mainTarball, 'package/package.json'], { encoding: 'utf8' }).stdout,
+      );
       const platforms = pkg.napi.targets.map((triple) =>
         triple
           .replace('x86_64', 'x64')
@@ -232,7 +237,10 @@ test('installed from its tarballs into an empty project without cargo: bins, req
       join(project, 'package.json'),
       `${JSON.stringify({ name: 'aluvia-install-test', version: '1.0.0', private: true, dependencies: projectLock(mainTarball, platformTarball, platformPkg).packages[''].dependencies }, null, 2)}\n`,
     );
-    writeFileSync(join(project, 'package-lock.json'), JSON.stringify(projectLock(mainTarball, platformTarball, platformPkg), null, 2));
+    writeFileSync(
+      join(project, 'package-lock.json'),
+      JSON.stringify(projectLock(mainTarball, platformTarball, platformPkg), null, 2),
+    );
     assert.notEqual(spawnSync('sh', ['-c', 'command -v cargo'], { env }).status, 0, 'cargo is not on the PATH');
     const installed = spawnSync('npm', ['ci', '--offline', '--no-audit', '--no-fund'], {
       cwd: project,
@@ -254,7 +262,11 @@ test('installed from its tarballs into an empty project without cargo: bins, req
     });
 
     await t.test('aluvia emulator, then a session start, get and close against it', async () => {
-      emulator = spawn(bin('aluvia'), ['emulator', '--no-site'], { cwd: project, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      emulator = spawn(bin('aluvia'), ['emulator', '--no-site'], {
+        cwd: project,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let out = '';
       emulator.stdout.on('data', (c) => (out += c));
       while (!out.includes('\n')) await once(emulator.stdout, 'data');
@@ -266,11 +278,15 @@ test('installed from its tarballs into an empty project without cargo: bins, req
         ALUVIA_GATEWAY_HOST: emu.gatewayHost,
         ALUVIA_GATEWAY_PORT: String(emu.gatewayPort),
       };
-      const page = await serve((req, res) => res.end('<title>Installed</title><p>An installed page.</p>'));
+      const page = await serve((_req, res) => res.end('<title>Installed</title><p>An installed page.</p>'));
       try {
         // Asynchronously: this process serves the page the session opens.
         const cli = async (args) => {
-          const child = spawn(bin('aluvia'), args, { cwd: project, env: sessionEnv, stdio: ['ignore', 'pipe', 'inherit'] });
+          const child = spawn(bin('aluvia'), args, {
+            cwd: project,
+            env: sessionEnv,
+            stdio: ['ignore', 'pipe', 'inherit'],
+          });
           let stdout = '';
           child.stdout.on('data', (c) => (stdout += c));
           const [status] = await once(child, 'close');
@@ -297,7 +313,13 @@ test('installed from its tarballs into an empty project without cargo: bins, req
     });
 
     await t.test('aluvia-mcp lists its tools', async () => {
-      const transport = new StdioClientTransport({ command: bin('aluvia-mcp'), args: [], cwd: project, env, stderr: 'pipe' });
+      const transport = new StdioClientTransport({
+        command: bin('aluvia-mcp'),
+        args: [],
+        cwd: project,
+        env,
+        stderr: 'pipe',
+      });
       const client = new Client({ name: 'install-test', version: '1.0.0' });
       await client.connect(transport);
       try {
@@ -316,12 +338,19 @@ test('installed from its tarballs into an empty project without cargo: bins, req
         console.log(JSON.stringify({ client: typeof sdk.AluviaClient, connect: typeof sdk.connect, engine }));`;
       const cjs = runBin(
         process.execPath,
-        ['-e', `const { createRequire } = require('node:module'); const sdk = require('@aluvia/sdk'); (async () => { ${body} })();`],
+        [
+          '-e',
+          `const { createRequire } = require('node:module'); const sdk = require('@aluvia/sdk'); (async () => { ${body} })();`,
+        ],
         { cwd: project, env },
       );
       const esm = runBin(
         process.execPath,
-        ['--input-type=module', '-e', `import { createRequire } from 'node:module'; import * as sdk from '@aluvia/sdk'; ${body}`],
+        [
+          '--input-type=module',
+          '-e',
+          `import { createRequire } from 'node:module'; import * as sdk from '@aluvia/sdk'; ${body}`,
+        ],
         { cwd: project, env },
       );
       for (const r of [cjs, esm]) {
@@ -329,7 +358,10 @@ test('installed from its tarballs into an empty project without cargo: bins, req
         const seen = JSON.parse(r.stdout);
         assert.equal(seen.client, 'function');
         assert.equal(seen.connect, 'function');
-        assert.equal(seen.engine, join(realpathSync(project), 'node_modules', ...platformPkg.name.split('/'), platformPkg.main));
+        assert.equal(
+          seen.engine,
+          join(realpathSync(project), 'node_modules', ...platformPkg.name.split('/'), platformPkg.main),
+        );
       }
     });
 
@@ -376,7 +408,10 @@ test('installed from its tarballs into an empty project without cargo: bins, req
       const r = runBin(bin('aluvia'), ['geos'], { cwd: project, env: { ...env, ALUVIA_API_KEY: 'k' } });
       assert.equal(r.status, 1);
       const { error } = JSON.parse(r.stdout);
-      assert.match(error, new RegExp(`^The Aluvia native engine is not available on this platform \\(${platform}\\): `));
+      assert.match(
+        error,
+        new RegExp(`^The Aluvia native engine is not available on this platform \\(${platform}\\): `),
+      );
       assert.match(error, /npm run build/);
       assert.equal(r.stderr, '', 'no stack trace');
     });

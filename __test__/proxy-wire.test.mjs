@@ -8,7 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { createHash } from 'node:crypto';
-import { spawnSync, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,7 +62,7 @@ async function withClient(extra, fn) {
  * frames): each text message comes back as `<peer> <message>`.
  */
 function webSocketServer() {
-  const server = http.createServer((req, res) => res.writeHead(426).end());
+  const server = http.createServer((_req, res) => res.writeHead(426).end());
   server.upgraded = new Set();
   server.on('upgrade', (req, socket) => {
     server.upgraded.add(socket);
@@ -194,11 +194,15 @@ test('traffic figures are wire bytes: equal to what the origin read and wrote, c
       const { http: agent } = connection.asNodeAgents();
       const request = (path, body) =>
         new Promise((resolve, reject) => {
-          const req = http.request(`http://127.0.0.5:${port}${path}`, { agent, method: body ? 'POST' : 'GET' }, (res) => {
-            let text = '';
-            res.on('data', (c) => (text += c));
-            res.on('end', () => resolve(text));
-          });
+          const req = http.request(
+            `http://127.0.0.5:${port}${path}`,
+            { agent, method: body ? 'POST' : 'GET' },
+            (res) => {
+              let text = '';
+              res.on('data', (c) => (text += c));
+              res.on('end', () => resolve(text));
+            },
+          );
           req.on('error', reject);
           req.end(body);
         });
@@ -247,7 +251,12 @@ test('a request or tunnel aimed at the proxy itself is a 400, and descriptors do
     const before = openFds();
     for (const host of ['127.0.0.1', '127.1', '2130706433', '0.0.0.0', 'localhost', '[::ffff:127.0.0.1]']) {
       const status = await new Promise((resolve, reject) => {
-        const req = http.request({ host: '127.0.0.1', port, path: `http://${host}:${port}/`, headers: { host: `${host}:${port}` } });
+        const req = http.request({
+          host: '127.0.0.1',
+          port,
+          path: `http://${host}:${port}/`,
+          headers: { host: `${host}:${port}` },
+        });
         req.on('response', (res) => {
           res.resume();
           resolve(res.statusCode);
@@ -257,7 +266,9 @@ test('a request or tunnel aimed at the proxy itself is a 400, and descriptors do
       });
       assert.equal(status, 400, host);
       const answer = await new Promise((resolve, reject) => {
-        const s = net.connect(port, '127.0.0.1', () => s.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`));
+        const s = net.connect(port, '127.0.0.1', () =>
+          s.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`),
+        );
         let got = '';
         s.on('data', (c) => {
           got += c;

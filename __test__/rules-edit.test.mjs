@@ -65,7 +65,10 @@ test('two concurrent set-rules appends both land', async () => {
   assert.deepEqual([...final].sort(), ['keep.com', 'one.example.com', 'two.example.com']);
   assert.equal(final[0], 'keep.com', 'appended after the existing rules');
   // One of the two ran second and saw the other's rule.
-  assert.ok([one, two].some((r) => r.json.count === 3), JSON.stringify([one.json, two.json]));
+  assert.ok(
+    [one, two].some((r) => r.json.count === 3),
+    JSON.stringify([one.json, two.json]),
+  );
   assert.deepEqual(ruleLocks(), []);
   assert.ok(alive(holder.pid), 'the session is left alone');
 });
@@ -87,7 +90,12 @@ test('set-rules output and errors are as before', async () => {
   await api.account.connections.patch(connectionId, { rules: ['keep.com'] });
   const added = await sb.cli(['session', 'set-rules', 'a.com, b.com,keep.com,a.com']);
   assert.equal(added.code, 0);
-  assert.deepEqual(added.json, { browserSession: 'editor', connectionId, rules: ['keep.com', 'a.com', 'b.com'], count: 3 });
+  assert.deepEqual(added.json, {
+    browserSession: 'editor',
+    connectionId,
+    rules: ['keep.com', 'a.com', 'b.com'],
+    count: 3,
+  });
   // Nothing to change: the same answer, and the connection is not rewritten.
   const before = await api.request({ method: 'GET', path: `/account/connections/${connectionId}` });
   const again = await sb.cli(['session', 'set-rules', 'b.com']);

@@ -54,7 +54,12 @@ test('a daemon whose ready pipe cannot be read is killed, and no lock names a de
 
 test('not ready in time: the error names the session and its log; the daemon runs on under its lock until closed', async () => {
   const env = { ...sb.env };
-  const started = await commands.sessionStart({ url: `${site.url}/`, browserSession: 'sluggish', readyTimeoutMs: 1, env });
+  const started = await commands.sessionStart({
+    url: `${site.url}/`,
+    browserSession: 'sluggish',
+    readyTimeoutMs: 1,
+    env,
+  });
   assert.deepEqual(started, {
     error: 'Browser is still initializing (timeout).',
     browserSession: 'sluggish',
@@ -81,13 +86,15 @@ test('closing a session this process is still starting waits for its daemon and 
   assert.equal(sb.readLock(name).pid, process.pid, 'the claim names the starting process');
   const closing = commands.sessionClose({ browserSession: name, env: sb.env });
   await new Promise((r) => setTimeout(r, 200));
-  const starting = native.daemonSpawn({
-    name,
-    program: 'sh',
-    args: ['-c', `: ${sb.tmp} handover; sleep 0.5; echo ready >&3; exec sleep 30`],
-    env: {},
-    cwd: sb.tmp,
-  }).catch(() => null); // it may be stopped before it is ready
+  const starting = native
+    .daemonSpawn({
+      name,
+      program: 'sh',
+      args: ['-c', `: ${sb.tmp} handover; sleep 0.5; echo ready >&3; exec sleep 30`],
+      env: {},
+      cwd: sb.tmp,
+    })
+    .catch(() => null); // it may be stopped before it is ready
   const closed = await closing;
   assert.equal(closed.browserSession, name);
   assert.equal(closed.message, 'Browser session closed.');
@@ -130,9 +137,19 @@ function script(name, text) {
 
 test('--run: the start output carries the ready lock, even when the script is already done', async () => {
   const cwd = script('quick.mjs', `console.log('quick', await page.title());\n`);
-  const r = await sb.cli(['session', 'start', `${site.url}/`, '--browser-session', 'quick', '--run', 'quick.mjs'], { cwd });
+  const r = await sb.cli(['session', 'start', `${site.url}/`, '--browser-session', 'quick', '--run', 'quick.mjs'], {
+    cwd,
+  });
   assert.equal(r.code, 0, r.stdout);
-  assert.deepEqual(Object.keys(r.json), ['browserSession', 'pid', 'startUrl', 'cdpUrl', 'connectionId', 'blockDetection', 'autoUnblock']);
+  assert.deepEqual(Object.keys(r.json), [
+    'browserSession',
+    'pid',
+    'startUrl',
+    'cdpUrl',
+    'connectionId',
+    'blockDetection',
+    'autoUnblock',
+  ]);
   assert.equal(r.json.startUrl, `${site.url}/`);
   assert.match(r.json.cdpUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
   assert.equal(typeof r.json.connectionId, 'number');
@@ -146,21 +163,24 @@ test('SIGTERM while a --run script runs, and SIGINT: graceful stops, exit 0, loc
   const forever = await startRun('forever', `console.log('script is running');\n${FOREVER}`);
   let tree = descendants(forever.pid);
   process.kill(forever.pid, 'SIGTERM');
-  await assertStopped('forever', forever.pid, tree, /stopping \(SIGTERM\)[^]*stopped, exit 0/);
+  await assertStopped('forever', forever.pid, tree, /stopping \(SIGTERM\)[\s\S]*stopped, exit 0/);
 
   const plain = await sb.cli(['session', 'start', site.url, '--browser-session', 'interrupted']);
   assert.equal(plain.code, 0, plain.stdout);
   tree = descendants(plain.json.pid);
   process.kill(plain.json.pid, 'SIGINT');
-  await assertStopped('interrupted', plain.json.pid, tree, /stopping \(SIGINT\)[^]*stopped, exit 0/);
+  await assertStopped('interrupted', plain.json.pid, tree, /stopping \(SIGINT\)[\s\S]*stopped, exit 0/);
 });
 
 test("a --run script's own SIGTERM listener does not keep `session close` from stopping the session gracefully", async () => {
-  const listener = await startRun('listener', `process.on('SIGTERM', () => console.log('script saw SIGTERM'));\nconsole.log('script is running');\n${FOREVER}`);
+  const listener = await startRun(
+    'listener',
+    `process.on('SIGTERM', () => console.log('script saw SIGTERM'));\nconsole.log('script is running');\n${FOREVER}`,
+  );
   const tree = descendants(listener.pid);
   const closed = await sb.cli(['session', 'close', '--browser-session', 'listener']);
   assert.equal(closed.json.message, 'Browser session closed.', closed.stdout);
-  await assertStopped('listener', listener.pid, tree, /stopping \(SIGTERM\)[^]*stopped, exit 0/);
+  await assertStopped('listener', listener.pid, tree, /stopping \(SIGTERM\)[\s\S]*stopped, exit 0/);
 });
 
 test('an error that escapes a --run script stops the session with exit 1', async () => {
@@ -168,5 +188,10 @@ test('an error that escapes a --run script stops the session with exit 1', async
   const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'stray', '--run', 'stray.mjs'], { cwd });
   assert.equal(r.code, 0, r.stdout);
   const tree = descendants(r.json.pid);
-  await assertStopped('stray', r.json.pid, tree, /error: Error: stray error on purpose[^]*stopping \(uncaught exception\)[^]*stopped, exit 1/);
+  await assertStopped(
+    'stray',
+    r.json.pid,
+    tree,
+    /error: Error: stray error on purpose[\s\S]*stopping \(uncaught exception\)[\s\S]*stopped, exit 1/,
+  );
 });

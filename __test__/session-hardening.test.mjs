@@ -8,8 +8,17 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import {
+  chmodSync,
+  chownSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+  existsSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { sdk, serve, admin, cliPath, root, throwawayUser } from './helpers.mjs';
 import { Sandbox, alive, eventually, pageHandler } from './sessions.mjs';
@@ -106,7 +115,10 @@ test('a lock whose pid now belongs to another process is stale: not listed, neve
 
     sb.plant('reused', lock);
     const closed = await sb.cli(['session', 'close', '--browser-session', 'reused']);
-    assert.deepEqual(closed.json, { browserSession: 'reused', message: 'Browser process was not running. Lock file cleaned up.' });
+    assert.deepEqual(closed.json, {
+      browserSession: 'reused',
+      message: 'Browser process was not running. Lock file cleaned up.',
+    });
     assert.ok(alive(other.pid), 'the unrelated process was not signalled');
     assert.equal(sb.readLock('reused'), null);
 
@@ -121,7 +133,7 @@ test('a lock whose pid now belongs to another process is stale: not listed, neve
   }
 });
 
-test('a session: the key only on the daemon\'s stdin, a fresh log, old logs pruned, an API outage logged once', async () => {
+test("a session: the key only on the daemon's stdin, a fresh log, old logs pruned, an API outage logged once", async () => {
   const name = 'hardened';
   sb.plant(name, { pid: 1, processStart: 'another boot:1', session: name });
   writeFileSync(sb.logPath(name), 'a line of an earlier session\n');
@@ -149,7 +161,11 @@ test('a session: the key only on the daemon\'s stdin, a fresh log, old logs prun
 
     assert.ok(!sb.log(name).includes('earlier session'), 'a reused name starts a fresh log');
     const kept = Array.from({ length: 25 }, (_, i) => `ended-${i}`).filter((n) => existsSync(sb.logPath(n)));
-    assert.deepEqual(kept, Array.from({ length: 20 }, (_, i) => `ended-${i}`), 'the newest 20 stay');
+    assert.deepEqual(
+      kept,
+      Array.from({ length: 20 }, (_, i) => `ended-${i}`),
+      'the newest 20 stay',
+    );
     assert.ok(!existsSync(sb.logPath('ancient')), 'none older than a week');
 
     // Five failed config polls, then the API answers again.
@@ -237,7 +253,8 @@ test("an ordinary user's daemon is not dumpable: its /proc files belong to root"
       assert.ok(!readFileSync(`/proc/${started.pid}/environ`, 'utf8').includes(emu.apiKey));
       // Its Chromium still gets a namespace of its own where the user may make one.
       const lock = JSON.parse(readFileSync(join(home, 'aluvia-sdk', 'cli-theirs.lock'), 'utf8'));
-      const namespaces = spawnSync('runuser', ['-u', user.name, '--', 'unshare', '--user', '--net', 'true']).status === 0;
+      const namespaces =
+        spawnSync('runuser', ['-u', user.name, '--', 'unshare', '--user', '--net', 'true']).status === 0;
       assert.equal(lock.browserIsolation, namespaces ? 'namespace' : 'none');
     } finally {
       const closed = await cliAs(user.name, ['session', 'close', '--browser-session', 'theirs'], env);

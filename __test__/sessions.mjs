@@ -53,7 +53,9 @@ export class Sandbox {
   }
 
   locks() {
-    return existsSync(this.lockDir) ? readdirSync(this.lockDir).filter((f) => f.startsWith('cli-') && f.endsWith('.lock')) : [];
+    return existsSync(this.lockDir)
+      ? readdirSync(this.lockDir).filter((f) => f.startsWith('cli-') && f.endsWith('.lock'))
+      : [];
   }
 
   /** Closes every session and removes the sandbox. */

@@ -39,8 +39,12 @@ ${Array.from({ length: 14 }, (_, i) => `<p>Paragraph ${i + 1}. This is plain tex
 );
 
 export async function run({ res, log }) {
-  const base = await serveLoopback(res, 'page server', (req, resp) => {
-    resp.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': PAGE.length, 'cache-control': 'no-store' });
+  const base = await serveLoopback(res, 'page server', (_req, resp) => {
+    resp.writeHead(200, {
+      'content-type': 'text/html; charset=utf-8',
+      'content-length': PAGE.length,
+      'cache-control': 'no-store',
+    });
     resp.end(PAGE);
   });
 
@@ -70,7 +74,9 @@ export async function run({ res, log }) {
 
       const client = new sdk.AluviaClient({ ...options, blockDetection: { ...cfg.blockDetection, onDetection } });
       let connection = null;
-      const close = res.defer(`aluvia client ${cfg.key} #${i + 1}`, () => (connection ? connection.close() : client.stop()));
+      const close = res.defer(`aluvia client ${cfg.key} #${i + 1}`, () =>
+        connection ? connection.close() : client.stop(),
+      );
       try {
         log(`${cfg.key} run ${i + 1}/${RUNS}: start`);
         const t0 = performance.now();
@@ -83,7 +89,7 @@ export async function run({ res, log }) {
         let tLoad = null;
         page.once('load', () => (tLoad = performance.now()));
         const resp = await page.goto(url);
-        if (!resp || resp.status() !== 200) throw new Error(`goto ${url} → ${resp?.status()}`);
+        if (resp?.status() !== 200) throw new Error(`goto ${url} → ${resp?.status()}`);
         tLoad ??= performance.now();
         let timer;
         const got = await Promise.race([
@@ -91,7 +97,10 @@ export async function run({ res, log }) {
           new Promise((r) => (timer = setTimeout(() => r(null), VERDICT_TIMEOUT_MS))),
         ]);
         clearTimeout(timer);
-        if (!got) throw new Error(`no full-pass verdict for ${url} within ${VERDICT_TIMEOUT_MS} ms (saw: ${seen.join('; ') || 'nothing'})`);
+        if (!got)
+          throw new Error(
+            `no full-pass verdict for ${url} within ${VERDICT_TIMEOUT_MS} ms (saw: ${seen.join('; ') || 'nothing'})`,
+          );
         verdictMs.push(got.t - tLoad);
         verdicts.push(got.result.blockStatus);
       } finally {
@@ -103,7 +112,14 @@ export async function run({ res, log }) {
     data.verdicts[cfg.key] = verdicts;
   }
 
-  const row = (label, s) => [label, fmt(s.median), fmt(s.p90), fmt(s.min), fmt(s.max), s.samples.map((x) => x.toFixed(0)).join(' ')];
+  const row = (label, s) => [
+    label,
+    fmt(s.median),
+    fmt(s.p90),
+    fmt(s.min),
+    fmt(s.max),
+    s.samples.map((x) => x.toFixed(0)).join(' '),
+  ];
   const head = ['case', 'median ms', 'p90 ms', 'min ms', 'max ms', 'runs (ms, in order)'];
   return {
     tables: [
@@ -124,7 +140,9 @@ export async function run({ res, log }) {
       "Load time is Playwright's page 'load' event as seen in Node (before page.goto resolves); verdict time is when onDetection received the first result with pass 'full' for the page URL.",
       "By design the full pass waits for network idle (Chrome's networkIdle lifecycle event, ~500 ms without traffic) capped by blockDetection.networkIdleTimeoutMs (default 3000), so that deliberate wait should dominate the default row; the 100 ms row caps it.",
       ...(data.loadToVerdict.default.median < 500
-        ? [`Measured: the default row's median (${fmt(data.loadToVerdict.default.median)} ms) is below 500 ms, so on most runs the verdict did not wait a full ~500 ms after the load event (Chrome's quiet window may start before load, when the single request finishes); see the per-run column.`]
+        ? [
+            `Measured: the default row's median (${fmt(data.loadToVerdict.default.median)} ms) is below 500 ms, so on most runs the verdict did not wait a full ~500 ms after the load event (Chrome's quiet window may start before load, when the single request finishes); see the per-run column.`,
+          ]
         : []),
       `Verdicts: ${configs.map((c) => `${c.key}: ${data.verdicts[c.key].join(',')}`).join('; ')}.`,
     ],

@@ -70,7 +70,7 @@ function rssKb(pid) {
 export async function run_({ res, log }) {
   const emu = await sdk.startEmulator();
   res.defer('emulator', () => emu.stop());
-  const page = http.createServer((req, resp) => {
+  const page = http.createServer((_req, resp) => {
     resp.setHeader('content-type', 'text/html');
     resp.end(`<!doctype html><title>Bench</title><p>${'An ordinary page. '.repeat(30)}</p>`);
   });
@@ -98,7 +98,10 @@ export async function run_({ res, log }) {
   const connectionId = String(conn.json.connectionId);
   const starts = [];
   for (let i = 0; i < START_RUNS; i++) {
-    const r = await run(['session', 'start', url, '--browser-session', `s${i}`, '--connection-id', connectionId], cliEnv);
+    const r = await run(
+      ['session', 'start', url, '--browser-session', `s${i}`, '--connection-id', connectionId],
+      cliEnv,
+    );
     starts.push(r.ms);
     await run(['session', 'close'], cliEnv);
   }
@@ -108,7 +111,10 @@ export async function run_({ res, log }) {
   const lists = {};
   const mem = { daemon: [], chromium: [] };
   for (let i = 0; i < 10; i++) {
-    const r = await run(['session', 'start', url, '--browser-session', `l${i}`, '--connection-id', connectionId], cliEnv);
+    const r = await run(
+      ['session', 'start', url, '--browser-session', `l${i}`, '--connection-id', connectionId],
+      cliEnv,
+    );
     if (i === 0) {
       await new Promise((r2) => setTimeout(r2, 2000)); // idle
       mem.daemon.push(rssKb(r.json.pid));
@@ -123,7 +129,10 @@ export async function run_({ res, log }) {
   const startMedian = median(starts);
   const data = {
     sessionStartMs: { median: startMedian, samples: starts },
-    sessionListMs: { 1: { median: median(lists[1]), samples: lists[1] }, 10: { median: median(lists[10]), samples: lists[10] } },
+    sessionListMs: {
+      1: { median: median(lists[1]), samples: lists[1] },
+      10: { median: median(lists[10]), samples: lists[10] },
+    },
     idleRssMb: { daemon: mem.daemon[0] / 1024, chromium: mem.chromium[0] / 1024 },
   };
   return {
@@ -132,7 +141,13 @@ export async function run_({ res, log }) {
         title: 'CLI wall time (a fresh `aluvia` process each run)',
         head: ['case', 'median ms', 'min ms', 'max ms', 'runs'],
         rows: [
-          ['session start <local page>', fmt(startMedian), fmt(Math.min(...starts)), fmt(Math.max(...starts)), starts.length],
+          [
+            'session start <local page>',
+            fmt(startMedian),
+            fmt(Math.min(...starts)),
+            fmt(Math.max(...starts)),
+            starts.length,
+          ],
           ...[1, 10].map((n) => [
             `session list (${n} running)`,
             fmt(median(lists[n])),

@@ -77,7 +77,14 @@ export async function run({ res, log }) {
         if (got.r.pass === 'full' && tLoad !== null && !p.reloads) loadToVerdict.push(got.t - tLoad);
       }
       if (round > 0) continue; // verdicts are counted once
-      const row = rows.get(p.vendor) ?? { blockTotal: 0, caught: 0, ordinaryTotal: 0, flaggedBlocked: 0, flaggedSuspected: 0, missed: [] };
+      const row = rows.get(p.vendor) ?? {
+        blockTotal: 0,
+        caught: 0,
+        ordinaryTotal: 0,
+        flaggedBlocked: 0,
+        flaggedSuspected: 0,
+        missed: [],
+      };
       rows.set(p.vendor, row);
       if (p.expect === 'caught') {
         row.blockTotal++;
@@ -97,27 +104,71 @@ export async function run({ res, log }) {
   const data = {
     rounds: ROUNDS,
     pages: VENDOR_PAGES.length,
-    perVendor: Object.fromEntries(vendors.map(([v, r]) => [v, { caught: r.caught, blockTotal: r.blockTotal, ordinaryTotal: r.ordinaryTotal, flaggedBlocked: r.flaggedBlocked, flaggedSuspected: r.flaggedSuspected }])),
+    perVendor: Object.fromEntries(
+      vendors.map(([v, r]) => [
+        v,
+        {
+          caught: r.caught,
+          blockTotal: r.blockTotal,
+          ordinaryTotal: r.ordinaryTotal,
+          flaggedBlocked: r.flaggedBlocked,
+          flaggedSuspected: r.flaggedSuspected,
+        },
+      ]),
+    ),
     ordinaryFlaggedBlocked: sum('flaggedBlocked'),
-    navToVerdictMs: { median: quantile(navToVerdict, 0.5), p90: quantile(navToVerdict, 0.9), samples: navToVerdict.length },
-    loadToVerdictMs: { median: quantile(loadToVerdict, 0.5), p90: quantile(loadToVerdict, 0.9), samples: loadToVerdict.length },
+    navToVerdictMs: {
+      median: quantile(navToVerdict, 0.5),
+      p90: quantile(navToVerdict, 0.9),
+      samples: navToVerdict.length,
+    },
+    loadToVerdictMs: {
+      median: quantile(loadToVerdict, 0.5),
+      p90: quantile(loadToVerdict, 0.9),
+      samples: loadToVerdict.length,
+    },
   };
   return {
     tables: [
       {
         title: 'verdicts per vendor (first round)',
-        head: ['vendor', 'block/challenge pages caught', 'ordinary pages flagged blocked', 'ordinary pages flagged suspected'],
+        head: [
+          'vendor',
+          'block/challenge pages caught',
+          'ordinary pages flagged blocked',
+          'ordinary pages flagged suspected',
+        ],
         rows: [
-          ...vendors.map(([v, r]) => [v, r.blockTotal ? `${r.caught}/${r.blockTotal}` : '-', `${r.flaggedBlocked}/${r.ordinaryTotal}`, `${r.flaggedSuspected}/${r.ordinaryTotal}`]),
-          ['all', `${sum('caught')}/${sum('blockTotal')}`, `${sum('flaggedBlocked')}/${sum('ordinaryTotal')}`, `${sum('flaggedSuspected')}/${sum('ordinaryTotal')}`],
+          ...vendors.map(([v, r]) => [
+            v,
+            r.blockTotal ? `${r.caught}/${r.blockTotal}` : '-',
+            `${r.flaggedBlocked}/${r.ordinaryTotal}`,
+            `${r.flaggedSuspected}/${r.ordinaryTotal}`,
+          ]),
+          [
+            'all',
+            `${sum('caught')}/${sum('blockTotal')}`,
+            `${sum('flaggedBlocked')}/${sum('ordinaryTotal')}`,
+            `${sum('flaggedSuspected')}/${sum('ordinaryTotal')}`,
+          ],
         ],
       },
       {
         title: `latency over ${ROUNDS} round(s) of ${VENDOR_PAGES.length} pages`,
         head: ['measure', 'median ms', 'p90 ms', 'samples'],
         rows: [
-          ['navigation start → verdict (every page)', fmt(data.navToVerdictMs.median), fmt(data.navToVerdictMs.p90), navToVerdict.length],
-          ['load event → full-pass verdict', fmt(data.loadToVerdictMs.median), fmt(data.loadToVerdictMs.p90), loadToVerdict.length],
+          [
+            'navigation start → verdict (every page)',
+            fmt(data.navToVerdictMs.median),
+            fmt(data.navToVerdictMs.p90),
+            navToVerdict.length,
+          ],
+          [
+            'load event → full-pass verdict',
+            fmt(data.loadToVerdictMs.median),
+            fmt(data.loadToVerdictMs.p90),
+            loadToVerdict.length,
+          ],
         ],
       },
     ],

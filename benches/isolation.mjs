@@ -50,7 +50,9 @@ export async function run({ res, log }) {
   log('starting the emulator');
   const { options } = await startEmulator(sdk, res, { startPlaywright: true, blockDetection: { enabled: false } });
 
-  const data = Object.fromEntries(MODES.map((m) => [m, { startMs: [], pssMiB: [], processes: [], loadMs: [], isolation: [] }]));
+  const data = Object.fromEntries(
+    MODES.map((m) => [m, { startMs: [], pssMiB: [], processes: [], loadMs: [], isolation: [] }]),
+  );
   const outer = process.env.ALUVIA_BROWSER_ISOLATION;
   try {
     for (let i = 0; i < RUNS; i++) {
@@ -58,7 +60,9 @@ export async function run({ res, log }) {
         process.env.ALUVIA_BROWSER_ISOLATION = mode;
         const client = new sdk.AluviaClient(options);
         let connection = null;
-        const close = res.defer(`aluvia client ${mode} #${i + 1}`, () => (connection ? connection.close() : client.stop()));
+        const close = res.defer(`aluvia client ${mode} #${i + 1}`, () =>
+          connection ? connection.close() : client.stop(),
+        );
         try {
           log(`${mode} run ${i + 1}/${RUNS}`);
           const t0 = performance.now();
@@ -94,10 +98,34 @@ export async function run({ res, log }) {
         title: `Per session, median of ${RUNS} runs per mode (${LOADS} page loads each)`,
         head: ['measure', 'host network', 'namespace', 'namespace − host', 'namespace / host'],
         rows: [
-          ['client.start() ms', fmt(m('none', 'startMs')), fmt(m('namespace', 'startMs')), fmt(m('namespace', 'startMs') - m('none', 'startMs')), fmt(ratio('startMs'), 2)],
-          ['browser PSS MiB', fmt(m('none', 'pssMiB')), fmt(m('namespace', 'pssMiB')), fmt(m('namespace', 'pssMiB') - m('none', 'pssMiB')), fmt(ratio('pssMiB'), 2)],
-          ['browser processes', fmt(m('none', 'processes'), 0), fmt(m('namespace', 'processes'), 0), fmt(m('namespace', 'processes') - m('none', 'processes'), 0), ''],
-          ['page load ms', fmt(m('none', 'loadMs'), 2), fmt(m('namespace', 'loadMs'), 2), fmt(m('namespace', 'loadMs') - m('none', 'loadMs'), 2), fmt(ratio('loadMs'), 2)],
+          [
+            'client.start() ms',
+            fmt(m('none', 'startMs')),
+            fmt(m('namespace', 'startMs')),
+            fmt(m('namespace', 'startMs') - m('none', 'startMs')),
+            fmt(ratio('startMs'), 2),
+          ],
+          [
+            'browser PSS MiB',
+            fmt(m('none', 'pssMiB')),
+            fmt(m('namespace', 'pssMiB')),
+            fmt(m('namespace', 'pssMiB') - m('none', 'pssMiB')),
+            fmt(ratio('pssMiB'), 2),
+          ],
+          [
+            'browser processes',
+            fmt(m('none', 'processes'), 0),
+            fmt(m('namespace', 'processes'), 0),
+            fmt(m('namespace', 'processes') - m('none', 'processes'), 0),
+            '',
+          ],
+          [
+            'page load ms',
+            fmt(m('none', 'loadMs'), 2),
+            fmt(m('namespace', 'loadMs'), 2),
+            fmt(m('namespace', 'loadMs') - m('none', 'loadMs'), 2),
+            fmt(ratio('loadMs'), 2),
+          ],
         ],
       },
     ],
@@ -106,14 +134,16 @@ export async function run({ res, log }) {
         key: 'startCost',
         label: 'start time added by the namespace',
         value: m('namespace', 'startMs') - m('none', 'startMs'),
-        display: isolated ? `${fmt(m('namespace', 'startMs') - m('none', 'startMs'))} ms` : `not isolated here (${data.namespace.isolation.join(',')})`,
+        display: isolated
+          ? `${fmt(m('namespace', 'startMs') - m('none', 'startMs'))} ms`
+          : `not isolated here (${data.namespace.isolation.join(',')})`,
         target: '≤ 50 ms (a few tens of milliseconds)',
         met: isolated && m('namespace', 'startMs') - m('none', 'startMs') <= 50,
       },
     ],
     notes: [
       'Both modes run the same Chromium with the same flags; only ALUVIA_BROWSER_ISOLATION differs. Runs alternate between the modes.',
-      'PSS is each process\'s proportional share of its memory, so pages shared between processes are not counted twice; the namespace\'s socket factory is a forked copy of this process and shares almost all of it.',
+      "PSS is each process's proportional share of its memory, so pages shared between processes are not counted twice; the namespace's socket factory is a forked copy of this process and shares almost all of it.",
     ],
     data,
   };

@@ -65,7 +65,11 @@ function probe(proxyPort, targetPort) {
       (res) => {
         let n = 0;
         res.on('data', (c) => (n += c.length));
-        res.on('end', () => (res.statusCode === 200 && n === 100 ? resolve() : reject(new Error(`probe via :${proxyPort} → ${res.statusCode}, ${n} bytes`))));
+        res.on('end', () =>
+          res.statusCode === 200 && n === 100
+            ? resolve()
+            : reject(new Error(`probe via :${proxyPort} → ${res.statusCode}, ${n} bytes`)),
+        );
       },
     );
     req.setTimeout(5000, () => req.destroy(new Error(`probe via :${proxyPort} timed out`)));
@@ -145,7 +149,14 @@ export async function run({ res, log }) {
     const gen = startChild(
       res,
       'loadgen.mjs',
-      { targetPort, proxyPort: r.proxyPort, concurrency: c, warmupMs: WARMUP_MS, durationMs: DURATION_MS, expectBytes: smallBytes },
+      {
+        targetPort,
+        proxyPort: r.proxyPort,
+        concurrency: c,
+        warmupMs: WARMUP_MS,
+        durationMs: DURATION_MS,
+        expectBytes: smallBytes,
+      },
       { label: `loadgen ${r.key} c=${c}` },
     );
     const result = await gen.next(WARMUP_MS + DURATION_MS + 20_000);
@@ -156,7 +167,8 @@ export async function run({ res, log }) {
 
   /** One download of /big; MB/s. */
   async function downloadCase(client, proxyPort) {
-    if (client === 'curl') return (await curlDownload(res, { targetPort, proxyPort, expectBodyBytes: BIG_BYTES })).mbPerS;
+    if (client === 'curl')
+      return (await curlDownload(res, { targetPort, proxyPort, expectBodyBytes: BIG_BYTES })).mbPerS;
     if (client === 'curlPinned') {
       const proxies = [process.pid, pc.child.pid];
       pin(targets.child.pid, String(endsCpu));
@@ -167,7 +179,12 @@ export async function run({ res, log }) {
         for (const pid of [targets.child.pid, ...proxies]) pin(pid, cpuList.join(','));
       }
     }
-    const dl = startChild(res, 'download.mjs', { targetPort, proxyPort, expectBodyBytes: BIG_BYTES }, { label: `download via ${proxyPort ?? 'direct'}` });
+    const dl = startChild(
+      res,
+      'download.mjs',
+      { targetPort, proxyPort, expectBodyBytes: BIG_BYTES },
+      { label: `download via ${proxyPort ?? 'direct'}` },
+    );
     const result = await dl.next(60_000);
     await dl.exited;
     await dl.stop();
@@ -191,7 +208,13 @@ export async function run({ res, log }) {
           const wallMs = performance.now() - wall0;
           const cpuUs = cpu0 == null ? null : (await proxyCpuUs(r.key)) - cpu0;
           const allRequests = result.requests + result.warmupRequests;
-          (samples[`${client.key}:${r.key}@${c}`] ??= { client: client.key, route: r.key, label: r.label, concurrency: c, rounds: [] }).rounds.push({
+          (samples[`${client.key}:${r.key}@${c}`] ??= {
+            client: client.key,
+            route: r.key,
+            label: r.label,
+            concurrency: c,
+            rounds: [],
+          }).rounds.push({
             ...result,
             errors: result.errors + (result.warmupErrors ?? 0),
             originConnections: (await originConnections()) - conns0,
@@ -232,7 +255,8 @@ export async function run({ res, log }) {
         log(`download ${BIG_BYTES / 1e6} MB ${r.key}, ${client.label} client (trial ${i + 1}/${TUNNEL_TRIALS})`);
         const cpu0 = await proxyCpuUs(r.key);
         ((tunnel[client.key] ??= {})[r.key] ??= []).push(await downloadCase(client.key, r.proxyPort));
-        if (r.key === 'ours' && !client.pinned) tunnelCpuUsPerMB.push(((await proxyCpuUs(r.key)) - cpu0) / (BIG_BYTES / 1e6));
+        if (r.key === 'ours' && !client.pinned)
+          tunnelCpuUsPerMB.push(((await proxyCpuUs(r.key)) - cpu0) / (BIG_BYTES / 1e6));
       }
     }
   }
@@ -267,10 +291,16 @@ export async function run({ res, log }) {
   const tunnelRows = downloadClients.flatMap((client) =>
     routes.map((r) => [
       client.label,
-      r.key === 'proxyChain' ? `${r.label} (CONNECT tunnel, for reference)` : r.key === 'ours' ? `${r.label} (CONNECT tunnel)` : r.label,
+      r.key === 'proxyChain'
+        ? `${r.label} (CONNECT tunnel, for reference)`
+        : r.key === 'ours'
+          ? `${r.label} (CONNECT tunnel)`
+          : r.label,
       fmt(tunnelMedian(client.key, r.key), 0),
       tunnel[client.key][r.key].map((x) => x.toFixed(0)).join(' / '),
-      r.key === 'direct' ? '' : `${((tunnelMedian(client.key, r.key) / tunnelMedian(client.key, 'direct')) * 100).toFixed(1)} %`,
+      r.key === 'direct'
+        ? ''
+        : `${((tunnelMedian(client.key, r.key) / tunnelMedian(client.key, 'direct')) * 100).toFixed(1)} %`,
     ]),
   );
   const tunnelCpu = median(tunnelCpuUsPerMB);
@@ -281,7 +311,13 @@ export async function run({ res, log }) {
   const ratios = {};
   for (const client of getClients) {
     const at = (route, c) => http1[`${client.key}:${route}@${c}`];
-    const [oursHi, pcHi, directHi, oursLo, directLo] = [at('ours', cMax), at('proxyChain', cMax), at('direct', cMax), at('ours', cMin), at('direct', cMin)];
+    const [oursHi, pcHi, directHi, oursLo, directLo] = [
+      at('ours', cMax),
+      at('proxyChain', cMax),
+      at('direct', cMax),
+      at('ours', cMin),
+      at('direct', cMin),
+    ];
     ratios[client.key] = {
       rpsOursOverProxyChain: oursHi.rps / pcHi.rps,
       rpsDirectOverProxyChain: directHi.rps / pcHi.rps,
@@ -292,7 +328,8 @@ export async function run({ res, log }) {
     };
   }
   for (const client of downloadClients) {
-    (ratios[client.key] ??= {}).tunnelOursOverDirect = tunnelMedian(client.key, 'ours') / tunnelMedian(client.key, 'direct');
+    (ratios[client.key] ??= {}).tunnelOursOverDirect =
+      tunnelMedian(client.key, 'ours') / tunnelMedian(client.key, 'direct');
   }
   const contextRows = clients.map((client) => {
     const x = ratios[client.key];
@@ -354,7 +391,21 @@ export async function run({ res, log }) {
     tables: [
       {
         title: 'Small keep-alive GETs (100-byte body)',
-        head: ['conc', 'client', 'route', 'req/s', 'p50 ms', 'p99 ms', 'mean ms', 'req/s per round', 'requests', 'errors', 'origin conns', 'proxy CPU µs/req', 'proxy cores'],
+        head: [
+          'conc',
+          'client',
+          'route',
+          'req/s',
+          'p50 ms',
+          'p99 ms',
+          'mean ms',
+          'req/s per round',
+          'requests',
+          'errors',
+          'origin conns',
+          'proxy CPU µs/req',
+          'proxy cores',
+        ],
         rows: getRows,
       },
       {
@@ -364,14 +415,33 @@ export async function run({ res, log }) {
       },
       {
         title: 'Ratios by client',
-        head: ['client', `req/s ours / proxy-chain c=${cMax}`, `direct / proxy-chain c=${cMax}`, `ours / direct c=${cMax}`, `added p99 c=${cMin}`, 'CPU/req proxy-chain / ours', 'tunnel ours / direct'],
+        head: [
+          'client',
+          `req/s ours / proxy-chain c=${cMax}`,
+          `direct / proxy-chain c=${cMax}`,
+          `ours / direct c=${cMax}`,
+          `added p99 c=${cMin}`,
+          'CPU/req proxy-chain / ours',
+          'tunnel ours / direct',
+        ],
         rows: contextRows,
       },
     ],
     checks,
     notes,
     data: {
-      config: { warmupMs: WARMUP_MS, durationMs: DURATION_MS, wrkWarmupS: WRK_WARMUP_S, wrkDurationS: WRK_DURATION_S, rounds: ROUNDS, concurrencies: CONCURRENCIES, tunnelTrials: TUNNEL_TRIALS, tunnelBytes: BIG_BYTES, clients: clients.map((c) => c.key), checkedOn: { get: checkGet, download: checkDownload } },
+      config: {
+        warmupMs: WARMUP_MS,
+        durationMs: DURATION_MS,
+        wrkWarmupS: WRK_WARMUP_S,
+        wrkDurationS: WRK_DURATION_S,
+        rounds: ROUNDS,
+        concurrencies: CONCURRENCIES,
+        tunnelTrials: TUNNEL_TRIALS,
+        tunnelBytes: BIG_BYTES,
+        clients: clients.map((c) => c.key),
+        checkedOn: { get: checkGet, download: checkDownload },
+      },
       http: Object.fromEntries(
         Object.entries(http1).map(([k, r]) => [
           k,

@@ -98,9 +98,24 @@ export async function run({ res, log }) {
         title: 'A keep-alive tunnelling client (undici ProxyAgent) while the rules flip its host',
         head: ['what', 'median', 'p90', 'samples'],
         rows: [
-          ['updateRules() (PATCH + closing tunnels on the old route)', ms(median(update)), ms(quantile(update, 0.9)), String(update.length)],
-          ['updateRules() resolved → first response, on the new route', ms(median(first)), ms(quantile(first, 0.9)), String(first.length)],
-          ['the same load on an unchanged route (baseline)', ms(median(steady)), ms(quantile(steady, 0.9)), String(steady.length)],
+          [
+            'updateRules() (PATCH + closing tunnels on the old route)',
+            ms(median(update)),
+            ms(quantile(update, 0.9)),
+            String(update.length),
+          ],
+          [
+            'updateRules() resolved → first response, on the new route',
+            ms(median(first)),
+            ms(quantile(first, 0.9)),
+            String(first.length),
+          ],
+          [
+            'the same load on an unchanged route (baseline)',
+            ms(median(steady)),
+            ms(quantile(steady, 0.9)),
+            String(steady.length),
+          ],
         ],
       },
       {

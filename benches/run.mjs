@@ -30,7 +30,7 @@ const SECTIONS = [
 const root = join(benchDir, '..');
 const TOTAL_BUDGET_MS = Number(process.env.BENCH_BUDGET_MS ?? 8 * 60_000);
 const log = (msg) => process.stderr.write(`[bench] ${msg}\n`);
-const out = (s = '') => process.stdout.write(s + '\n');
+const out = (s = '') => process.stdout.write(`${s}\n`);
 
 let current = null; // the running section's Resources
 let exiting = false;
@@ -50,9 +50,12 @@ budget.unref();
 
 const t0 = Date.now();
 const env = environment(root);
-out(`@aluvia/sdk benchmarks — node ${env.node}, ${env.platform}, ${env.cpus} CPU(s) (${env.cpuModel}), load average ${env.loadavg.join(' ')}`);
+out(
+  `@aluvia/sdk benchmarks — node ${env.node}, ${env.platform}, ${env.cpus} CPU(s) (${env.cpuModel}), load average ${env.loadavg.join(' ')}`,
+);
 out(`engine: ${env.engine.build} build${env.engine.mtime ? ` (built ${env.engine.mtime})` : ''}`);
-if (env.engine.build !== 'release') out('WARNING: the engine in place is not the release build; run `npm run bench` (it builds with --release).');
+if (env.engine.build !== 'release')
+  out('WARNING: the engine in place is not the release build; run `npm run bench` (it builds with --release).');
 
 const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : null;
 const summary = { env, sections: {}, checks: {}, failed: [] };
@@ -109,7 +112,9 @@ summary.env.loadavgEnd = (await import('node:os')).loadavg().map((x) => Number(x
 summary.totalSeconds = Number(((Date.now() - t0) / 1000).toFixed(1));
 summary.allTargetsMet = Object.values(summary.checks).every((c) => c.met) && summary.failed.length === 0;
 out('');
-out(`total ${summary.totalSeconds} s; targets: ${Object.values(summary.checks).filter((c) => c.met).length}/${Object.keys(summary.checks).length} met; load average at end ${summary.env.loadavgEnd.join(' ')}`);
+out(
+  `total ${summary.totalSeconds} s; targets: ${Object.values(summary.checks).filter((c) => c.met).length}/${Object.keys(summary.checks).length} met; load average at end ${summary.env.loadavgEnd.join(' ')}`,
+);
 out(JSON.stringify(summary));
 clearTimeout(budget);
 // The native engine may hold threads open after stop(); everything was closed above.

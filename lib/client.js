@@ -24,23 +24,7 @@ class AluviaClient {
     const o = clientOptions(options);
     this._native = mapped(
       () =>
-        new native.BindingClient({
-          apiKey: o.apiKey ?? '',
-          connectionId: o.connectionId,
-          strict: o.strict,
-          apiBaseUrl: o.apiBaseUrl,
-          pollIntervalMs: o.pollIntervalMs,
-          timeoutMs: o.timeoutMs,
-          gatewayProtocol: o.gatewayProtocol,
-          gatewayPort: o.gatewayPort,
-          gatewayHost: o.gatewayHost,
-          localPort: o.localPort,
-          logLevel: o.logLevel,
-          startPlaywright: o.startPlaywright,
-          headless: o.headless,
-          trustSpki: o.trustSpki,
-          blockDetection: detectionOptions(o.blockDetection),
-        }),
+        new native.BindingClient({ ...o, apiKey: o.apiKey ?? '', blockDetection: detectionOptions(o.blockDetection) }),
     );
     this._startPlaywright = Boolean(o.startPlaywright);
     this._onDetection = typeof o.blockDetection?.onDetection === 'function' ? o.blockDetection.onDetection : null;
@@ -49,7 +33,8 @@ class AluviaClient {
     if (this._startPlaywright) {
       this._native.setDetectionCallback((payload) => this._deliver(payload));
     }
-    this.api = new AluviaApi({ apiKey: o.apiKey, apiBaseUrl: o.apiBaseUrl, timeoutMs: o.timeoutMs });
+    // AluviaApi keeps those of these options that are its own.
+    this.api = new AluviaApi(o);
     this._connection = null;
     this._starting = null;
     this._keepAlive = null;
@@ -125,7 +110,9 @@ class AluviaClient {
     } catch {
       return;
     }
-    const browser = this._pwBrowser ?? (await this._starting?.catch(() => null), this._pwBrowser);
+    // A result that comes while start() connects Playwright waits for it.
+    if (!this._pwBrowser) await this._starting?.catch(() => null);
+    const browser = this._pwBrowser;
     const page = browser ? await pageForTarget(browser, event.targetId) : undefined;
     try {
       await this._onDetection(event.result, page);

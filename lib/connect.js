@@ -41,7 +41,15 @@ async function connect(sessionName) {
   // For a connectOverCDP browser, close() drops the connection and leaves
   // the browser (the session's) running.
   const disconnect = () => browser.close().catch(() => {});
-  return { browser, context, page, sessionName: name, cdpUrl, connectionId: lock.connectionId ?? undefined, disconnect };
+  return {
+    browser,
+    context,
+    page,
+    sessionName: name,
+    cdpUrl,
+    connectionId: lock.connectionId ?? undefined,
+    disconnect,
+  };
 }
 
 module.exports = { connect };

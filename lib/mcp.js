@@ -9,7 +9,7 @@
 const { Server } = require('@modelcontextprotocol/sdk/server/index.js');
 const { StdioServerTransport } = require('@modelcontextprotocol/sdk/server/stdio.js');
 const { ListToolsRequestSchema, CallToolRequestSchema } = require('@modelcontextprotocol/sdk/types.js');
-const { COMMANDS } = require('./cli/table.js');
+const { COMMANDS, flagForms } = require('./cli/table.js');
 const { version } = require('../package.json');
 
 /** A command's parameters: its positional arguments and the flags it exposes, as JSON schema properties. */
@@ -24,16 +24,23 @@ function properties(command) {
     if (o.tool === false) continue;
     const type = o.schema ?? { type: o.value ? 'string' : 'boolean' };
     out[o.key] = { ...type, description: typeof o.tool === 'string' ? o.tool : o.description };
-    params.push({ key: o.key, cli: o.value ? [`--${o.name} ${o.value}`, `--${o.name}`] : [`--${o.name}`] });
+    params.push({ key: o.key, cli: flagForms(o) });
   }
   return { properties: out, params };
+}
+
+/** The tool's description: what it does, the CLI command it runs, and its two exclusive parameters. */
+function toolDescription(command) {
+  const [a, b] = command.exclusive ?? [];
+  const exclusive = a ? `; ${a} or ${b}, not both` : '';
+  return `${command.tool.description} (same as \`aluvia ${command.path.join(' ')}\`)${exclusive}.`;
 }
 
 const TOOLS = COMMANDS.filter((c) => c.tool).map((c) => {
   const { properties: props, params } = properties(c);
   return {
     name: c.tool.name,
-    description: c.tool.description,
+    description: toolDescription(c),
     inputSchema: { type: 'object', properties: props, required: c.tool.required ?? [], additionalProperties: false },
     command: c,
     params,
@@ -69,13 +76,13 @@ function schemaError(tool, args) {
   return undefined;
 }
 
-const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** A handler's error in MCP terms: no "Usage: aluvia …" tail, parameter names for CLI flags. */
 function inToolTerms(tool, message) {
   let out = message.replace(/ Usage: aluvia .*$/, '');
   for (const p of tool.params) {
-    for (const cli of p.cli) out = out.replace(new RegExp(`${escape(cli)}(?![\\w-])`, 'g'), `'${p.key}'`);
+    for (const cli of p.cli) out = out.replace(new RegExp(`${escapeRegExp(cli)}(?![\\w-])`, 'g'), `'${p.key}'`);
   }
   return out;
 }

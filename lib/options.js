@@ -4,7 +4,8 @@
 // shapes, checked before they reach the engine (which checks the values:
 // ranges, integers, hosts), so that a wrong type is a TypeError naming the
 // option rather than a conversion error from the binding. `null` and
-// `undefined` both mean "not given".
+// `undefined` both mean "not given". These tables are the one list of each
+// class's options: what they return is what reaches the engine.
 
 const KINDS = {
   string: ['a string', (v) => typeof v === 'string'],
@@ -39,7 +40,7 @@ const CLIENT_OPTIONS = {
 const kindOf = (v) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v);
 
 /**
- * The options with `null` values dropped; throws a TypeError naming the
+ * The options of the table, with `null` values and unknown names dropped; throws a TypeError naming the
  * first option whose type is wrong (the value itself is never shown: it may
  * be a secret).
  */
@@ -50,16 +51,14 @@ function checked(options, table) {
   }
   const out = {};
   for (const [name, value] of Object.entries(options)) {
-    if (value == null) continue;
     const kind = table[name];
-    if (kind) {
-      const [expected, ok] = KINDS[kind];
-      if (!ok(value)) {
-        // connectionId keeps its documented message.
-        const message =
-          kind === 'id' ? `${name} must be ${expected}` : `${name} must be ${expected}, got ${kindOf(value)}`;
-        throw new TypeError(message);
-      }
+    if (value == null || !kind) continue;
+    const [expected, ok] = KINDS[kind];
+    if (!ok(value)) {
+      // connectionId keeps its documented message.
+      const message =
+        kind === 'id' ? `${name} must be ${expected}` : `${name} must be ${expected}, got ${kindOf(value)}`;
+      throw new TypeError(message);
     }
     out[name] = value;
   }

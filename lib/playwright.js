@@ -56,7 +56,11 @@ const CLOSE_AGAIN_MS = 50;
 const browserSessions = new WeakMap();
 
 function browserSession(browser) {
-  if (!browserSessions.has(browser)) browserSessions.set(browser, browser.newBrowserCDPSession().catch(() => null));
+  if (!browserSessions.has(browser))
+    browserSessions.set(
+      browser,
+      browser.newBrowserCDPSession().catch(() => null),
+    );
   return browserSessions.get(browser);
 }
 

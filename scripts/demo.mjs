@@ -116,20 +116,30 @@ try {
     blockDetection: {
       autoUnblock: true,
       onDetection: (r) =>
-        show(`detection (${r.pass} pass)`, `${r.blockStatus} score=${r.score} signals=${r.signals.map((x) => x.name).join(',') || '-'}`),
+        show(
+          `detection (${r.pass} pass)`,
+          `${r.blockStatus} score=${r.score} signals=${r.signals.map((x) => x.name).join(',') || '-'}`,
+        ),
     },
   });
   const session = await browserClient.start();
   try {
     const tab = await session.browserContext.newPage();
     await tab.goto(emu.siteHttpsUrl);
-    for (let i = 0; i < 100 && (await tab.title()) !== 'Aluvia Emulator Shop'; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && (await tab.title()) !== 'Aluvia Emulator Shop'; i++)
+      await new Promise((r) => setTimeout(r, 100));
     await new Promise((r) => setTimeout(r, 500));
     show('page title after auto-unblock', await tab.title());
     show('rules now', (await api.account.connections.get(browserClient.connectionId)).rules);
-    show('traffic', browserClient.getTrafficStats().filter((t) => t.hostname === '127.0.0.1'));
+    show(
+      'traffic',
+      browserClient.getTrafficStats().filter((t) => t.hostname === '127.0.0.1'),
+    );
     const visits = await (await fetch(new URL('/_site/visits', emu.siteUrl))).json();
-    show('what the site saw', visits.filter((v) => v.path === '/').map((v) => `${v.protocol} from ${v.peer}: ${v.status}`));
+    show(
+      'what the site saw',
+      visits.filter((v) => v.path === '/').map((v) => `${v.protocol} from ${v.peer}: ${v.status}`),
+    );
   } finally {
     await session.close();
   }
@@ -219,7 +229,10 @@ async function cliStoryIn(home) {
     let got;
     for (let i = 0; i < 100; i++) {
       got = JSON.parse(
-        execFileSync(process.execPath, [cliPath, 'session', 'get', '--browser-session', name], { env, encoding: 'utf8' }),
+        execFileSync(process.execPath, [cliPath, 'session', 'get', '--browser-session', name], {
+          env,
+          encoding: 'utf8',
+        }),
       );
       if (got.lastDetection?.blockStatus === 'clear' && got.connection?.rules?.length) break;
       await new Promise((r) => setTimeout(r, 100));

@@ -37,4 +37,6 @@ for (let i = 1; i <= runs; i++) {
     process.exit(1);
   }
 }
-process.stdout.write(`${runs} of ${runs} runs passed (${((Date.now() - started) / 1000).toFixed(1)} s): ${file} "${pattern}"\n`);
+process.stdout.write(
+  `${runs} of ${runs} runs passed (${((Date.now() - started) / 1000).toFixed(1)} s): ${file} "${pattern}"\n`,
+);

@@ -56,7 +56,9 @@ if (!chromiumKnown && !aptInstall(['chromium'])) {
 if (release) {
   const missing = ['wrk', 'curl'].filter((cmd) => !hasCommand(cmd));
   if (missing.length && !aptInstall(missing)) {
-    log(`${missing.join(' and ')} not found: the proxy bench falls back to its Node clients (install them for the native figures)`);
+    log(
+      `${missing.join(' and ')} not found: the proxy bench falls back to its Node clients (install them for the native figures)`,
+    );
   }
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// The whole suite: the Rust core (cargo test) and the JS surface (node --test),
-// each printing its own summary. Exits non-zero when either fails.
+// The whole suite: the JS lint and format check (biome check), the Rust core
+// (cargo test) and the JS surface (node --test), each printing its own
+// summary. Exits non-zero when any fails. With test files as arguments, only
+// those run.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,6 +19,7 @@ function run(cmd, args) {
 
 let ok = true;
 if (only.length === 0) {
+  ok = run(process.execPath, [join('node_modules', '@biomejs', 'biome', 'bin', 'biome'), 'check', '.']) && ok;
   ok = run('cargo', ['test', '-p', 'aluvia-core', '-p', 'aluvia-emulator']) && ok;
 }
 const files = only.length

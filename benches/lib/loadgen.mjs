@@ -25,7 +25,14 @@ function once() {
     const req = http.request(reqOpts, (res) => {
       let n = 0;
       res.on('data', (c) => (n += c.length));
-      res.on('end', () => resolve({ t0, t1: now(), ok: res.statusCode === 200 && (expectBytes == null || n === expectBytes), status: res.statusCode }));
+      res.on('end', () =>
+        resolve({
+          t0,
+          t1: now(),
+          ok: res.statusCode === 200 && (expectBytes == null || n === expectBytes),
+          status: res.statusCode,
+        }),
+      );
       res.on('error', (e) => resolve({ t0, t1: now(), ok: false, status: String(e.code ?? e.message) }));
     });
     req.on('error', (e) => resolve({ t0, t1: now(), ok: false, status: String(e.code ?? e.message) }));

@@ -10,7 +10,14 @@ export async function serveLoopback(res, label, handler) {
   const server = http.createServer(handler);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  res.defer(label, () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }));
+  res.defer(
+    label,
+    () =>
+      new Promise((r) => {
+        server.closeAllConnections?.();
+        server.close(() => r());
+      }),
+  );
   return `http://127.0.0.1:${server.address().port}`;
 }
 

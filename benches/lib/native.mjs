@@ -37,7 +37,16 @@ function run(res, cmd, args, env, timeoutMs) {
 export async function wrk(res, { targetPort, proxyPort, concurrency, seconds }) {
   const target = `127.0.0.1:${targetPort}`;
   const url = proxyPort ? `http://127.0.0.1:${proxyPort}/` : `http://${target}/x`;
-  const args = ['-t1', `-c${concurrency}`, `-d${seconds}s`, '--timeout', '5s', '-s', join(benchDir, 'lib', 'wrk-get.lua'), url];
+  const args = [
+    '-t1',
+    `-c${concurrency}`,
+    `-d${seconds}s`,
+    '--timeout',
+    '5s',
+    '-s',
+    join(benchDir, 'lib', 'wrk-get.lua'),
+    url,
+  ];
   const out = await run(res, 'wrk', args, { BENCH_TARGET: proxyPort ? target : '' }, (seconds + 15) * 1000);
   const line = out.trim().split('\n').pop();
   const r = JSON.parse(line);

@@ -9,11 +9,15 @@ export function table({ title, head, rows }) {
   const widths = head.map((_, i) => Math.max(...all.map((r) => [...r[i]].length)));
   const numeric = head.map((_, i) => rows.every((r) => /^[-\d.,%×n/a ]+$/.test(String(r[i]))));
   const line = (r) =>
-    '  ' + r.map((c, i) => (numeric[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+    '  ' +
+    r
+      .map((c, i) => (numeric[i] ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
   const out = [];
   if (title) out.push(title);
   out.push(line(all[0]));
-  out.push('  ' + widths.map((w) => '-'.repeat(w)).join('  '));
+  out.push(`  ${widths.map((w) => '-'.repeat(w)).join('  ')}`);
   for (const r of all.slice(1)) out.push(line(r));
   return out.join('\n');
 }

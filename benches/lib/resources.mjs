@@ -65,7 +65,8 @@ export function startChild(res, script, config = {}, { label = script } = {}) {
   const exitPromise = new Promise((resolve) => {
     child.once('exit', (code, signal) => {
       exited = { code, signal };
-      for (const w of waiters.splice(0)) w.reject(new Error(`${label} exited (code ${code}, signal ${signal}) before answering`));
+      for (const w of waiters.splice(0))
+        w.reject(new Error(`${label} exited (code ${code}, signal ${signal}) before answering`));
       resolve(exited);
     });
   });

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { childSetup } from './resources.mjs';
 
 const { config, send } = childSetup();
-const SMALL = Buffer.from('x'.repeat(99) + '\n'); // 100 bytes
+const SMALL = Buffer.from(`${'x'.repeat(99)}\n`); // 100 bytes
 const BIG = config.bigBytes ?? 200_000_000;
 const CHUNK = Buffer.alloc(1024 * 1024, 0x61);
 

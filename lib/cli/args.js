@@ -3,7 +3,8 @@
 // The argv parser. `scan` finds the positionals (to know the command) and
 // whether help was asked for; `parseOptions` then reads the argv against the
 // command's own flags: an unknown flag, a value flag without its value and a
-// boolean flag given a value are errors, never ignored.
+// boolean flag given a value are errors, never ignored; `convertOptions`
+// turns typed values (ports) into what the handler takes.
 
 const { VALUE_FLAGS } = require('./table.js');
 
@@ -98,4 +99,22 @@ function parseOptions(argv, command) {
   return { options, positionals };
 }
 
-module.exports = { scan, parseOptions, ArgError };
+/** What a flag's `kind` makes of its value (`name` is the flag, for the error). */
+const KINDS = {
+  port(v, name) {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n > 65535) {
+      throw new ArgError(`Invalid --${name}: '${v}' must be an integer from 0 to 65535.`);
+    }
+    return n;
+  },
+};
+
+/** Converts the values of the command's typed flags in place, in the table's order. */
+function convertOptions(options, command) {
+  for (const o of command.options) {
+    if (o.kind && options[o.key] !== undefined) options[o.key] = KINDS[o.kind](options[o.key], o.name);
+  }
+}
+
+module.exports = { scan, parseOptions, convertOptions, ArgError };

@@ -12,19 +12,11 @@ const path = require('node:path');
 const { randomUUID } = require('node:crypto');
 const native = require('../native.js');
 const { mapped, CliError } = require('../errors.js');
+const { ENV_OPTIONS } = require('./table.js');
 
 const DAEMON = path.join(__dirname, 'daemon.js');
 /** `session close`: how long to wait after SIGTERM before SIGKILL. */
 const CLOSE_GRACE_MS = 10_000;
-
-/** What the daemon gets from the environment; the API key goes over its stdin. */
-const ENV_KEYS = [
-  'ALUVIA_API_BASE_URL',
-  'ALUVIA_GATEWAY_HOST',
-  'ALUVIA_GATEWAY_PORT',
-  'ALUVIA_GATEWAY_PROTOCOL',
-  'ALUVIA_TRUST_SPKI',
-];
 
 /** The home directory whose `.aluvia/config.json` holds the key of `aluvia auth`. */
 const homeOf = (env) => env.HOME || os.homedir();
@@ -41,15 +33,9 @@ function settings(env = process.env) {
   } catch (err) {
     return failure(err);
   }
-  const port = env.ALUVIA_GATEWAY_PORT;
-  return {
-    apiKey,
-    apiBaseUrl: env.ALUVIA_API_BASE_URL || undefined,
-    gatewayHost: env.ALUVIA_GATEWAY_HOST || undefined,
-    gatewayPort: port ? Number(port) : undefined,
-    gatewayProtocol: env.ALUVIA_GATEWAY_PROTOCOL || undefined,
-    trustSpki: env.ALUVIA_TRUST_SPKI ? env.ALUVIA_TRUST_SPKI.split(',').filter(Boolean) : undefined,
-  };
+  const out = { apiKey };
+  for (const [name, key, parse] of ENV_OPTIONS) out[key] = env[name] ? parse(env[name]) : undefined;
+  return out;
 }
 
 function apiFor(s) {
@@ -128,9 +114,8 @@ function scriptPath(run, cwd) {
 /**
  * `session start <url>`: checks what it can (URL, connection id, script,
  * Chromium), claims a name, spawns the daemon and waits (60 s at most) until
- * its browser has navigated. Options: url, autoUnblock, run, headful,
- * browserSession, connectionId, disableBlockDetection, cwd, env,
- * readyTimeoutMs.
+ * its browser has navigated. Options: the command's (./table.js), and cwd,
+ * env, readyTimeoutMs.
  */
 function sessionStart(o = {}) {
   return guarded(o, async (s) => {
@@ -148,7 +133,7 @@ function sessionStart(o = {}) {
     const name = await mapped(() => native.sessionClaim(requested, { pid: 0, blockDetection, autoUnblock }));
     const env = {};
     const source = o.env ?? process.env;
-    for (const k of ENV_KEYS) if (source[k] !== undefined) env[k] = source[k];
+    for (const [k] of ENV_OPTIONS) if (source[k] !== undefined) env[k] = source[k];
     const spec = { name, url, blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run };
     // The daemon's lock as it was when it became ready (with --run it may be gone by now).
     const { pid, lock } = await mapped(() =>
@@ -181,7 +166,9 @@ const closeOne = (name) => mapped(() => native.sessionClose(name, CLOSE_GRACE_MS
 function sessionClose(o = {}) {
   return guarded(o, async () => {
     if (o.all && o.browserSession !== undefined) {
-      return { error: 'Cannot both close all sessions and name one. Use either --all or --browser-session <name>, not both.' };
+      return {
+        error: 'Cannot both close all sessions and name one. Use either --all or --browser-session <name>, not both.',
+      };
     }
     if (o.all) {
       const { sessions } = await mapped(() => native.sessionList());

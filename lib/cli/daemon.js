@@ -23,7 +23,8 @@ function log(msg) {
 async function main() {
   const apiKey = native.sessionDaemonSecret();
   const spec = JSON.parse(process.argv[2]);
-  const s = settings({ ...process.env, ALUVIA_API_KEY: apiKey });
+  // Without a key, settings() is `{ error }` and the client gets an empty key.
+  const { error: _noKey, ...fromEnv } = settings({ ...process.env, ALUVIA_API_KEY: apiKey });
   // SIGTERM and SIGINT are the engine's (it stops the session gracefully).
   // Listening here first keeps a --run script from taking them over: Node
   // installs its handler for a signal once, with the first listener, and the
@@ -43,15 +44,7 @@ async function main() {
         headful: spec.headful,
         blockDetection: spec.blockDetection,
         autoUnblock: spec.autoUnblock,
-        client: {
-          apiKey: s.apiKey ?? '',
-          apiBaseUrl: s.apiBaseUrl,
-          gatewayHost: s.gatewayHost,
-          gatewayPort: s.gatewayPort,
-          gatewayProtocol: s.gatewayProtocol,
-          trustSpki: s.trustSpki,
-          connectionId: spec.connectionId,
-        },
+        client: { ...fromEnv, apiKey: fromEnv.apiKey ?? '', connectionId: spec.connectionId },
       },
       spec.run ? (cdpUrl) => runScript(spec.run, cdpUrl) : undefined,
     ),

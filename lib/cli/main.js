@@ -2,13 +2,12 @@
 
 // `aluvia <command>`: argv → the command of the table (./table.js) → one JSON
 // object on stdout (help and version print text). Help and version never load
-// the native engine.
+// the native engine. Everything about a command (its flags, their values,
+// its handler) is the table's; here is only how argv becomes a call.
 
-const { scan, parseOptions, ArgError } = require('./args.js');
-const { findCommand } = require('./table.js');
+const { scan, parseOptions, convertOptions, ArgError } = require('./args.js');
+const { findCommand, unalias, GROUPS } = require('./table.js');
 const { helpJson, helpText, commandHelpText, groupHelpText } = require('./help.js');
-
-const GROUPS = new Set(['session', 'account', 'auth']);
 
 function print(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -17,49 +16,6 @@ function print(obj) {
 function fail(error, extra = {}) {
   print({ error, ...extra });
   process.exitCode = 1;
-}
-
-function portFlag(options, key, name) {
-  const v = options[key];
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n > 65535) throw new ArgError(`Invalid --${name}: '${v}' must be an integer from 0 to 65535.`);
-  return n;
-}
-
-async function emulatorCommand(options) {
-  const port = portFlag(options, 'port', 'port');
-  const gatewayPort = portFlag(options, 'gatewayPort', 'gateway-port');
-  const sitePort = portFlag(options, 'sitePort', 'site-port');
-  const siteTlsPort = portFlag(options, 'siteTlsPort', 'site-tls-port');
-  // Listen for the signals before anything is printed: whoever reads the
-  // JSON line may stop the emulator at once.
-  let stopRequested;
-  const stopped = new Promise((resolve) => (stopRequested = resolve));
-  const onSignal = () => stopRequested();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const { startEmulator } = require('../emulator.js');
-  const emu = await startEmulator({ port, gatewayPort, sitePort, siteTlsPort, site: !options.noSite, autoApprove: Boolean(options.autoApprove) });
-  print({
-    apiBaseUrl: emu.apiBaseUrl,
-    apiKey: emu.apiKey,
-    gatewayHost: emu.gatewayHost,
-    gatewayPort: emu.gatewayPort,
-    ...(emu.siteUrl
-      ? { siteUrl: emu.siteUrl, siteHttpsUrl: emu.siteHttpsUrl, siteSpki: emu.siteSpki, siteCertificate: emu.siteCertificate }
-      : {}),
-    exports: [
-      `export ALUVIA_API_KEY=${emu.apiKey}`,
-      `export ALUVIA_API_BASE_URL=${emu.apiBaseUrl}`,
-      `export ALUVIA_GATEWAY_HOST=${emu.gatewayHost}`,
-      `export ALUVIA_GATEWAY_PORT=${emu.gatewayPort}`,
-    ],
-  });
-  const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
-  await stopped;
-  clearInterval(keepAlive);
-  await emu.stop();
 }
 
 /** `aluvia help [command]`, `<command> --help`: text, or JSON with --json. */
@@ -85,7 +41,10 @@ function resolveCommand(positionals) {
   const command = findCommand(positionals);
   const [first, second] = positionals;
   if (!command) {
-    if (first === 'session') return { error: `Unknown session subcommand: '${second ?? ''}'. Run "aluvia help" for usage.` };
+    // A group without a command of its own (`session`).
+    if (GROUPS.has(first)) {
+      return { error: `Unknown ${first} subcommand: '${second ?? ''}'. Run "aluvia help" for usage.` };
+    }
     return { error: `Unknown command: '${first}'. Run "aluvia help" for usage.` };
   }
   if (command.path.length === 1 && GROUPS.has(first) && second !== undefined) {
@@ -96,7 +55,7 @@ function resolveCommand(positionals) {
 
 async function main(argv) {
   try {
-    const args = argv[0] === '--version' || argv[0] === '-v' ? ['version', ...argv.slice(1)] : argv;
+    const args = unalias(argv);
     const { positionals, help, json } = scan(args);
     const stray = positionals.length === 0 && !help && args.find((a) => a !== '--json');
     if (stray) throw new ArgError(`Unknown option: '${stray.split('=')[0]}'. Run "aluvia help" for usage.`);
@@ -114,18 +73,13 @@ async function main(argv) {
       const v = parsed.positionals[command.path.length + i];
       if (v !== undefined) options[a.key] = v;
     });
-    switch (command.path[0]) {
-      case 'version':
-        process.stdout.write(`${require('../../package.json').version}\n`);
-        return;
-      case 'emulator':
-        await emulatorCommand(options);
-        return;
-      default: {
-        const result = await command.run({ ...options, env: process.env });
-        print(result);
-        if (result.error !== undefined) process.exitCode = 1;
-      }
+    convertOptions(options, command);
+    // Text (version), the one JSON object, or nothing (the emulator prints its own).
+    const result = await command.run({ ...options, env: process.env });
+    if (typeof result === 'string') process.stdout.write(`${result}\n`);
+    else if (result !== undefined) {
+      print(result);
+      if (result.error !== undefined) process.exitCode = 1;
     }
   } catch (err) {
     fail(err?.message ?? String(err));

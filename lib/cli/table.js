@@ -5,6 +5,18 @@
 // takes and which of them take a value), dispatch, and the MCP server's tool
 // schemas. The handlers (./commands.js) load the native engine, so they are
 // required only when a command runs: help and version work without it.
+//
+// A command: `path` (its words), `aliases` (what else names it as the first
+// argument), `args` (positionals: option key, placeholder, MCP description),
+// `description`, `example`, `options` (flags), `exclusive` (two option keys
+// that cannot go together), `run(options)` (resolves to the JSON object to
+// print, text, or nothing when it prints itself) and `tool` (the MCP tool:
+// `name`, `description` (what the tool does; the command and the exclusive
+// parameters are added), `required`, `output` to change what the tool
+// returns). A flag: `name`, `key`, `description`, `value` (its placeholder
+// when it takes one), `kind` (how the CLI converts the value: 'port'),
+// `schema` (its MCP type when not a string or boolean) and `tool` (its MCP
+// description, or false when the tool leaves it out).
 
 const handlers = () => require('./commands.js');
 const authHandlers = () => require('./auth.js');
@@ -52,7 +64,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionStart(o),
     tool: {
       name: 'session_start',
-      description: 'Start a background headless browser session on a URL (same as `aluvia session start`).',
+      description: 'Start a background headless browser session on a URL',
       required: ['url'],
     },
   },
@@ -65,7 +77,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionClose(o),
     tool: {
       name: 'session_close',
-      description: 'Close a browser session, or all of them (same as `aluvia session close`); all or browserSession, not both.',
+      description: 'Close a browser session, or all of them',
     },
   },
   {
@@ -74,7 +86,7 @@ const COMMANDS = [
     example: 'aluvia session list',
     options: [],
     run: (o) => handlers().sessionList(o),
-    tool: { name: 'session_list', description: 'List running browser sessions (same as `aluvia session list`).' },
+    tool: { name: 'session_list', description: 'List running browser sessions' },
   },
   {
     path: ['session', 'get'],
@@ -84,8 +96,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionGet(o),
     tool: {
       name: 'session_get',
-      description:
-        'Details of a session: block detection state, the connection, traffic (same as `aluvia session get`).',
+      description: 'Details of a session: block detection state, the connection, traffic',
       // What an agent reads may end up in a model's logs, and it never needs
       // the gateway password: the tool shows it redacted (the CLI does not).
       output: (out) =>
@@ -102,7 +113,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionRotateIp(o),
     tool: {
       name: 'session_rotate_ip',
-      description: "Rotate the session's exit IP with a new session ID (same as `aluvia session rotate-ip`).",
+      description: "Rotate the session's exit IP with a new session ID",
     },
   },
   {
@@ -115,7 +126,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionSetGeo(o),
     tool: {
       name: 'session_set_geo',
-      description: "Set or clear the session's geo targeting (same as `aluvia session set-geo`); geo or clear, not both.",
+      description: "Set or clear the session's geo targeting",
     },
   },
   {
@@ -131,8 +142,7 @@ const COMMANDS = [
     run: (o) => handlers().sessionSetRules(o),
     tool: {
       name: 'session_set_rules',
-      description:
-        "Append to or remove from the session's routing rules (same as `aluvia session set-rules`); rules or remove, not both.",
+      description: "Append to or remove from the session's routing rules",
     },
   },
   {
@@ -141,7 +151,7 @@ const COMMANDS = [
     example: 'aluvia account',
     options: [],
     run: (o) => handlers().account(o),
-    tool: { name: 'account_get', description: 'Account details (same as `aluvia account`).' },
+    tool: { name: 'account_get', description: 'Account details' },
   },
   {
     path: ['account', 'usage'],
@@ -152,7 +162,7 @@ const COMMANDS = [
       flag('end', 'Period end', { value: '<ISO8601>', tool: 'End, ISO 8601' }),
     ],
     run: (o) => handlers().accountUsage(o),
-    tool: { name: 'account_usage', description: 'Account usage (same as `aluvia account usage`).' },
+    tool: { name: 'account_usage', description: 'Account usage' },
   },
   {
     path: ['geos'],
@@ -160,7 +170,7 @@ const COMMANDS = [
     example: 'aluvia geos',
     options: [],
     run: (o) => handlers().geos(o),
-    tool: { name: 'geos_list', description: 'Available geo codes (same as `aluvia geos`).' },
+    tool: { name: 'geos_list', description: 'Available geo codes' },
   },
   {
     path: ['auth'],
@@ -168,7 +178,6 @@ const COMMANDS = [
       'Log in once instead of exporting a key: prints a URL and a code on stderr, waits for the approval in the browser, checks the key and saves it to ~/.aluvia/config.json (readable by you only). ALUVIA_API_KEY still wins when set.',
     example: 'aluvia auth',
     options: [],
-    keyless: true,
     run: (o) => authHandlers().authLogin(o),
   },
   {
@@ -176,7 +185,6 @@ const COMMANDS = [
     description: 'Whether a key is available and where from (env or config); never prints the key.',
     example: 'aluvia auth status',
     options: [],
-    keyless: true,
     run: (o) => authHandlers().authStatus(o),
   },
   {
@@ -184,7 +192,6 @@ const COMMANDS = [
     description: 'Remove the key that aluvia auth saved.',
     example: 'aluvia auth logout',
     options: [],
-    keyless: true,
     run: (o) => authHandlers().authLogout(o),
   },
   {
@@ -193,30 +200,47 @@ const COMMANDS = [
       'Run the local emulator of the Aluvia API and gateway (and a protected demo site) on loopback; prints one JSON line with the settings to export, then serves until interrupted. Needs no API key.',
     example: 'aluvia emulator --port 8700',
     options: [
-      flag('port', 'API port (default: any free port)', { value: '<n>' }),
-      flag('gateway-port', 'Gateway port (default: any free port)', { value: '<n>' }),
-      flag('site-port', 'Protected demo site port (default: any free port)', { value: '<n>' }),
-      flag('site-tls-port', 'The same site over HTTPS, HTTP/1.1 and h2 (default: any free port)', { value: '<n>' }),
+      flag('port', 'API port (default: any free port)', { value: '<n>', kind: 'port' }),
+      flag('gateway-port', 'Gateway port (default: any free port)', { value: '<n>', kind: 'port' }),
+      flag('site-port', 'Protected demo site port (default: any free port)', { value: '<n>', kind: 'port' }),
+      flag('site-tls-port', 'The same site over HTTPS, HTTP/1.1 and h2 (default: any free port)', {
+        value: '<n>',
+        kind: 'port',
+      }),
       flag('no-site', 'Do not serve the protected demo site'),
       flag('auto-approve', 'Approve every aluvia auth login at once'),
     ],
-    keyless: true,
+    run: (o) => require('./emulator.js').emulator(o),
   },
   {
     path: ['version'],
+    aliases: ['--version', '-v'],
     description: 'Print the package version (also: --version, -v).',
     example: 'aluvia --version',
     options: [],
-    keyless: true,
+    run: () => require('../../package.json').version,
   },
   {
     path: ['help'],
     description:
-      "Show this help; \"aluvia help <command>\" shows one command's (as do <command> --help and -h at any position).",
+      'Show this help; "aluvia help <command>" shows one command\'s (as do <command> --help and -h at any position).',
     example: 'aluvia help session start',
     options: [flag('json', 'Print the commands as JSON')],
-    keyless: true,
   },
+];
+
+/**
+ * The client options the CLI (and its daemon, which gets these variables; the
+ * API key goes over its stdin) takes from the environment, and that `aluvia
+ * emulator` prints as exports: variable, option, and how a set value becomes
+ * the option.
+ */
+const ENV_OPTIONS = [
+  ['ALUVIA_API_BASE_URL', 'apiBaseUrl', String],
+  ['ALUVIA_GATEWAY_HOST', 'gatewayHost', String],
+  ['ALUVIA_GATEWAY_PORT', 'gatewayPort', Number],
+  ['ALUVIA_GATEWAY_PROTOCOL', 'gatewayProtocol', String],
+  ['ALUVIA_TRUST_SPKI', 'trustSpki', (v) => v.split(',').filter(Boolean)],
 ];
 
 /** `session start <url>`: how a command is written in help. */
@@ -227,6 +251,15 @@ function usage(command) {
 /** `--run <script>`. */
 function flagText(option) {
   return option.value ? `--${option.name} ${option.value}` : `--${option.name}`;
+}
+
+/** How a flag can be written in a message: `--run <script>` and `--run`, or `--all`. */
+const flagForms = (option) => (option.value ? [flagText(option), `--${option.name}`] : [flagText(option)]);
+
+/** argv with a command's alias in first place replaced by the command's words. */
+function unalias(argv) {
+  const command = COMMANDS.find((c) => c.aliases?.includes(argv[0]));
+  return command ? [...command.path, ...argv.slice(1)] : argv;
 }
 
 /** The command whose path the positionals start with (the longest match), or undefined. */
@@ -241,4 +274,7 @@ function findCommand(positionals) {
 /** Every flag that takes a value, in any command. */
 const VALUE_FLAGS = new Set(COMMANDS.flatMap((c) => c.options.filter((o) => o.value).map((o) => o.name)));
 
-module.exports = { COMMANDS, usage, flagText, findCommand, VALUE_FLAGS };
+/** The first words of commands with subcommands (`session`). */
+const GROUPS = new Set(COMMANDS.filter((c) => c.path.length > 1).map((c) => c.path[0]));
+
+module.exports = { COMMANDS, ENV_OPTIONS, usage, flagText, flagForms, unalias, findCommand, VALUE_FLAGS, GROUPS };
