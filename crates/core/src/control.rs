@@ -9,14 +9,14 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::api::{finish, ApiClient, Call};
+use crate::api::{finish, id_value, rules_of, ApiClient, Call};
 use crate::config::{ConfigHandle, ConnectionConfig};
 use crate::error::{AluviaError, Result};
 use crate::log::{Logger, RepeatedFailure};
 use crate::proxy::RouteListener;
 use crate::rules::RuleSet;
 use crate::rules_edit::{edit_connection_rules, EditedRules, RulesEdit};
-use crate::session::LockDir;
+use crate::store::LockDir;
 
 pub const MIN_POLL_INTERVAL_MS: u64 = 1000;
 
@@ -51,19 +51,6 @@ pub fn parse_connection(data: &Value, etag: Option<String>) -> Result<Connection
         target_geo: text("target_geo"),
         etag,
     })
-}
-
-/// The string rules of a connection object as the API returns it.
-pub fn rules_of(data: &Value) -> Vec<String> {
-    data.get("rules")
-        .and_then(Value::as_array)
-        .map(|rules| rules.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-/// The id as JSON: a number when it is numeric, else the string.
-pub fn id_value(id: &str) -> Value {
-    id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(id.to_string()))
 }
 
 pub struct ControlPlane {

@@ -1,6 +1,8 @@
-//! The machinery behind the CLI's background browser sessions: the lock
-//! directory (`{os tmpdir}/aluvia-sdk`), its lock files and logs, session
-//! naming, liveness checks and stale cleanup, and the daemon launcher.
+//! The lock directory (`{os tmpdir}/aluvia-sdk`) and what it stores: the
+//! `cli-{name}.lock` records of the CLI's background browser sessions, their
+//! logs, session naming and the identity of the process a record names. Every
+//! process that deals with sessions uses it: the CLI, the MCP server, a
+//! `connect()`, a session daemon.
 //!
 //! - [`LockDir`] opens (and refuses an unsafe) lock directory; it reads, writes,
 //!   updates, lists and removes `cli-{name}.lock` files, and claims names
@@ -8,17 +10,12 @@
 //!   [`LockDir::lock_rules`] takes the per-connection `rules-{id}.lock` that
 //!   serializes rule edits on this machine.
 //! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
-//! - [`is_process_alive`] and [`terminate`] deal with daemon processes;
-//!   [`close_session`] is `session close`.
-//! - [`spawn_daemon`] starts a detached daemon and waits on a pipe until it calls
-//!   [`signal_ready`]; [`run_daemon`] is that daemon's life, from its first
-//!   lock write to the lock's removal.
+//! - [`is_process_alive`] and [`terminate`] deal with the processes a record
+//!   names; [`resolve_session`] finds the session a command means.
 //!
 //! Unix only.
 #![cfg(unix)]
 
-mod close;
-mod daemon;
 mod dir;
 mod lock;
 mod logs;
@@ -26,16 +23,9 @@ mod naming;
 mod process;
 mod resolve;
 mod rules_lock;
-mod run;
-mod sync;
 
-pub use close::{close_session, Closed, HANDOVER_WAIT};
-pub use daemon::{
-    prepare_ready_fd, signal_failed, signal_ready, spawn_daemon, take_secret, DaemonReady, DaemonSpawn, LaunchError,
-    API_KEY_ENV, DEFAULT_READY_TIMEOUT, READY_FD_ENV,
-};
 pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
-pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead};
+pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead, PROFILE_DIR_PREFIX};
 pub use logs::{KEEP_LOGS, MAX_LOG_AGE};
 pub use naming::{
     generate_name, validate_session_name, NameState, ADJECTIVES, INVALID_NAME_MESSAGE, MAX_NAME_ATTEMPTS, MAX_NAME_LEN,
@@ -46,8 +36,6 @@ pub use process::{
 };
 pub use resolve::{resolve_session, Purpose, ResolveError};
 pub use rules_lock::RulesLock;
-pub use run::{run_daemon, stop_on_signals, DaemonExit, DaemonRun, DaemonStop, Script, DAEMON_POLL_INTERVAL_MS};
-pub use sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
 
 /// Runs blocking lock-file work (it may wait on the directory lock, and it
 /// fsyncs) off the async threads.

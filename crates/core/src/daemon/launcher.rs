@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::dir::LockDir;
-use super::lock::LockData;
-use super::logs::{KEEP_LOGS, MAX_LOG_AGE};
-use super::off_thread;
-use super::process::{is_recorded_process, process_start};
+use crate::store::off_thread;
+use crate::store::LockData;
+use crate::store::LockDir;
+use crate::store::{is_recorded_process, process_start};
+use crate::store::{KEEP_LOGS, MAX_LOG_AGE};
 
 /// The API key's environment variable, taken out of the daemon's environment.
 pub const API_KEY_ENV: &str = "ALUVIA_API_KEY";
@@ -587,9 +587,9 @@ fn send_final_line(mut line: Vec<u8>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::lock::{LockData, LockRead};
-    use crate::session::process::{is_process_alive, terminate, Termination};
-    use crate::session::testutil::TempDir;
+    use crate::store::testutil::TempDir;
+    use crate::store::{is_process_alive, terminate, Termination};
+    use crate::store::{LockData, LockRead};
     use std::os::unix::fs::MetadataExt;
 
     fn sh(dir: &TempDir, script: &str, timeout: Duration) -> DaemonSpawn {
@@ -747,7 +747,7 @@ mod tests {
         let Some(LockRead::Valid(lock)) = locks.read("mine").unwrap() else { panic!() };
         assert_eq!(lock.pid, pid);
         assert!(lock.process_start.is_some(), "the daemon is recorded beyond its pid");
-        assert_eq!(lock.process_start, crate::session::process_start(pid));
+        assert_eq!(lock.process_start, crate::store::process_start(pid));
         assert_eq!(lock.session.as_deref(), Some("mine"));
         assert_eq!(terminate(pid, None, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
     }
@@ -875,7 +875,7 @@ mod tests {
         let dir = TempDir::new("daemon-rust");
         let spec = DaemonSpawn {
             program: std::env::current_exe().unwrap(),
-            args: ["--exact", "session::daemon::tests::session_daemon_ready_child", "--nocapture", "--test-threads=1"]
+            args: ["--exact", "daemon::launcher::tests::session_daemon_ready_child", "--nocapture", "--test-threads=1"]
                 .map(String::from)
                 .to_vec(),
             env: vec![(CHILD_ENV.into(), "1".into())],

@@ -101,7 +101,7 @@ fn names(path: &Path, file: &File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::TempDir;
+    use crate::store::testutil::TempDir;
 
     #[test]
     fn rules_lock_file_names() {

@@ -170,7 +170,7 @@ pub async fn terminate(pid: u32, start: Option<&str>, grace: Duration) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::dead_pid;
+    use crate::store::testutil::dead_pid;
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Command, Stdio};
 

@@ -14,7 +14,6 @@ use serde_json::{Map, Value};
 use super::dir::LockDir;
 use super::naming::{generate_name, validate_session_name, NameState, INVALID_NAME_MESSAGE};
 use super::process::{is_process_alive, is_recorded_process, process_start};
-use crate::browser::PROFILE_DIR_PREFIX;
 use crate::error::{AluviaError, Result};
 
 const DIR_LOCK_FILE: &str = ".dir.lock";
@@ -22,6 +21,10 @@ const LOCK_PREFIX: &str = "cli-";
 const LOCK_SUFFIX: &str = ".lock";
 const TMP_PREFIX: &str = ".cli-";
 const TMP_SUFFIX: &str = ".tmp";
+
+/// How the name of every Chromium profile directory the engine creates starts
+/// (stale-session cleanup removes only directories named like this).
+pub const PROFILE_DIR_PREFIX: &str = "aluvia-chromium-";
 
 /// A lock file's JSON. Optional fields are left out when `None`; fields this
 /// version does not know are kept in `extra` and written back.
@@ -54,6 +57,10 @@ pub struct LockData {
     /// Ours: the session's traffic counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Value>,
+    /// Ours: the daemon's Chromium profile, which stale cleanup removes when
+    /// the daemon was killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_dir: Option<String>,
     /// Unknown fields, preserved.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -434,7 +441,7 @@ impl LockDir {
 /// [`PROFILE_DIR_PREFIX`]`*`, owned by us.
 fn stale_profile(data: &LockData) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    let dir = Path::new(data.extra.get("profileDir").and_then(Value::as_str)?);
+    let dir = Path::new(data.profile_dir.as_deref()?);
     let named = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(PROFILE_DIR_PREFIX));
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -445,7 +452,7 @@ fn stale_profile(data: &LockData) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::{dead_pid, TempDir};
+    use crate::store::testutil::{dead_pid, TempDir};
     use std::os::unix::fs::MetadataExt;
     use std::sync::{Arc, Barrier};
 
@@ -461,6 +468,15 @@ mod tests {
             auto_unblock: Some(false),
             ..LockData::default()
         }
+    }
+
+    #[test]
+    fn session_profile_dir_keeps_its_key_and_place() {
+        let text = r#"{"pid":1,"traffic":{"sent":1},"profileDir":"/tmp/aluvia-chromium-0123","browserIsolation":"none"}"#;
+        let LockRead::Valid(data) = parse_lock("x", text.as_bytes()) else { panic!("not valid") };
+        assert_eq!(data.profile_dir.as_deref(), Some("/tmp/aluvia-chromium-0123"));
+        assert!(data.extra.get("profileDir").is_none());
+        assert_eq!(serde_json::to_string(&data).unwrap(), text, "written back byte for byte");
     }
 
     #[test]
@@ -572,7 +588,7 @@ mod tests {
         }
         let with_profile = |p: &Path| {
             let mut data = early(dead_pid());
-            data.extra.insert("profileDir".into(), Value::from(p.to_str().unwrap()));
+            data.profile_dir = Some(p.to_str().unwrap().to_string());
             data
         };
         dir.write("stale", &with_profile(&profile)).unwrap();
@@ -602,7 +618,7 @@ mod tests {
         };
         let lock = |pid: u32, p: &Path| {
             let mut data = early(pid);
-            data.extra.insert("profileDir".into(), Value::from(p.to_str().unwrap()));
+            data.profile_dir = Some(p.to_str().unwrap().to_string());
             data
         };
         let (dead, live) = (profile("dead"), profile("live"));
@@ -747,12 +763,12 @@ mod tests {
         let me = std::process::id();
         let first = dir.claim(None, early(me)).unwrap();
         let (adjective, noun) = first.split_once('-').unwrap();
-        assert!(crate::session::ADJECTIVES.contains(&adjective) && crate::session::NOUNS.contains(&noun), "{first}");
+        assert!(crate::store::ADJECTIVES.contains(&adjective) && crate::store::NOUNS.contains(&noun), "{first}");
 
         // Occupy every base name with a live pid: the next claim gets `-1`.
-        let adjectives = crate::session::ADJECTIVES;
+        let adjectives = crate::store::ADJECTIVES;
         for a in adjectives {
-            for n in crate::session::NOUNS {
+            for n in crate::store::NOUNS {
                 let name = format!("{a}-{n}");
                 if name != first {
                     // Plain writes: 400 fsyncs would make this test slow.
@@ -848,7 +864,7 @@ mod tests {
         let children: Vec<_> = (0..4)
             .map(|_| {
                 std::process::Command::new(&exe)
-                    .args(["--exact", "session::lock::tests::session_claim_child_process", "--test-threads=1", "-q"])
+                    .args(["--exact", "store::lock::tests::session_claim_child_process", "--test-threads=1", "-q"])
                     .env(CHILD_ENV, &spec)
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())

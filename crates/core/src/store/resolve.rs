@@ -145,7 +145,7 @@ pub fn resolve_session(dir: &LockDir, name: Option<&str>, purpose: Purpose) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::{dead_pid, TempDir};
+    use crate::store::testutil::{dead_pid, TempDir};
 
     fn message(e: ResolveError) -> String {
         match e {

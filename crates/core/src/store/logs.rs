@@ -67,8 +67,8 @@ impl LockDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::{dead_pid, TempDir};
-    use crate::session::LockData;
+    use crate::store::testutil::{dead_pid, TempDir};
+    use crate::store::LockData;
     use std::fs::FileTimes;
 
     fn log_aged(dir: &LockDir, name: &str, age: Duration) {

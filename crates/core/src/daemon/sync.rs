@@ -8,10 +8,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::dir::LockDir;
 use crate::browser::{DetectionEvent, DetectionSink};
 use crate::detection::last_detection_json;
 use crate::log::RepeatedFailure;
+use crate::store::LockDir;
 
 /// How often `traffic` is refreshed in the lock file (at most).
 pub const TRAFFIC_INTERVAL: Duration = Duration::from_secs(1);
@@ -115,9 +115,9 @@ fn start_reporting(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::TempDir;
-    use crate::session::LockData;
-    use crate::session::LockRead;
+    use crate::store::testutil::TempDir;
+    use crate::store::LockData;
+    use crate::store::LockRead;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 

@@ -122,7 +122,7 @@ fn verify(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::TempDir;
+    use crate::store::testutil::TempDir;
 
     fn mode_of(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().mode() & 0o7777
