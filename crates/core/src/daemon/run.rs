@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::launcher::{prepare_ready_fd, signal_failed, signal_ready};
+use super::ready::{prepare_ready_fd, signal_failed, signal_ready};
 use super::sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
 use crate::api::id_value;
 use crate::client::{Client, ClientOptions, ProxyInfo, RawClientOptions};

@@ -6,8 +6,8 @@ use std::fs;
 use std::time::{Duration, SystemTime};
 
 use super::dir::LockDir;
-use super::lock::LockRead;
 use super::naming::validate_session_name;
+use super::record::LockRead;
 use crate::error::Result;
 
 /// How many logs of ended sessions are kept.

@@ -4,11 +4,15 @@
 //! process that deals with sessions uses it: the CLI, the MCP server, a
 //! `connect()`, a session daemon.
 //!
-//! - [`LockDir`] opens (and refuses an unsafe) lock directory; it reads, writes,
-//!   updates, lists and removes `cli-{name}.lock` files, and claims names
-//!   atomically under an exclusive `fs2` lock on `.dir.lock` in that directory.
-//!   [`LockDir::lock_rules`] takes the per-connection `rules-{id}.lock` that
-//!   serializes rule edits on this machine.
+//! - [`LockDir`] (`dir.rs`) opens (and refuses an unsafe) lock directory.
+//! - [`LockData`] (`record.rs`) is a `cli-{name}.lock` file's JSON.
+//! - `io.rs`: [`LockDir`] reads, writes, updates, lists and removes lock files,
+//!   atomically and under an exclusive `fs2` lock on `.dir.lock` in the
+//!   directory; `sweep.rs`: it removes stale ones ([`LockDir::live_sessions`]);
+//!   `claims.rs`: it claims names ([`LockDir::claim`]); `logs.rs`: it prunes
+//!   old logs; `rules_lock.rs`: [`LockDir::lock_rules`] takes the
+//!   per-connection `rules-{id}.lock` that serializes rule edits on this
+//!   machine.
 //! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
 //! - [`is_process_alive`] and [`terminate`] deal with the processes a record
 //!   names; [`resolve_session`] finds the session a command means.
@@ -16,16 +20,21 @@
 //! Unix only.
 #![cfg(unix)]
 
+mod claims;
 mod dir;
-mod lock;
+mod io;
 mod logs;
 mod naming;
 mod process;
+mod record;
 mod resolve;
 mod rules_lock;
+mod sweep;
+#[cfg(test)]
+mod tests;
 
+pub use claims::ClaimError;
 pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
-pub use lock::{parse_lock, ClaimError, LiveSessions, LockData, LockRead, PROFILE_DIR_PREFIX};
 pub use logs::{KEEP_LOGS, MAX_LOG_AGE};
 pub use naming::{
     generate_name, validate_session_name, NameState, ADJECTIVES, INVALID_NAME_MESSAGE, MAX_NAME_ATTEMPTS, MAX_NAME_LEN,
@@ -34,8 +43,10 @@ pub use naming::{
 pub use process::{
     is_process_alive, is_recorded_process, process_start, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL,
 };
+pub use record::{parse_lock, LockData, LockRead, PROFILE_DIR_PREFIX};
 pub use resolve::{resolve_session, Purpose, ResolveError};
 pub use rules_lock::RulesLock;
+pub use sweep::LiveSessions;
 
 /// Runs blocking lock-file work (it may wait on the directory lock, and it
 /// fsyncs) off the async threads.

@@ -5,8 +5,8 @@
 use serde_json::{json, Map, Value};
 
 use super::dir::LockDir;
-use super::lock::{LockData, LockRead};
 use super::naming::{validate_session_name, INVALID_NAME_MESSAGE};
+use super::record::{LockData, LockRead};
 use crate::error::AluviaError;
 
 /// What the session is wanted for; it decides the checks and the messages.

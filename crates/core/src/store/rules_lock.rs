@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::dir::LockDir;
-use super::lock::{internal, open_lock_file};
+use super::io::{internal, open_lock_file};
 use crate::error::{AluviaError, Result};
 
 const FIRST_RETRY: Duration = Duration::from_millis(2);
