@@ -472,6 +472,12 @@ pub fn id_value(id: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_values() {
+        assert_eq!(id_value("3449"), serde_json::json!(3449));
+        assert_eq!(id_value("abc"), serde_json::json!("abc"));
+    }
     use serde_json::json;
 
     fn client() -> ApiClient {

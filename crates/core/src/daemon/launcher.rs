@@ -558,13 +558,8 @@ mod tests {
 
     const CHILD_ENV: &str = "ALUVIA_TEST_READY_CHILD";
 
-    /// Run as a daemon by `session_daemon_signal_ready_from_rust`; passes
-    /// trivially otherwise.
-    #[test]
-    fn session_daemon_ready_child() {
-        if std::env::var_os(CHILD_ENV).is_none() {
-            return;
-        }
+    /// The daemon of `session_daemon_signal_ready_from_rust`.
+    fn ready_in_child() {
         prepare_ready_fd().unwrap();
         // SAFETY: plain syscall.
         let flags = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) };
@@ -582,12 +577,20 @@ mod tests {
 
     #[tokio::test]
     async fn session_daemon_signal_ready_from_rust() {
+        if std::env::var_os(CHILD_ENV).is_some() {
+            return ready_in_child();
+        }
         let dir = TempDir::new("daemon-rust");
         let spec = DaemonSpawn {
             program: std::env::current_exe().unwrap(),
-            args: ["--exact", "daemon::launcher::tests::session_daemon_ready_child", "--nocapture", "--test-threads=1"]
-                .map(String::from)
-                .to_vec(),
+            args: [
+                "--exact",
+                "daemon::launcher::tests::session_daemon_signal_ready_from_rust",
+                "--nocapture",
+                "--test-threads=1",
+            ]
+            .map(String::from)
+            .to_vec(),
             env: vec![(CHILD_ENV.into(), "1".into())],
             cwd: dir.path().to_path_buf(),
             log_path: dir.path().join("daemon.log"),

@@ -472,13 +472,8 @@ mod tests {
         }
     }
 
-    /// Run as a child process by `session_daemon_signals_request_a_stop`;
-    /// passes trivially otherwise.
-    #[test]
-    fn session_daemon_signal_child() {
-        if std::env::var_os(SIGNAL_CHILD_ENV).is_none() {
-            return;
-        }
+    /// The child process of `session_daemon_signals_request_a_stop`.
+    fn stop_on_signal_in_child() {
         // SAFETY: installing a plain handler.
         unsafe { libc::signal(libc::SIGTERM, reraise as extern "C" fn(libc::c_int) as libc::sighandler_t) };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -493,10 +488,18 @@ mod tests {
 
     #[test]
     fn session_daemon_signals_request_a_stop() {
+        if std::env::var_os(SIGNAL_CHILD_ENV).is_some() {
+            return stop_on_signal_in_child();
+        }
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "daemon::run::tests::session_daemon_signal_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "daemon::run::tests::session_daemon_signals_request_a_stop",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(SIGNAL_CHILD_ENV, "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -393,11 +393,8 @@ fn session_claim_race_threads_generated_names_distinct() {
 
 const CHILD_ENV: &str = "ALUVIA_TEST_CLAIM_CHILD";
 
-/// Run as a child process by `session_claim_race_processes_one_winner`;
-/// passes trivially otherwise.
-#[test]
-fn session_claim_child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+/// The child processes of `session_claim_race_processes_one_winner`.
+fn claim_in_child(spec: &str) -> ! {
     let (path, holder) = spec.rsplit_once(':').unwrap();
     let dir = LockDir::open_at(path.into()).unwrap();
     // The lock names the (live) test parent so that a finished child does
@@ -412,6 +409,9 @@ fn session_claim_child_process() {
 
 #[test]
 fn session_claim_race_processes_one_winner() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        claim_in_child(&spec);
+    }
     let tmp = TempDir::new("claim-procs");
     let dir = tmp.lock_dir();
     let exe = std::env::current_exe().unwrap();
@@ -419,7 +419,7 @@ fn session_claim_race_processes_one_winner() {
     let children: Vec<_> = (0..4)
         .map(|_| {
             std::process::Command::new(&exe)
-                .args(["--exact", "store::tests::session_claim_child_process", "--test-threads=1", "-q"])
+                .args(["--exact", "store::tests::session_claim_race_processes_one_winner", "--test-threads=1", "-q"])
                 .env(CHILD_ENV, &spec)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
