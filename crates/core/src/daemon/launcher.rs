@@ -360,6 +360,7 @@ mod tests {
         assert!(is_process_alive(pid));
         // SAFETY: plain syscalls.
         assert_eq!(unsafe { libc::getsid(pid as i32) }, pid as i32, "its own session");
+        // SAFETY: as above.
         assert_ne!(unsafe { libc::getsid(0) }, pid as i32);
         let log_text = log(&dir);
         let cwd = std::fs::canonicalize(dir.path()).unwrap();

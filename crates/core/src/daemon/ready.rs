@@ -175,6 +175,7 @@ fn ready_fd_from_env() -> io::Result<Option<RawFd>> {
     })?;
     // SAFETY: fstat only writes into the zeroed struct.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: stat is a valid, writable struct; a bad fd only makes fstat fail.
     if unsafe { libc::fstat(fd, &mut stat) } == -1 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
         return Ok(None);
     }

@@ -67,10 +67,10 @@ pub(crate) mod testutil {
     use super::LockDir;
 
     /// A fresh directory under the system temp dir, removed on drop.
-    pub struct TempDir(PathBuf);
+    pub(crate) struct TempDir(PathBuf);
 
     impl TempDir {
-        pub fn new(tag: &str) -> TempDir {
+        pub(crate) fn new(tag: &str) -> TempDir {
             static COUNTER: AtomicU32 = AtomicU32::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let path = std::env::temp_dir().join(format!(
@@ -82,12 +82,12 @@ pub(crate) mod testutil {
             TempDir(path)
         }
 
-        pub fn path(&self) -> &Path {
+        pub(crate) fn path(&self) -> &Path {
             &self.0
         }
 
         /// A lock directory inside this temp dir.
-        pub fn lock_dir(&self) -> LockDir {
+        pub(crate) fn lock_dir(&self) -> LockDir {
             LockDir::open_at(self.0.join("aluvia-sdk")).expect("open lock dir")
         }
     }
@@ -99,7 +99,7 @@ pub(crate) mod testutil {
     }
 
     /// The pid of a process that has exited and been reaped.
-    pub fn dead_pid() -> u32 {
+    pub(crate) fn dead_pid() -> u32 {
         let mut child = std::process::Command::new("true").spawn().expect("spawn true");
         let pid = child.id();
         child.wait().expect("wait true");
