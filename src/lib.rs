@@ -330,9 +330,7 @@ fn lock_json(lock: &store::LockData) -> Result<Value> {
 
 /// Runs blocking file work (it may wait on the directory lock) off the JS thread.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| to_napi(AluviaError::Internal(format!("session task failed: {e}"))))?
+    aluvia_core::task::off_thread(move || Ok(f())).await.map_err(to_napi)?
 }
 
 /// `{ sessions: [lock…], corrupt: [{ name, reason }] }`: the live sessions

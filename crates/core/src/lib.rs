@@ -7,9 +7,10 @@
 //! Each module uses only the modules listed before it (`tests/layers.rs`
 //! enforces this order):
 //!
-//! 1. `error`, `text`, `log`, `rules`, `config`, `api`, `auth`: errors,
-//!    cleaned text, logging, the rules engine, the shared connection config and
-//!    the REST client (with the device-code login on top of it).
+//! 1. `error`, `task`, `text`, `log`, `rules`, `config`, `api`, `auth`: errors,
+//!    blocking work off the async threads, cleaned text, logging, the rules
+//!    engine, the shared connection config and the REST client (with the
+//!    device-code login on top of it).
 //! 2. `store`: the lock directory and its records, logs, names and the
 //!    identity of the process a record names; storage only.
 //! 3. `proxy`, `detection`: the data plane and the block-detection rules.
@@ -48,6 +49,7 @@ pub mod proxy;
 pub mod rules;
 pub mod rules_edit;
 pub mod store;
+pub mod task;
 pub mod text;
 
 pub use error::{AluviaError, Result};

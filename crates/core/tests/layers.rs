@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// Bottom to top.
 const LAYERS: &[&str] = &[
     "error",
+    "task",
     "text",
     "log",
     "rules",

@@ -21,6 +21,7 @@ use self::cdp::Cdp;
 use crate::detection::{DetectionConfig, DetectionResult};
 use crate::error::{AluviaError, Result};
 use crate::log::Logger;
+use crate::task::off_thread;
 
 pub use watch::Detector;
 
@@ -290,7 +291,11 @@ impl BrowserSession {
                 }
                 _ => {
                     let _ = child.kill();
-                    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+                    let _ = off_thread(move || {
+                        let _ = child.wait();
+                        Ok(())
+                    })
+                    .await;
                     break;
                 }
             }
@@ -299,7 +304,11 @@ impl BrowserSession {
             iso.stop().await;
         }
         let dir = self.user_data_dir.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let _ = off_thread(move || {
+            let _ = std::fs::remove_dir_all(dir);
+            Ok(())
+        })
+        .await;
     }
 }
 

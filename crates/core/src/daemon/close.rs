@@ -12,10 +12,10 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 use crate::error::Result;
-use crate::store::off_thread;
 use crate::store::LockDir;
 use crate::store::{terminate, Termination};
 use crate::store::{LockData, LockRead};
+use crate::task::off_thread;
 
 /// How long a close waits for a start in this process to hand its claimed
 /// lock to the daemon.

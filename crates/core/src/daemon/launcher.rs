@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::ready::{last_error, ready_pipe, wait_ready, Outcome, READY_FD, READY_FD_ENV};
-use crate::store::{is_recorded_process, off_thread, process_start, LockData, LockDir, KEEP_LOGS, MAX_LOG_AGE};
+use crate::store::{is_recorded_process, process_start, LockData, LockDir, KEEP_LOGS, MAX_LOG_AGE};
+use crate::task::off_thread;
 
 /// The API key's environment variable, taken out of the daemon's environment.
 pub const API_KEY_ENV: &str = "ALUVIA_API_KEY";

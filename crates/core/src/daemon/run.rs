@@ -20,9 +20,9 @@ use super::sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
 use crate::api::id_value;
 use crate::client::{Client, ClientOptions, ProxyInfo, RawClientOptions};
 use crate::error::{AluviaError, Result};
-use crate::store::off_thread;
 use crate::store::LockData;
 use crate::store::LockDir;
+use crate::task::off_thread;
 
 /// The daemon's client polls its connection's config this often (ms), so that
 /// `rotate-ip`, `set-geo` and `set-rules` reach it within about a second.

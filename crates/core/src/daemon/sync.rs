@@ -12,6 +12,7 @@ use crate::browser::{DetectionEvent, DetectionSink};
 use crate::detection::last_detection_json;
 use crate::log::RepeatedFailure;
 use crate::store::LockDir;
+use crate::task::off_thread;
 
 /// How often `traffic` is refreshed in the lock file (at most).
 pub const TRAFFIC_INTERVAL: Duration = Duration::from_secs(1);
@@ -90,7 +91,7 @@ fn start_reporting(
             }
             let dir = dir.clone();
             let name = name.clone();
-            let written = tokio::task::spawn_blocking(move || {
+            let written = off_thread(move || {
                 dir.update_owned(&name, pid, |lock| match write {
                     Write::Detection(d) => lock.last_detection = Some(d),
                     Write::Traffic(t) => lock.traffic = Some(t),
@@ -99,8 +100,7 @@ fn start_reporting(
             .await;
             // A full disk: said once, not on every update, and again once it passes.
             let line = match written {
-                Ok(Ok(_)) => failures.succeeded(),
-                Ok(Err(e)) => failures.failed(&e),
+                Ok(_) => failures.succeeded(),
                 Err(e) => failures.failed(&e),
             };
             if let Some(line) = line {

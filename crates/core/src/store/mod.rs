@@ -48,16 +48,6 @@ pub use resolve::{resolve_session, Purpose, ResolveError};
 pub use rules_lock::RulesLock;
 pub use sweep::LiveSessions;
 
-/// Runs blocking lock-file work (it may wait on the directory lock, and it
-/// fsyncs) off the async threads.
-pub(crate) async fn off_thread<T: Send + 'static>(
-    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
-) -> crate::error::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| crate::error::AluviaError::Internal(format!("session task failed: {e}")))?
-}
-
 #[cfg(test)]
 pub(crate) mod testutil {
     use std::os::unix::fs::DirBuilderExt;
