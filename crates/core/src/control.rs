@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{finish, id_value, rules_of, ApiClient, Call};
 use crate::config::{ConfigHandle, ConnectionConfig};
@@ -64,7 +64,8 @@ pub struct ControlPlane {
     /// Serializes this client's rule edits, so their answers are swapped in
     /// in the order the API applied them.
     editing: tokio::sync::Mutex<()>,
-    poller: Mutex<Option<JoinHandle<()>>>,
+    /// Stops the polling task.
+    poller: Mutex<Option<CancellationToken>>,
     /// The running proxy's: closes connections on routes a change altered.
     on_change: Mutex<Option<RouteListener>>,
 }
@@ -172,13 +173,21 @@ impl ControlPlane {
         }
         let interval = Duration::from_millis(interval_ms.max(MIN_POLL_INTERVAL_MS));
         let weak = Arc::downgrade(self);
-        *poller = Some(tokio::spawn(async move {
+        let stop = CancellationToken::new();
+        *poller = Some(stop.clone());
+        tokio::spawn(async move {
             // An API outage is logged as it starts, then once a minute, and when it ends.
             let mut failures = RepeatedFailure::new("config poll", POLL_FAILURE_REMINDER);
             loop {
-                tokio::time::sleep(interval).await;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
                 let Some(me) = weak.upgrade() else { return };
-                let polled = me.poll_once().await;
+                let polled = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    polled = me.poll_once() => polled,
+                };
                 if polled.is_ok() {
                     if let Some(line) = failures.succeeded() {
                         me.logger.info(line);
@@ -194,12 +203,12 @@ impl ControlPlane {
                     }
                 }
             }
-        }));
+        });
     }
 
     pub fn stop_polling(&self) {
-        if let Some(handle) = self.poller.lock().ok().and_then(|mut p| p.take()) {
-            handle.abort();
+        if let Some(stop) = self.poller.lock().ok().and_then(|mut p| p.take()) {
+            stop.cancel();
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::browser::{DetectionEvent, DetectionSink};
 use crate::detection::last_detection_json;
@@ -24,18 +24,18 @@ enum Write {
 
 /// The writer task; dropping it (or calling [`LockSync::stop`]) ends it.
 pub struct LockSync {
-    task: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 impl LockSync {
     pub fn stop(&self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
 impl Drop for LockSync {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
@@ -73,19 +73,25 @@ fn start_reporting(
     let sink: DetectionSink = std::sync::Arc::new(move |event: DetectionEvent| {
         let _ = sink_tx.send(Write::Detection(last_detection_json(&event.result, now_ms())));
     });
-    let task = tokio::spawn(async move {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_traffic: Option<Value> = None;
         let mut failures = RepeatedFailure::once("lock file update");
         loop {
             let write = tokio::select! {
+                _ = stopped.cancelled() => return,
                 w = rx.recv() => match w { Some(w) => w, None => return },
                 _ = tick.tick() => match traffic() {
                     Some(t) if last_traffic.as_ref() != Some(&t) => Write::Traffic(t),
                     _ => continue,
                 },
             };
+            if stopped.is_cancelled() {
+                return;
+            }
             if let Write::Traffic(t) = &write {
                 last_traffic = Some(t.clone());
             }
@@ -109,7 +115,7 @@ fn start_reporting(
         }
     });
     drop(tx);
-    (sink, LockSync { task })
+    (sink, LockSync { stop })
 }
 
 #[cfg(test)]
