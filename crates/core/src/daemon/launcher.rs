@@ -55,7 +55,7 @@ pub struct DaemonSpawn {
 pub enum LaunchError {
     /// The ready pipe closed without the ready line: the daemon exited (or
     /// closed its fd 3) before it was ready; `reason` is the one-line cause it
-    /// sent ([`signal_failed`]), if any.
+    /// sent ([`signal_failed`](super::signal_failed)), if any.
     #[error("Browser process exited unexpectedly.")]
     DiedWhileStarting { pid: u32, reason: Option<String> },
     /// Not ready in time; the daemon is left running, and a claimed lock names it.
@@ -117,7 +117,7 @@ fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
 }
 
 /// Starts the daemon and waits until it is ready: its pid (and the lock it
-/// sent) as soon as it writes the ready line ([`signal_ready`]), `DiedWhileStarting` as soon as
+/// sent) as soon as it writes the ready line ([`signal_ready`](super::signal_ready)), `DiedWhileStarting` as soon as
 /// the pipe closes without it, `Timeout` after `spec.ready_timeout`. The child
 /// runs in its own session (`setsid`), with `spec.secret` on its stdin, stdout and
 /// stderr to `spec.log_path` (emptied first), the pipe on fd 3 and

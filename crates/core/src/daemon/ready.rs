@@ -205,7 +205,7 @@ const MAX_SECRET: u64 = 64 * 1024;
 /// For the daemon, first thing: makes this process non-dumpable on Linux (no
 /// core dumps; `/proc/<pid>/environ`, `mem` and ptrace closed to other
 /// processes of the user, since it holds the API key), then reads the secret
-/// [`spawn_daemon`] writes to its stdin, up to end of file. Empty when stdin
+/// [`spawn_daemon`](super::spawn_daemon) writes to its stdin, up to end of file. Empty when stdin
 /// holds nothing (/dev/null).
 pub fn take_secret() -> io::Result<String> {
     #[cfg(target_os = "linux")]

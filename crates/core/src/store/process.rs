@@ -120,7 +120,7 @@ fn signal(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
 
 /// `session close`: SIGTERM, then poll liveness every [`POLL_INTERVAL`] for up
 /// to `grace`, then SIGKILL. When the process leads its own process group (a
-/// daemon started by [`super::spawn_daemon`] does), SIGKILL goes to the whole
+/// daemon started by [`crate::daemon::spawn_daemon`] does), SIGKILL goes to the whole
 /// group so its Chromium dies with it.
 ///
 /// With `start` ([`process_start`] as recorded) nothing is signalled unless
