@@ -20,8 +20,8 @@
 //!    is an action its owner hands it.
 //! 6. `client`: proxy, control plane and browser as one client; it builds the
 //!    auto-unblock action.
-//! 7. `daemon`: the session daemon's launcher (in the CLI process) and its
-//!    life (in the daemon), built on a `client`.
+//! 7. `daemon`: the session daemon's launcher and `session close` (in the CLI
+//!    process) and the daemon's life (in the daemon), built on a `client`.
 
 /// `Debug` for a type holding a secret (the API key, the proxy password):
 /// it prints only the fields named, and marks the rest as left out.
