@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use aluvia_core::api::{self, ApiClient, ApiRequest, ApiResponse, Call};
 use aluvia_core::client::{Client, ClientOptions, RawClientOptions, RawId};
-use aluvia_core::session;
 use aluvia_core::AluviaError;
+use aluvia_core::{daemon, store};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -280,7 +280,7 @@ impl BindingClient {
     /// The connection id as the API knows it (a number when numeric).
     #[napi(getter)]
     pub fn connection_id(&self) -> Option<Value> {
-        self.inner.control().connection_id().map(|id| aluvia_core::control::id_value(&id))
+        self.inner.control().connection_id().map(|id| aluvia_core::api::id_value(&id))
     }
 
     #[napi]
@@ -320,19 +320,17 @@ fn cli_error(output: Value) -> Error {
     coded("CliError", &output.to_string())
 }
 
-fn lock_dir() -> Result<session::LockDir> {
-    session::LockDir::open_default().map_err(to_napi)
+fn lock_dir() -> Result<store::LockDir> {
+    store::LockDir::open_default().map_err(to_napi)
 }
 
-fn lock_json(lock: &session::LockData) -> Result<Value> {
+fn lock_json(lock: &store::LockData) -> Result<Value> {
     serde_json::to_value(lock).map_err(json_err)
 }
 
 /// Runs blocking file work (it may wait on the directory lock) off the JS thread.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| to_napi(AluviaError::Internal(format!("session task failed: {e}"))))?
+    aluvia_core::task::off_thread(move || Ok(f())).await.map_err(to_napi)?
 }
 
 /// `{ sessions: [lock…], corrupt: [{ name, reason }] }`: the live sessions
@@ -358,27 +356,27 @@ pub async fn session_list() -> Result<Value> {
 /// error otherwise.
 #[napi]
 pub async fn session_resolve(name: Option<String>, purpose: String) -> Result<Value> {
-    let purpose = session::Purpose::parse(&purpose)
+    let purpose = store::Purpose::parse(&purpose)
         .ok_or_else(|| to_napi(AluviaError::Invalid(format!("unknown purpose '{purpose}'"))))?;
     blocking(move || {
         // connect() promises a ConnectError, also when the lock directory is refused.
-        let dir = match session::LockDir::open_default() {
+        let dir = match store::LockDir::open_default() {
             Ok(dir) => dir,
-            Err(e) if purpose == session::Purpose::Connect => return Err(coded("ConnectError", &e.to_string())),
+            Err(e) if purpose == store::Purpose::Connect => return Err(coded("ConnectError", &e.to_string())),
             Err(e) => return Err(to_napi(e)),
         };
-        match session::resolve_session(&dir, name.as_deref(), purpose) {
+        match store::resolve_session(&dir, name.as_deref(), purpose) {
             Ok(lock) => lock_json(&lock),
-            Err(session::ResolveError::Cli(output)) => Err(cli_error(output)),
-            Err(session::ResolveError::Connect(message)) => Err(coded("ConnectError", &message)),
-            Err(session::ResolveError::Io(e)) => Err(to_napi(e)),
+            Err(store::ResolveError::Cli(output)) => Err(cli_error(output)),
+            Err(store::ResolveError::Connect(message)) => Err(coded("ConnectError", &message)),
+            Err(store::ResolveError::Io(e)) => Err(to_napi(e)),
         }
     })
     .await
 }
 
 /// The lock-file view of a session for CLI output: the name-in-use context.
-fn session_context(name: &str, lock: &session::LockData) -> serde_json::Map<String, Value> {
+fn session_context(name: &str, lock: &store::LockData) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     out.insert("browserSession".into(), Value::from(name));
     out.insert("pid".into(), Value::from(lock.pid));
@@ -393,11 +391,11 @@ fn session_context(name: &str, lock: &session::LockData) -> serde_json::Map<Stri
 #[napi]
 pub async fn session_claim(name: Option<String>, initial: Value) -> Result<String> {
     blocking(move || {
-        let initial: session::LockData = serde_json::from_value(initial).map_err(json_err)?;
+        let initial: store::LockData = serde_json::from_value(initial).map_err(json_err)?;
         let dir = lock_dir()?;
         match dir.claim(name.as_deref(), initial) {
             Ok(name) => Ok(name),
-            Err(session::ClaimError::NameInUse { name, lock }) => {
+            Err(store::ClaimError::NameInUse { name, lock }) => {
                 let mut out = serde_json::Map::new();
                 out.insert(
                     "error".into(),
@@ -406,10 +404,10 @@ pub async fn session_claim(name: Option<String>, initial: Value) -> Result<Strin
                 out.extend(session_context(&name, &lock));
                 Err(cli_error(Value::Object(out)))
             }
-            Err(session::ClaimError::InvalidName) => {
-                Err(cli_error(serde_json::json!({ "error": session::INVALID_NAME_MESSAGE })))
+            Err(store::ClaimError::InvalidName) => {
+                Err(cli_error(serde_json::json!({ "error": store::INVALID_NAME_MESSAGE })))
             }
-            Err(session::ClaimError::Io(e)) => Err(to_napi(e)),
+            Err(store::ClaimError::Io(e)) => Err(to_napi(e)),
         }
     })
     .await
@@ -447,14 +445,14 @@ pub struct BindingDaemonReady {
 /// Spawns the daemon of claimed session `name` and waits until it is ready,
 /// or fails with the CLI's error and `browserSession` + `logFile`. On a
 /// timeout the daemon keeps running under its lock; on any other failure
-/// nothing is left running (see `session::spawn_daemon`).
+/// nothing is left running (see `daemon::spawn_daemon`).
 #[napi]
 pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<BindingDaemonReady> {
     let dir = blocking(lock_dir).await?;
     let log_path = dir.log_path(&spec.name);
     let log_file = log_path.to_string_lossy().into_owned();
     let name = spec.name.clone();
-    let launch = session::DaemonSpawn {
+    let launch = daemon::DaemonSpawn {
         program: spec.program.into(),
         args: spec.args,
         env: spec.env.into_iter().collect(),
@@ -463,23 +461,23 @@ pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<BindingDaemonReady
         ready_timeout: spec
             .ready_timeout_ms
             .map(|ms| std::time::Duration::from_millis(ms.into()))
-            .unwrap_or(session::DEFAULT_READY_TIMEOUT),
+            .unwrap_or(daemon::DEFAULT_READY_TIMEOUT),
         secret: spec.secret,
         claimed_lock: Some((dir.clone(), name.clone())),
     };
-    match session::spawn_daemon(launch).await {
+    match daemon::spawn_daemon(launch).await {
         Ok(ready) => Ok(BindingDaemonReady { pid: ready.pid, lock: ready.lock.as_ref().map(lock_json).transpose()? }),
-        Err(e @ session::LaunchError::DiedWhileStarting { .. }) => {
+        Err(e @ daemon::LaunchError::DiedWhileStarting { .. }) => {
             let mut out = serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file });
-            if let session::LaunchError::DiedWhileStarting { reason: Some(reason), .. } = e {
+            if let daemon::LaunchError::DiedWhileStarting { reason: Some(reason), .. } = e {
                 out["reason"] = Value::from(reason);
             }
             Err(cli_error(out))
         }
-        Err(e @ (session::LaunchError::Timeout { .. } | session::LaunchError::LogNotRegular)) => {
+        Err(e @ (daemon::LaunchError::Timeout { .. } | daemon::LaunchError::LogNotRegular)) => {
             Err(cli_error(serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file })))
         }
-        Err(e @ session::LaunchError::Spawn(_)) => Err(to_napi(AluviaError::Internal(e.to_string()))),
+        Err(e @ daemon::LaunchError::Spawn(_)) => Err(to_napi(AluviaError::Internal(e.to_string()))),
     }
 }
 
@@ -500,19 +498,19 @@ pub struct BindingSessionDaemon {
 type ScriptCallback = ThreadsafeFunction<String, Promise<i32>, String, Status, false>;
 
 /// Where a stop for this process's daemon is requested.
-fn daemon_stop() -> &'static session::DaemonStop {
-    static STOP: std::sync::OnceLock<session::DaemonStop> = std::sync::OnceLock::new();
-    STOP.get_or_init(session::DaemonStop::new)
+fn daemon_stop() -> &'static daemon::DaemonStop {
+    static STOP: std::sync::OnceLock<daemon::DaemonStop> = std::sync::OnceLock::new();
+    STOP.get_or_init(daemon::DaemonStop::new)
 }
 
-/// The session daemon's whole life (see `session::run_daemon`): resolves to
+/// The session daemon's whole life (see `daemon::run_daemon`): resolves to
 /// its exit code once it has stopped and removed its lock. SIGTERM and SIGINT
 /// stop it. With `runScript`, that is called with the CDP URL once the
 /// session is ready, and the daemon ends with the code it resolves to.
 #[napi]
 pub async fn session_daemon_run(spec: BindingSessionDaemon, run_script: Option<ScriptCallback>) -> Result<i32> {
     let dir = blocking(lock_dir).await?;
-    let run = session::DaemonRun {
+    let run = daemon::DaemonRun {
         dir,
         name: spec.name,
         url: spec.url,
@@ -522,7 +520,7 @@ pub async fn session_daemon_run(spec: BindingSessionDaemon, run_script: Option<S
         client: raw_client_options(spec.client),
         handle_signals: true,
     };
-    let script = run_script.map(|callback| -> session::Script {
+    let script = run_script.map(|callback| -> daemon::Script {
         Box::new(move |cdp_url| {
             Box::pin(async move {
                 match callback.call_async(cdp_url).await {
@@ -532,14 +530,14 @@ pub async fn session_daemon_run(spec: BindingSessionDaemon, run_script: Option<S
             })
         })
     });
-    Ok(session::run_daemon(run, script, daemon_stop().clone()).await)
+    Ok(daemon::run_daemon(run, script, daemon_stop().clone()).await)
 }
 
 /// For the session daemon, first thing: makes it non-dumpable and reads the
 /// API key `daemonSpawn` wrote to its stdin (empty when none came).
 #[napi]
 pub fn session_daemon_secret() -> Result<String> {
-    session::take_secret().map_err(|e| to_napi(AluviaError::Internal(format!("could not read the API key: {e}"))))
+    daemon::take_secret().map_err(|e| to_napi(AluviaError::Internal(format!("could not read the API key: {e}"))))
 }
 
 /// Asks this process's session daemon to stop with `code` (the first request wins).
@@ -550,17 +548,17 @@ pub fn session_daemon_stop(code: i32, reason: String) {
 
 /// `session close` of `name`: `{ outcome, lock }` with outcome `exited`,
 /// `forceKilled` or `notRunning`, and the lock of the process stopped (null
-/// when the lock went away first); see `session::close_session`.
+/// when the lock went away first); see `daemon::close_session`.
 #[napi]
 pub async fn session_close(name: String, grace_ms: u32) -> Result<Value> {
     let dir = blocking(lock_dir).await?;
     let grace = std::time::Duration::from_millis(grace_ms.into());
-    match session::close_session(&dir, &name, grace, session::HANDOVER_WAIT).await.map_err(to_napi)? {
-        session::Closed::Stopped { termination, lock } => {
+    match daemon::close_session(&dir, &name, grace, daemon::HANDOVER_WAIT).await.map_err(to_napi)? {
+        daemon::Closed::Stopped { termination, lock } => {
             Ok(serde_json::json!({ "outcome": termination.as_str(), "lock": lock_json(&lock)? }))
         }
-        session::Closed::Gone => Ok(serde_json::json!({ "outcome": "notRunning", "lock": null })),
-        session::Closed::StillStarting => {
+        daemon::Closed::Gone => Ok(serde_json::json!({ "outcome": "notRunning", "lock": null })),
+        daemon::Closed::StillStarting => {
             Err(cli_error(serde_json::json!({ "error": format!("Browser session '{name}' is still starting.") })))
         }
     }

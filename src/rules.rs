@@ -4,7 +4,7 @@
 
 use aluvia_core::api::ApiClient;
 use aluvia_core::rules_edit::{edit_connection_rules, RulesEdit};
-use aluvia_core::session::LockDir;
+use aluvia_core::store::LockDir;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 

@@ -456,9 +456,28 @@ pub fn finish(call: &Call, response: &ApiResponse) -> Result<Option<Value>> {
     unwrap_data(response).map(Some)
 }
 
+/// The string rules of a connection object as the API returns it.
+pub fn rules_of(data: &Value) -> Vec<String> {
+    data.get("rules")
+        .and_then(Value::as_array)
+        .map(|rules| rules.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The id as JSON: a number when it is numeric, else the string.
+pub fn id_value(id: &str) -> Value {
+    id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(id.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_values() {
+        assert_eq!(id_value("3449"), serde_json::json!(3449));
+        assert_eq!(id_value("abc"), serde_json::json!("abc"));
+    }
     use serde_json::json;
 
     fn client() -> ApiClient {

@@ -7,13 +7,15 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::api::ApiClient;
-use crate::browser::{BrowserOptions, BrowserSession, DetectionSink};
+use crate::browser::{BrowserOptions, BrowserSession, DetectionSink, UnblockAction};
 use crate::config::{new_handle, GatewayConfig, GatewayProtocol};
 use crate::control::ControlPlane;
 use crate::detection::DetectionConfig;
 use crate::error::{AluviaError, Result};
 use crate::log::{Level, Logger};
 use crate::proxy::{ProxyOptions, ProxyServer, TrafficEntry};
+use crate::rules_edit::RulesEdit;
+use crate::store::LockDir;
 
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5000;
 
@@ -301,7 +303,7 @@ impl Client {
                 trust_spki: self.options.trust_spki.clone(),
                 detection: self.options.detection.clone(),
                 sink: self.sink.lock().ok().and_then(|s| s.clone()),
-                control: Arc::clone(&self.control),
+                unblock: unblock_action(&self.control, &self.logger),
                 logger: Arc::clone(&self.logger),
             })
             .await;
@@ -388,6 +390,35 @@ fn info(proxy: &ProxyServer, browser: Option<&BrowserSession>) -> ProxyInfo {
         cdp_url: browser.map(|b| b.cdp_url().to_string()),
         browser_isolation: browser.map(BrowserSession::isolation),
     }
+}
+
+/// Auto-unblock's rule edit on this client's connection: cover `hostname`
+/// with the rules, under the connection's lock in the lock directory.
+fn unblock_action(control: &Arc<ControlPlane>, logger: &Arc<Logger>) -> UnblockAction {
+    let (control, logger) = (Arc::clone(control), Arc::clone(logger));
+    Arc::new(move |hostname: String| {
+        let (control, logger) = (Arc::clone(&control), Arc::clone(&logger));
+        Box::pin(async move {
+            let edit = RulesEdit::cover(&hostname);
+            // The lock directory serializes this edit with the CLI's and other
+            // sessions'; an in-process client that cannot use it (another
+            // user's directory on a shared /tmp) still edits, unserialized.
+            let locks = match LockDir::open_default_async().await {
+                Ok(locks) => Some(locks),
+                Err(e) => {
+                    logger.debug(format!("auto-unblock: editing the rules without the lock directory: {e}"));
+                    None
+                }
+            };
+            match control.edit_rules(locks.as_ref(), &edit).await {
+                Ok(edited) if !edited.changed => {
+                    logger.debug(format!("auto-unblock: the rules already cover {hostname}"))
+                }
+                Ok(_) => {}
+                Err(e) => logger.warn(format!("auto-unblock: could not add {hostname} to the rules: {e}")),
+            }
+        })
+    })
 }
 
 #[cfg(test)]

@@ -7,16 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::api::{finish, ApiClient, Call};
+use crate::api::{finish, id_value, rules_of, ApiClient, Call};
 use crate::config::{ConfigHandle, ConnectionConfig};
 use crate::error::{AluviaError, Result};
 use crate::log::{Logger, RepeatedFailure};
 use crate::proxy::RouteListener;
 use crate::rules::RuleSet;
 use crate::rules_edit::{edit_connection_rules, EditedRules, RulesEdit};
-use crate::session::LockDir;
+use crate::store::LockDir;
 
 pub const MIN_POLL_INTERVAL_MS: u64 = 1000;
 
@@ -53,19 +53,6 @@ pub fn parse_connection(data: &Value, etag: Option<String>) -> Result<Connection
     })
 }
 
-/// The string rules of a connection object as the API returns it.
-pub fn rules_of(data: &Value) -> Vec<String> {
-    data.get("rules")
-        .and_then(Value::as_array)
-        .map(|rules| rules.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-/// The id as JSON: a number when it is numeric, else the string.
-pub fn id_value(id: &str) -> Value {
-    id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(id.to_string()))
-}
-
 pub struct ControlPlane {
     api: ApiClient,
     config: ConfigHandle,
@@ -77,7 +64,8 @@ pub struct ControlPlane {
     /// Serializes this client's rule edits, so their answers are swapped in
     /// in the order the API applied them.
     editing: tokio::sync::Mutex<()>,
-    poller: Mutex<Option<JoinHandle<()>>>,
+    /// Stops the polling task.
+    poller: Mutex<Option<CancellationToken>>,
     /// The running proxy's: closes connections on routes a change altered.
     on_change: Mutex<Option<RouteListener>>,
 }
@@ -185,13 +173,21 @@ impl ControlPlane {
         }
         let interval = Duration::from_millis(interval_ms.max(MIN_POLL_INTERVAL_MS));
         let weak = Arc::downgrade(self);
-        *poller = Some(tokio::spawn(async move {
+        let stop = CancellationToken::new();
+        *poller = Some(stop.clone());
+        tokio::spawn(async move {
             // An API outage is logged as it starts, then once a minute, and when it ends.
             let mut failures = RepeatedFailure::new("config poll", POLL_FAILURE_REMINDER);
             loop {
-                tokio::time::sleep(interval).await;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
                 let Some(me) = weak.upgrade() else { return };
-                let polled = me.poll_once().await;
+                let polled = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    polled = me.poll_once() => polled,
+                };
                 if polled.is_ok() {
                     if let Some(line) = failures.succeeded() {
                         me.logger.info(line);
@@ -207,12 +203,12 @@ impl ControlPlane {
                     }
                 }
             }
-        }));
+        });
     }
 
     pub fn stop_polling(&self) {
-        if let Some(handle) = self.poller.lock().ok().and_then(|mut p| p.take()) {
-            handle.abort();
+        if let Some(stop) = self.poller.lock().ok().and_then(|mut p| p.take()) {
+            stop.cancel();
         }
     }
 
@@ -303,9 +299,98 @@ mod tests {
         assert_eq!(e.code(), "ApiError");
     }
 
-    #[test]
-    fn id_values() {
-        assert_eq!(id_value("3449"), json!(3449));
-        assert_eq!(id_value("abc"), json!("abc"));
+    /// A connection API whose GET answers `rules` of the moment, held back
+    /// while `hold` is set until `release` is notified; a PATCH answers at once
+    /// with the rules it sent.
+    struct SlowApi {
+        rules: std::sync::Mutex<Value>,
+        hold: std::sync::atomic::AtomicBool,
+        arrived: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    async fn answer(api: Arc<SlowApi>, mut socket: tokio::net::TcpStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = socket.read(&mut chunk).await.expect("read request");
+            assert!(n > 0, "request cut short");
+            request.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |n| n.trim().parse().expect("content-length"));
+        while request.len() < head_end + length {
+            let n = socket.read(&mut chunk).await.expect("read body");
+            request.extend_from_slice(&chunk[..n]);
+        }
+        let (rules, etag) = if head.starts_with("patch") {
+            let body: Value = serde_json::from_slice(&request[head_end..]).expect("PATCH body");
+            (body["rules"].clone(), "\"patched\"")
+        } else {
+            if api.hold.swap(false, Ordering::SeqCst) {
+                api.arrived.notify_one();
+                api.release.notified().await;
+            }
+            (api.rules.lock().expect("rules").clone(), "\"polled\"")
+        };
+        let body = json!({ "data": {
+            "connection_id": 7, "proxy_username": "u", "proxy_password": "p", "rules": rules
+        } })
+        .to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\netag: {etag}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(response.as_bytes()).await.expect("write response");
+    }
+
+    fn rules_now(control: &ControlPlane) -> Vec<String> {
+        control.config().load().as_ref().map(|c| c.raw_rules.clone()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_poll_sent_before_a_patch_does_not_overwrite_it() {
+        let api = Arc::new(SlowApi {
+            rules: std::sync::Mutex::new(json!(["initial"])),
+            hold: std::sync::atomic::AtomicBool::new(false),
+            arrived: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let serving = Arc::clone(&api);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(answer(Arc::clone(&serving), socket));
+            }
+        });
+        let client = ApiClient::new("key", Some(&base), Some(5000)).expect("api client");
+        let logger = Arc::new(Logger::new(crate::log::Level::Silent));
+        let control = Arc::new(ControlPlane::new(client, crate::config::new_handle(), logger, Some("7".into())));
+        control.init(true).await.expect("init");
+        assert_eq!(rules_now(&control), ["initial"]);
+
+        // The poll's GET is sent, then a PATCH is answered, then the GET's
+        // older answer arrives: it is dropped.
+        *api.rules.lock().expect("rules") = json!(["stale"]);
+        api.hold.store(true, Ordering::SeqCst);
+        let polling = Arc::clone(&control);
+        let poll = tokio::spawn(async move { polling.poll_once().await });
+        api.arrived.notified().await;
+        control.update_rules(vec!["patched".into()]).await.expect("PATCH");
+        api.release.notify_one();
+        assert!(!poll.await.expect("poll task").expect("poll"), "the older answer is not applied");
+        assert_eq!(rules_now(&control), ["patched"]);
+
+        // A poll sent after the PATCH is applied as usual.
+        assert!(control.poll_once().await.expect("poll"), "applied");
+        assert_eq!(rules_now(&control), ["stale"]);
     }
 }

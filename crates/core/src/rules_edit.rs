@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::api::{finish, ApiClient, Call};
-use crate::control::{id_value, rules_of};
+use crate::api::{finish, id_value, rules_of, ApiClient, Call};
 use crate::error::Result;
 use crate::rules::{normalize_host, RuleSet};
-use crate::session::LockDir;
+use crate::store::LockDir;
 
 /// What to do to a connection's rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,7 +124,7 @@ mod tests {
     use crate::config::new_handle;
     use crate::control::ControlPlane;
     use crate::log::{Level, Logger};
-    use crate::session::testutil::TempDir;
+    use crate::store::testutil::TempDir;
 
     fn strings(rules: &[&str]) -> Vec<String> {
         rules.iter().map(|r| r.to_string()).collect()

@@ -17,12 +17,12 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub type Event = (String, Value);
+pub(super) type Event = (String, Value);
 
 /// An event as JSON. (chromiumoxide's `CdpJsonEventMessage` does not read
 /// the `sessionId` key, so every event would look browser-level.)
 #[derive(serde::Deserialize, Debug, Clone)]
-pub struct RawEvent {
+pub(super) struct RawEvent {
     method: MethodId,
     #[serde(rename = "sessionId", default)]
     session_id: Option<String>,
@@ -44,7 +44,7 @@ impl EventMessage for RawEvent {
 
 /// A page target attached through our connection.
 #[derive(Clone, Debug)]
-pub struct Attached {
+pub(super) struct Attached {
     pub session_id: String,
     pub target_id: String,
     pub waiting: bool,
@@ -66,7 +66,7 @@ struct Routes {
 }
 
 #[derive(Clone)]
-pub struct Cdp {
+pub(super) struct Cdp {
     calls: mpsc::UnboundedSender<Call>,
     routes: Arc<Mutex<Routes>>,
     gone: watch::Receiver<bool>,
@@ -79,7 +79,7 @@ impl Cdp {
     /// task and before any later message is read, for every page target
     /// attached; it returns that session's event receiver (so nothing is
     /// missed between attach and subscribe).
-    pub async fn connect(
+    pub(super) async fn connect(
         ws_url: &str,
         on_attach: impl Fn(Attached, mpsc::UnboundedReceiver<Event>) + Send + 'static,
     ) -> Result<Cdp, String> {
@@ -92,7 +92,7 @@ impl Cdp {
         Ok(cdp)
     }
 
-    pub async fn call(&self, method: &str, session: Option<&str>, params: Value) -> Result<Value, String> {
+    pub(super) async fn call(&self, method: &str, session: Option<&str>, params: Value) -> Result<Value, String> {
         let (reply, rx) = oneshot::channel();
         self.calls
             .send(Call { method: method.to_string(), session: session.map(str::to_string), params, reply })
@@ -105,7 +105,7 @@ impl Cdp {
     }
 
     /// Another subscriber for a session's events.
-    pub fn subscribe(&self, session: &str) -> Option<mpsc::UnboundedReceiver<Event>> {
+    pub(super) fn subscribe(&self, session: &str) -> Option<mpsc::UnboundedReceiver<Event>> {
         let mut routes = self.routes.lock().ok()?;
         let subs = routes.sessions.get_mut(session)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -114,11 +114,11 @@ impl Cdp {
     }
 
     /// Page sessions currently attached, in attach order.
-    pub fn page_sessions(&self) -> Vec<String> {
+    pub(super) fn page_sessions(&self) -> Vec<String> {
         self.routes.lock().map(|r| r.order.clone()).unwrap_or_default()
     }
 
-    pub async fn wait_gone(&self) {
+    pub(super) async fn wait_gone(&self) {
         let mut rx = self.gone.clone();
         let _ = rx.wait_for(|g| *g).await;
     }

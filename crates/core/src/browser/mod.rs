@@ -18,10 +18,10 @@ use serde_json::json;
 
 use self::cdp::Cdp;
 
-use crate::control::ControlPlane;
 use crate::detection::{DetectionConfig, DetectionResult};
 use crate::error::{AluviaError, Result};
 use crate::log::Logger;
+use crate::task::off_thread;
 
 pub use watch::Detector;
 
@@ -34,6 +34,11 @@ pub struct DetectionEvent {
 
 pub type DetectionSink = Arc<dyn Fn(DetectionEvent) + Send + Sync>;
 
+/// Auto-unblock's change of the rules, supplied by the browser's owner: make
+/// the rules send `hostname` through the gateway (and log how that went). The
+/// page is reloaded once it has run.
+pub type UnblockAction = Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// A page attached before the connection was published, with its events.
 type EarlyPage = (cdp::Attached, tokio::sync::mpsc::UnboundedReceiver<cdp::Event>);
 
@@ -45,7 +50,7 @@ pub struct BrowserOptions {
     pub trust_spki: Vec<String>,
     pub detection: DetectionConfig,
     pub sink: Option<DetectionSink>,
-    pub control: Arc<ControlPlane>,
+    pub unblock: UnblockAction,
     pub logger: Arc<Logger>,
 }
 
@@ -59,9 +64,7 @@ pub struct BrowserSession {
     detector: Arc<Detector>,
 }
 
-/// How the name of every Chromium profile directory the engine creates starts
-/// (stale-session cleanup removes only directories named like this).
-pub const PROFILE_DIR_PREFIX: &str = "aluvia-chromium-";
+pub use crate::store::PROFILE_DIR_PREFIX;
 
 /// The profile's preferences at the start.
 const PREFERENCES: &str = r#"{"webrtc":{"ip_handling_policy":"disable_non_proxied_udp","multiple_routes_enabled":false,"nonproxied_udp_enabled":false}}"#;
@@ -122,7 +125,7 @@ impl BrowserSession {
                 opts.logger.warn(format!("browser: not isolated, Chromium uses the host's network: {why}"));
             }
         }
-        let detector = Arc::new(Detector::new(opts.detection, opts.control, opts.sink, opts.logger));
+        let detector = Arc::new(Detector::new(opts.detection, opts.unblock, opts.sink, opts.logger));
         let watcher = Arc::clone(&detector);
         let cdp_slot: Arc<Mutex<Option<Cdp>>> = Arc::new(Mutex::new(None));
         let slot = Arc::clone(&cdp_slot);
@@ -288,7 +291,11 @@ impl BrowserSession {
                 }
                 _ => {
                     let _ = child.kill();
-                    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+                    let _ = off_thread(move || {
+                        let _ = child.wait();
+                        Ok(())
+                    })
+                    .await;
                     break;
                 }
             }
@@ -297,7 +304,11 @@ impl BrowserSession {
             iso.stop().await;
         }
         let dir = self.user_data_dir.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let _ = off_thread(move || {
+            let _ = std::fs::remove_dir_all(dir);
+            Ok(())
+        })
+        .await;
     }
 }
 

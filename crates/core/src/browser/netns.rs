@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// What the child needs, made before `fork` (nothing may allocate after it).
-pub struct Prepared {
+pub(super) struct Prepared {
     /// The factory's end of the socket pair (close-on-exec, so Chromium never
     /// holds it; the factory does not exec).
     child_end: OwnedFd,
@@ -64,7 +64,7 @@ pub struct Netns {
 }
 
 impl Prepared {
-    pub fn new() -> io::Result<Prepared> {
+    pub(super) fn new() -> io::Result<Prepared> {
         let (parent_end, child) = UnixStream::pair()?;
         // A stuck factory must not hang a caller: answers are immediate.
         parent_end.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -78,7 +78,7 @@ impl Prepared {
     /// What runs in the forked child before `exec`: enter the namespace,
     /// bring its loopback up, fork the socket factory. Only async-signal-safe
     /// calls (everything it needs was made here, before the fork).
-    pub fn entry(&self) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
+    pub(super) fn entry(&self) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
         let ctrl = self.child_end.as_raw_fd();
         let maps = self.maps.clone();
         let areas = self.areas;
@@ -112,7 +112,7 @@ impl Prepared {
 
     /// After a successful spawn: the engine's handle (the factory's end is
     /// closed here, so the factory sees EOF once the handle is dropped).
-    pub fn into_netns(self) -> Netns {
+    pub(super) fn into_netns(self) -> Netns {
         Netns { factory: Mutex::new(self.parent_end) }
     }
 }

@@ -10,15 +10,12 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::cdp::{Attached, Cdp, Event};
-use super::{DetectionEvent, DetectionSink};
-use crate::control::ControlPlane;
+use super::{DetectionEvent, DetectionSink, UnblockAction};
 use crate::detection::{
     self, DetectionConfig, DetectionResult, PageFacts, RedirectHop, ReloadLoop, ResponseFacts, UnblockDecision,
     Unblocker,
 };
 use crate::log::Logger;
-use crate::rules_edit::RulesEdit;
-use crate::session::LockDir;
 
 const SPA_MIN_INTERVAL: Duration = Duration::from_millis(detection::SPA_PASS_MIN_INTERVAL_MS);
 
@@ -26,7 +23,7 @@ const SPA_MIN_INTERVAL: Duration = Duration::from_millis(detection::SPA_PASS_MIN
 /// where results go.
 pub struct Detector {
     cfg: DetectionConfig,
-    control: Arc<ControlPlane>,
+    unblock: UnblockAction,
     sink: Option<DetectionSink>,
     logger: Arc<Logger>,
     unblocker: Mutex<Unblocker>,
@@ -35,15 +32,10 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(
-        cfg: DetectionConfig,
-        control: Arc<ControlPlane>,
-        sink: Option<DetectionSink>,
-        logger: Arc<Logger>,
-    ) -> Self {
+    pub fn new(cfg: DetectionConfig, unblock: UnblockAction, sink: Option<DetectionSink>, logger: Arc<Logger>) -> Self {
         Detector {
             cfg,
-            control,
+            unblock,
             sink,
             logger,
             unblocker: Mutex::new(Unblocker::default()),
@@ -75,25 +67,7 @@ impl Detector {
             sink(DetectionEvent { target_id: page.target_id.clone(), result: result.clone() });
         }
         if let UnblockDecision::AddRuleAndReload { hostname } = decision {
-            let edit = RulesEdit::cover(&hostname);
-            // The lock directory serializes this edit with the CLI's and other
-            // sessions'; an in-process client that cannot use it (another
-            // user's directory on a shared /tmp) still edits, unserialized.
-            let locks = match LockDir::open_default_async().await {
-                Ok(locks) => Some(locks),
-                Err(e) => {
-                    self.logger.debug(format!("auto-unblock: editing the rules without the lock directory: {e}"));
-                    None
-                }
-            };
-            let edited = self.control.edit_rules(locks.as_ref(), &edit).await;
-            match edited {
-                Ok(edited) if !edited.changed => {
-                    self.logger.debug(format!("auto-unblock: the rules already cover {hostname}"))
-                }
-                Ok(_) => {}
-                Err(e) => self.logger.warn(format!("auto-unblock: could not add {hostname} to the rules: {e}")),
-            }
+            (self.unblock)(hostname.clone()).await;
             if let Err(e) = page.call("Page.reload", json!({})).await {
                 self.logger.warn(format!("auto-unblock: could not reload the page on {hostname}: {e}"));
             } else {

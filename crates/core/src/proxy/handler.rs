@@ -22,14 +22,15 @@ use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::routes::{gateway_fingerprint, Kind, Registration, RouteKey, Routes};
 use super::target::Target;
 use super::traffic::{Counters, CountingIo, Route, Traffic};
 use super::tunnel::{self, End};
 use super::upstream::{Connector, DialError, Dialer, MaybeTls};
-use super::{stopped, Limits, OpenGuard, Tracker};
+use super::{Limits, OpenGuard};
 use crate::config::{ConfigHandle, ConnectionConfig};
 use crate::log::{Level, Logger};
 
@@ -53,8 +54,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// Open client connections, tunnels included, against `limits`.
     pub(crate) open: Arc<AtomicUsize>,
-    pub(crate) tracker: Tracker,
-    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
     pub(crate) local_addr: SocketAddr,
 }
 
@@ -499,9 +500,7 @@ impl Shared {
             Ok(pair) => pair,
             Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))),
         };
-        let conn_guard = self.tracker.guard();
-        tokio::spawn(async move {
-            let _guard = conn_guard;
+        self.tracker.spawn(async move {
             let _ = conn.with_upgrades().await;
         });
 
@@ -713,18 +712,16 @@ impl Shared {
         registration: Registration,
         counters: Arc<Counters>,
     ) {
-        let guard = self.tracker.guard();
         let open = OpenGuard::new(&self.open);
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let idle = self.limits.tunnel_idle;
         let token = registration.token().clone();
-        tokio::spawn(async move {
-            let _guard = guard;
+        self.tracker.spawn(async move {
             let _open = open;
             let _registration = registration;
             tokio::select! {
                 _ = relay => {}
-                _ = stopped(&mut shutdown) => {}
+                _ = shutdown.cancelled() => {}
                 _ = token.cancelled() => {}
                 _ = idle_for(idle, &counters) => {}
             }

@@ -31,7 +31,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigHandle, GatewayConfig};
 use crate::error::AluviaError;
@@ -111,8 +112,8 @@ pub type RouteListener = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>
 pub struct ProxyServer {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    tracker: Tracker,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
 }
 
 impl std::fmt::Debug for ProxyServer {
@@ -136,8 +137,8 @@ impl ProxyServer {
             listener.local_addr().map_err(|e| AluviaError::ProxyStart(format!("{e} (127.0.0.1:{port})")))?;
 
         let dialer = Arc::new(Dialer::new(opts.gateway, limits.connect).map_err(AluviaError::ProxyStart)?);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let tracker = Tracker::default();
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let traffic = Arc::default();
         let routes = Arc::new(Routes::default());
         let shared = Arc::new(Shared {
@@ -151,16 +152,11 @@ impl ProxyServer {
             routes,
             limits,
             tracker: tracker.clone(),
-            shutdown: shutdown_rx,
+            shutdown: shutdown.clone(),
             local_addr,
         });
 
-        let guard = tracker.guard();
-        let accept_shared = shared.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            accept_loop(accept_shared, listener).await;
-        });
+        tracker.spawn(accept_loop(shared.clone(), listener));
         if shared.logger.enabled(Level::Debug) {
             shared.logger.debug(format!("proxy listening on {local_addr}"));
         }
@@ -200,24 +196,25 @@ impl ProxyServer {
     /// Stop accepting, end open connections and tunnels, and wait for them.
     /// Idempotent.
     pub async fn stop(&self) {
-        self.shutdown.send_replace(true);
-        self.tracker.wait_idle().await;
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
     }
 }
 
 impl Drop for ProxyServer {
     fn drop(&mut self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.cancel();
     }
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    let mut shutdown = shared.shutdown.clone();
+    let shutdown = shared.shutdown.clone();
     let open = shared.open.clone();
     let mut refused_logged = false;
     loop {
         tokio::select! {
-            _ = stopped(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if open.load(Ordering::Relaxed) >= shared.limits.max_connections {
@@ -268,12 +265,11 @@ impl Drop for OpenGuard {
 
 fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, open: OpenGuard) {
     let _ = stream.set_nodelay(true);
-    let guard = shared.tracker.guard();
-    let mut shutdown = shared.shutdown.clone();
+    let shutdown = shared.shutdown.clone();
     let grace = shared.limits.grace;
     let logger = shared.logger.clone();
-    tokio::spawn(async move {
-        let _guard = guard;
+    let tracker = shared.tracker.clone();
+    tracker.spawn(async move {
         let _open = open;
         // Only the owner's processes: another local user's connection is
         // closed unanswered.
@@ -304,56 +300,10 @@ fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, op
                     logger.debug(format!("proxy connection ended: {e}"));
                 }
             }
-            _ = stopped(&mut shutdown) => {
+            _ = shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(grace, conn.as_mut()).await;
             }
         }
     });
-}
-
-/// Resolves once the proxy is stopping (or its handle is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // The `Ref` is dropped here, so callers stay `Send`.
-    let _ = shutdown.wait_for(|stopped| *stopped).await;
-}
-
-/// Counts live tasks (accept loop, connections, tunnels) so `stop()` can
-/// wait for all of them.
-#[derive(Clone, Default)]
-pub(crate) struct Tracker(Arc<TrackerInner>);
-
-#[derive(Default)]
-struct TrackerInner {
-    active: AtomicUsize,
-    idle: Notify,
-}
-
-pub(crate) struct TaskGuard(Arc<TrackerInner>);
-
-impl Tracker {
-    pub(crate) fn guard(&self) -> TaskGuard {
-        self.0.active.fetch_add(1, Ordering::SeqCst);
-        TaskGuard(self.0.clone())
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.0.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.0.active.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
 }

@@ -17,26 +17,26 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
-pub async fn start() -> Emulator {
+pub(crate) async fn start() -> Emulator {
     Emulator::start(EmulatorOptions::default()).await.expect("emulator starts")
 }
 
 /// A reqwest client that never uses a proxy from the environment.
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().expect("client builds")
 }
 
-pub fn url(emu: &Emulator, path: &str) -> String {
+pub(crate) fn url(emu: &Emulator, path: &str) -> String {
     format!("{}{}", emu.api_base_url(), path)
 }
 
-pub fn admin_url(emu: &Emulator, path: &str) -> String {
+pub(crate) fn admin_url(emu: &Emulator, path: &str) -> String {
     let base = emu.api_base_url();
     format!("{}{}", base.trim_end_matches("/v1"), path)
 }
 
 /// Sends an authenticated API request and returns (status, headers, JSON body or Null).
-pub async fn api(
+pub(crate) async fn api(
     emu: &Emulator,
     method: reqwest::Method,
     path: &str,
@@ -55,19 +55,19 @@ pub async fn api(
 }
 
 /// Creates a connection and returns its data object.
-pub async fn create_connection(emu: &Emulator, body: Value) -> Value {
+pub(crate) async fn create_connection(emu: &Emulator, body: Value) -> Value {
     let (status, _, value) = api(emu, reqwest::Method::POST, "/account/connections", Some(body)).await;
     assert_eq!(status, 201, "{value}");
     value["data"].clone()
 }
 
-pub async fn patch_connection(emu: &Emulator, id: u64, body: Value) -> Value {
+pub(crate) async fn patch_connection(emu: &Emulator, id: u64, body: Value) -> Value {
     let (status, _, value) = api(emu, reqwest::Method::PATCH, &format!("/account/connections/{id}"), Some(body)).await;
     assert_eq!(status, 200, "{value}");
     value["data"].clone()
 }
 
-pub async fn admin(emu: &Emulator, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn admin(emu: &Emulator, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = http().request(method, admin_url(emu, path)).bearer_auth(emu.api_key());
     if let Some(body) = body {
         req = req.json(&body);
@@ -78,7 +78,7 @@ pub async fn admin(emu: &Emulator, method: reqwest::Method, path: &str, body: Op
     (status, value)
 }
 
-pub fn creds(conn: &Value) -> (String, String) {
+pub(crate) fn creds(conn: &Value) -> (String, String) {
     (
         conn["proxy_username"].as_str().expect("username").to_owned(),
         conn["proxy_password"].as_str().expect("password").to_owned(),
@@ -88,7 +88,7 @@ pub fn creds(conn: &Value) -> (String, String) {
 /// A target server on 127.0.0.1 answering every request with JSON describing
 /// what it saw: the peer IP, method, path, body length and whether a
 /// Proxy-Authorization header reached it.
-pub async fn spawn_target() -> SocketAddr {
+pub(crate) async fn spawn_target() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("target binds");
     let addr = listener.local_addr().expect("target addr");
     tokio::spawn(async move {
@@ -118,18 +118,18 @@ pub async fn spawn_target() -> SocketAddr {
     addr
 }
 
-pub fn basic(user: &str, pass: &str) -> String {
+pub(crate) fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))
 }
 
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: String,
 }
 
 impl Answer {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("JSON answer ({e}): {}", self.body))
     }
 }
@@ -149,7 +149,13 @@ where
 }
 
 /// `METHOD http://target/path` through the gateway (absolute form).
-pub async fn proxy_request(gateway_port: u16, auth: Option<&str>, method: Method, url: &str, body: &str) -> Answer {
+pub(crate) async fn proxy_request(
+    gateway_port: u16,
+    auth: Option<&str>,
+    method: Method,
+    url: &str,
+    body: &str,
+) -> Answer {
     let stream = TcpStream::connect(("127.0.0.1", gateway_port)).await.expect("gateway accepts");
     let uri: hyper::Uri = url.parse().expect("url");
     let mut req = Request::builder()
@@ -163,12 +169,12 @@ pub async fn proxy_request(gateway_port: u16, auth: Option<&str>, method: Method
     send_on(stream, req).await
 }
 
-pub async fn proxy_get(gateway_port: u16, auth: Option<&str>, url: &str) -> Answer {
+pub(crate) async fn proxy_get(gateway_port: u16, auth: Option<&str>, url: &str) -> Answer {
     proxy_request(gateway_port, auth, Method::GET, url, "").await
 }
 
 /// Opens a CONNECT tunnel through the gateway. Err carries the gateway's answer.
-pub async fn open_tunnel(
+pub(crate) async fn open_tunnel(
     gateway_port: u16,
     auth: Option<&str>,
     target: &str,
@@ -192,7 +198,7 @@ pub async fn open_tunnel(
 }
 
 /// CONNECT to `target`, then `GET path` inside the tunnel.
-pub async fn tunnel_get(gateway_port: u16, auth: &str, target: SocketAddr, path: &str) -> Answer {
+pub(crate) async fn tunnel_get(gateway_port: u16, auth: &str, target: SocketAddr, path: &str) -> Answer {
     let upgraded = match open_tunnel(gateway_port, Some(auth), &target.to_string()).await {
         Ok(upgraded) => upgraded,
         Err(answer) => panic!("CONNECT refused: {} {}", answer.status, answer.body),

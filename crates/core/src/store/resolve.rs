@@ -5,8 +5,8 @@
 use serde_json::{json, Map, Value};
 
 use super::dir::LockDir;
-use super::lock::{LockData, LockRead};
 use super::naming::{validate_session_name, INVALID_NAME_MESSAGE};
+use super::record::{LockData, LockRead};
 use crate::error::AluviaError;
 
 /// What the session is wanted for; it decides the checks and the messages.
@@ -145,7 +145,7 @@ pub fn resolve_session(dir: &LockDir, name: Option<&str>, purpose: Purpose) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::{dead_pid, TempDir};
+    use crate::store::testutil::{dead_pid, TempDir};
 
     fn message(e: ResolveError) -> String {
         match e {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::dir::LockDir;
-use super::lock::{internal, open_lock_file};
+use super::io::{internal, open_lock_file};
 use crate::error::{AluviaError, Result};
 
 const FIRST_RETRY: Duration = Duration::from_millis(2);
@@ -101,7 +101,7 @@ fn names(path: &Path, file: &File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::TempDir;
+    use crate::store::testutil::TempDir;
 
     #[test]
     fn rules_lock_file_names() {

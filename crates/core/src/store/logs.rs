@@ -6,8 +6,8 @@ use std::fs;
 use std::time::{Duration, SystemTime};
 
 use super::dir::LockDir;
-use super::lock::LockRead;
 use super::naming::validate_session_name;
+use super::record::LockRead;
 use crate::error::Result;
 
 /// How many logs of ended sessions are kept.
@@ -67,8 +67,8 @@ impl LockDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::{dead_pid, TempDir};
-    use crate::session::LockData;
+    use crate::store::testutil::{dead_pid, TempDir};
+    use crate::store::LockData;
     use std::fs::FileTimes;
 
     fn log_aged(dir: &LockDir, name: &str, age: Duration) {

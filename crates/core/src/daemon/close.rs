@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-use super::dir::LockDir;
-use super::lock::{LockData, LockRead};
-use super::off_thread;
-use super::process::{terminate, Termination};
 use crate::error::Result;
+use crate::store::LockDir;
+use crate::store::{terminate, Termination};
+use crate::store::{LockData, LockRead};
+use crate::task::off_thread;
 
 /// How long a close waits for a start in this process to hand its claimed
 /// lock to the daemon.
@@ -83,7 +83,7 @@ pub async fn close_session(dir: &LockDir, name: &str, grace: Duration, handover_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::{dead_pid, TempDir};
+    use crate::store::testutil::{dead_pid, TempDir};
 
     const GRACE: Duration = Duration::from_secs(2);
 
@@ -119,7 +119,7 @@ mod tests {
         let mut child = tokio::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id().unwrap();
         // The lock names the pid, recorded with another process's start.
-        let recorded = crate::session::process_start(std::process::id());
+        let recorded = crate::store::process_start(std::process::id());
         dir.write("reused", &LockData { process_start: recorded, ..lock(pid) }).unwrap();
         let closed = close_session(&dir, "reused", GRACE, HANDOVER_WAIT).await.unwrap();
         assert!(matches!(closed, Closed::Stopped { termination: Termination::NotRunning, .. }), "{closed:?}");

@@ -120,7 +120,7 @@ fn signal(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
 
 /// `session close`: SIGTERM, then poll liveness every [`POLL_INTERVAL`] for up
 /// to `grace`, then SIGKILL. When the process leads its own process group (a
-/// daemon started by [`super::spawn_daemon`] does), SIGKILL goes to the whole
+/// daemon started by [`crate::daemon::spawn_daemon`] does), SIGKILL goes to the whole
 /// group so its Chromium dies with it.
 ///
 /// With `start` ([`process_start`] as recorded) nothing is signalled unless
@@ -170,7 +170,7 @@ pub async fn terminate(pid: u32, start: Option<&str>, grace: Duration) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::dead_pid;
+    use crate::store::testutil::dead_pid;
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Command, Stdio};
 

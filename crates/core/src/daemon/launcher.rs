@@ -1,55 +1,28 @@
-//! The daemon launcher: a detached child in its own session with its output
-//! in the session's log file, the API key on its stdin, and a pipe on its fd 3
-//! on which it says `ready` (optionally followed by its lock file's JSON) once its first
-//! navigation is done, or `failed <reason>` when it cannot start. The parent
+//! The daemon launcher, which runs in the CLI process: a detached child in
+//! its own session with its output in the session's log file, the API key on
+//! its stdin and the ready pipe on its fd 3 (see `ready.rs`). The launcher
 //! returns as soon as the ready line arrives, fails as soon as the pipe closes
 //! without it (the child died; with the reason it sent, if any), and gives up
 //! after a timeout.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-
-use super::dir::LockDir;
-use super::lock::LockData;
-use super::logs::{KEEP_LOGS, MAX_LOG_AGE};
-use super::off_thread;
-use super::process::{is_recorded_process, process_start};
+use super::ready::{last_error, ready_pipe, wait_ready, Outcome, READY_FD, READY_FD_ENV};
+use crate::store::{is_recorded_process, process_start, LockData, LockDir, KEEP_LOGS, MAX_LOG_AGE};
+use crate::task::off_thread;
 
 /// The API key's environment variable, taken out of the daemon's environment.
 pub const API_KEY_ENV: &str = "ALUVIA_API_KEY";
 
-/// The environment variable naming the child's end of the ready pipe.
-pub const READY_FD_ENV: &str = "ALUVIA_READY_FD";
-
 /// How long `session start` waits for the daemon to be ready.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The fd number the child finds the ready pipe on.
-const READY_FD: RawFd = 3;
-
-/// What the child writes, followed by a newline.
-const READY_LINE: &[u8] = b"ready";
-
-/// What a child that cannot start writes, followed by a space, its reason and a newline.
-const FAILED_LINE: &[u8] = b"failed";
-
-/// The longest reason the child sends (longer ones are cut, on a char boundary).
-const MAX_REASON: usize = 2000;
-
-/// The longest line the parent takes from the ready pipe: the ready line
-/// carries the lock, whose start URL can be as long as an argument can
-/// (128 KiB on Linux).
-const MAX_READY_LINE: usize = 1024 * 1024;
 
 /// How to start a session daemon.
 #[derive(Debug, Clone)]
@@ -82,7 +55,7 @@ pub struct DaemonSpawn {
 pub enum LaunchError {
     /// The ready pipe closed without the ready line: the daemon exited (or
     /// closed its fd 3) before it was ready; `reason` is the one-line cause it
-    /// sent ([`signal_failed`]), if any.
+    /// sent ([`signal_failed`](super::signal_failed)), if any.
     #[error("Browser process exited unexpectedly.")]
     DiedWhileStarting { pid: u32, reason: Option<String> },
     /// Not ready in time; the daemon is left running, and a claimed lock names it.
@@ -104,58 +77,6 @@ pub struct DaemonReady {
     pub pid: u32,
     /// Its lock as it was when it became ready, if it sent it along.
     pub lock: Option<LockData>,
-}
-
-enum Outcome {
-    Ready(Option<Box<LockData>>),
-    /// With the reason of a `failed` line, if one came.
-    Closed(Option<String>),
-    TimedOut,
-}
-
-fn last_error() -> io::Error {
-    io::Error::last_os_error()
-}
-
-/// A pipe whose two ends are close-on-exec and not among fds 0-2.
-fn ready_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    {
-        // SAFETY: fds has room for the two descriptors.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-            return Err(last_error());
-        }
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    {
-        // SAFETY: fds has room for the two descriptors.
-        if unsafe { libc::pipe(fds.as_mut_ptr()) } == -1 {
-            return Err(last_error());
-        }
-        for fd in fds {
-            // SAFETY: fd was just returned by pipe.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-    }
-    // SAFETY: both fds are fresh and owned by nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((above_stdio(read)?, above_stdio(write)?))
-}
-
-/// A process started with a closed stdin/out/err could get a pipe end on fd
-/// 0-2, which the child's stdio setup would then overwrite: move it up.
-fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() > 2 {
-        return Ok(fd);
-    }
-    // SAFETY: fd is valid; the duplicate is a fresh descriptor.
-    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, READY_FD + 1) };
-    if dup == -1 {
-        return Err(last_error());
-    }
-    // SAFETY: dup is fresh and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
 fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
@@ -196,7 +117,7 @@ fn open_log(spec: &DaemonSpawn) -> Result<File, LaunchError> {
 }
 
 /// Starts the daemon and waits until it is ready: its pid (and the lock it
-/// sent) as soon as it writes the ready line ([`signal_ready`]), `DiedWhileStarting` as soon as
+/// sent) as soon as it writes the ready line ([`signal_ready`](super::signal_ready)), `DiedWhileStarting` as soon as
 /// the pipe closes without it, `Timeout` after `spec.ready_timeout`. The child
 /// runs in its own session (`setsid`), with `spec.secret` on its stdin, stdout and
 /// stderr to `spec.log_path` (emptied first), the pipe on fd 3 and
@@ -373,223 +294,13 @@ fn reap_in_background(mut child: Child) {
     });
 }
 
-async fn wait_ready(read_end: OwnedFd, timeout: Duration) -> io::Result<Outcome> {
-    // SAFETY: read_end is a valid fd we own.
-    let flags = unsafe { libc::fcntl(read_end.as_raw_fd(), libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags == -1 || unsafe { libc::fcntl(read_end.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } == -1 {
-        return Err(last_error());
-    }
-    // SAFETY: the AsyncFd owns read_end, a valid open fd that stays the same
-    // until the AsyncFd is dropped. (`register_with_interest`: tokio >= 1.54.)
-    let pipe = unsafe { AsyncFd::register_with_interest(read_end, Interest::READABLE) }?;
-    let read_lines = async {
-        let mut pending = Vec::new();
-        let mut failed = None;
-        let mut chunk = [0u8; 512];
-        loop {
-            let mut guard = pipe.readable().await?;
-            let read = guard.try_io(|fd| {
-                // SAFETY: chunk is a writable buffer of the given length.
-                let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
-                if n < 0 {
-                    Err(last_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match read {
-                Ok(Ok(0)) => return Ok(Outcome::Closed(failed)),
-                Ok(Ok(n)) => {
-                    pending.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=end).collect();
-                        if let Some(lock) = ready_line(&line[..end]) {
-                            return Ok(Outcome::Ready(lock.map(Box::new)));
-                        }
-                        if let Some(reason) = failed_line(&line[..end]) {
-                            failed = Some(reason);
-                        }
-                    }
-                    if pending.len() > MAX_READY_LINE {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("the daemon wrote more than {MAX_READY_LINE} bytes without a newline"),
-                        ));
-                    }
-                }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => {}
-            }
-        }
-    };
-    match tokio::time::timeout(timeout, read_lines).await {
-        Ok(outcome) => outcome,
-        Err(_) => Ok(Outcome::TimedOut),
-    }
-}
-
-/// `ready` → `Some(None)`; `ready {lock json}` → `Some(Some(lock))` (a payload
-/// that does not parse is ignored); anything else → `None`.
-fn ready_line(line: &[u8]) -> Option<Option<LockData>> {
-    let rest = line.trim_ascii().strip_prefix(READY_LINE)?;
-    if rest.is_empty() {
-        return Some(None);
-    }
-    if !rest[0].is_ascii_whitespace() {
-        return None;
-    }
-    Some(serde_json::from_slice(rest).ok())
-}
-
-/// `failed <reason>` → the reason (one line, at most [`MAX_REASON`] bytes);
-/// anything else → `None`.
-fn failed_line(line: &[u8]) -> Option<String> {
-    let rest = line.trim_ascii().strip_prefix(FAILED_LINE)?;
-    if rest.first().is_some_and(|b| !b.is_ascii_whitespace()) {
-        return None;
-    }
-    let reason = String::from_utf8_lossy(rest);
-    let reason = reason.trim();
-    (!reason.is_empty()).then(|| one_line(reason))
-}
-
-/// `text` on one line (whitespace runs become one space), cut to [`MAX_REASON`] bytes.
-fn one_line(text: &str) -> String {
-    let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.len() > MAX_REASON {
-        let mut end = MAX_REASON;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-        out.push('…');
-    }
-    out
-}
-
-/// Whether this process has already used (or given up) its ready fd.
-static READY_FD_DONE: Mutex<bool> = Mutex::new(false);
-
-/// The ready fd named by `ALUVIA_READY_FD`, if it is set and names a pipe
-/// (an inherited variable naming some other fd is ignored).
-fn ready_fd_from_env() -> io::Result<Option<RawFd>> {
-    let Some(value) = std::env::var_os(READY_FD_ENV) else { return Ok(None) };
-    let fd: RawFd = value.to_str().and_then(|v| v.trim().parse().ok()).filter(|fd| *fd >= 0).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{READY_FD_ENV} is not a file descriptor: {value:?}"))
-    })?;
-    // SAFETY: fstat only writes into the zeroed struct.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut stat) } == -1 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
-        return Ok(None);
-    }
-    Ok(Some(fd))
-}
-
-/// For the daemon, early: marks the ready fd close-on-exec so that the
-/// processes it starts (Chromium) do not inherit it and keep the pipe open
-/// after the daemon dies. A no-op without `ALUVIA_READY_FD`.
-pub fn prepare_ready_fd() -> io::Result<()> {
-    let done = READY_FD_DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if *done {
-        return Ok(());
-    }
-    if let Some(fd) = ready_fd_from_env()? {
-        // SAFETY: fd is an open pipe.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
-            return Err(last_error());
-        }
-    }
-    Ok(())
-}
-
-/// The longest secret [`take_secret`] reads.
-const MAX_SECRET: u64 = 64 * 1024;
-
-/// For the daemon, first thing: makes this process non-dumpable on Linux (no
-/// core dumps; `/proc/<pid>/environ`, `mem` and ptrace closed to other
-/// processes of the user, since it holds the API key), then reads the secret
-/// [`spawn_daemon`] writes to its stdin, up to end of file. Empty when stdin
-/// holds nothing (/dev/null).
-pub fn take_secret() -> io::Result<String> {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain prctl call with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == -1 {
-            return Err(last_error());
-        }
-    }
-    let mut secret = String::new();
-    io::Read::read_to_string(&mut io::Read::take(io::stdin().lock(), MAX_SECRET), &mut secret)?;
-    Ok(secret)
-}
-
-/// For the daemon, once it is ready (after its final lock write): writes
-/// `ready\n`, or `ready {lock json}\n` with `lock`, to the fd named by
-/// `ALUVIA_READY_FD`, then closes it. Idempotent; a no-op without the
-/// variable. A parent that stopped waiting (closed pipe) is not an error.
-pub fn signal_ready(lock: Option<&LockData>) -> io::Result<()> {
-    let mut line = READY_LINE.to_vec();
-    if let Some(lock) = lock {
-        line.push(b' ');
-        line.extend(serde_json::to_vec(lock).map_err(io::Error::other)?);
-    }
-    send_final_line(line)
-}
-
-/// For the daemon, when it cannot start: writes `failed <reason>\n` (the
-/// reason on one line) to the fd named by `ALUVIA_READY_FD`, then closes it,
-/// so that `session start` can say why. The caller keeps secrets out of
-/// `reason`. Idempotent with [`signal_ready`] (only the first is sent); a
-/// no-op without the variable.
-pub fn signal_failed(reason: &str) -> io::Result<()> {
-    let mut line = FAILED_LINE.to_vec();
-    line.push(b' ');
-    line.extend(one_line(reason).as_bytes());
-    send_final_line(line)
-}
-
-/// Writes `line` and a newline to the ready fd and closes it; once only.
-fn send_final_line(mut line: Vec<u8>) -> io::Result<()> {
-    let mut done = READY_FD_DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if *done {
-        return Ok(());
-    }
-    let Some(fd) = ready_fd_from_env()? else {
-        return Ok(());
-    };
-    line.push(b'\n');
-    let mut written = 0;
-    let result = loop {
-        if written == line.len() {
-            break Ok(());
-        }
-        // SAFETY: the slice is valid for its length.
-        let n = unsafe { libc::write(fd, line[written..].as_ptr().cast(), line.len() - written) };
-        if n >= 0 {
-            written += n as usize;
-            continue;
-        }
-        let e = last_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => {}
-            Some(libc::EPIPE) => break Ok(()),
-            _ => break Err(e),
-        }
-    };
-    // SAFETY: fd is ours to close; it is not used again (done is set).
-    unsafe { libc::close(fd) };
-    *done = true;
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::lock::{LockData, LockRead};
-    use crate::session::process::{is_process_alive, terminate, Termination};
-    use crate::session::testutil::TempDir;
+    use crate::daemon::{prepare_ready_fd, signal_ready};
+    use crate::store::testutil::TempDir;
+    use crate::store::{is_process_alive, terminate, Termination};
+    use crate::store::{LockData, LockRead};
     use std::os::unix::fs::MetadataExt;
 
     fn sh(dir: &TempDir, script: &str, timeout: Duration) -> DaemonSpawn {
@@ -650,6 +361,7 @@ mod tests {
         assert!(is_process_alive(pid));
         // SAFETY: plain syscalls.
         assert_eq!(unsafe { libc::getsid(pid as i32) }, pid as i32, "its own session");
+        // SAFETY: as above.
         assert_ne!(unsafe { libc::getsid(0) }, pid as i32);
         let log_text = log(&dir);
         let cwd = std::fs::canonicalize(dir.path()).unwrap();
@@ -747,7 +459,7 @@ mod tests {
         let Some(LockRead::Valid(lock)) = locks.read("mine").unwrap() else { panic!() };
         assert_eq!(lock.pid, pid);
         assert!(lock.process_start.is_some(), "the daemon is recorded beyond its pid");
-        assert_eq!(lock.process_start, crate::session::process_start(pid));
+        assert_eq!(lock.process_start, crate::store::process_start(pid));
         assert_eq!(lock.session.as_deref(), Some("mine"));
         assert_eq!(terminate(pid, None, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
     }
@@ -848,13 +560,8 @@ mod tests {
 
     const CHILD_ENV: &str = "ALUVIA_TEST_READY_CHILD";
 
-    /// Run as a daemon by `session_daemon_signal_ready_from_rust`; passes
-    /// trivially otherwise.
-    #[test]
-    fn session_daemon_ready_child() {
-        if std::env::var_os(CHILD_ENV).is_none() {
-            return;
-        }
+    /// The daemon of `session_daemon_signal_ready_from_rust`.
+    fn ready_in_child() {
         prepare_ready_fd().unwrap();
         // SAFETY: plain syscall.
         let flags = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) };
@@ -872,12 +579,20 @@ mod tests {
 
     #[tokio::test]
     async fn session_daemon_signal_ready_from_rust() {
+        if std::env::var_os(CHILD_ENV).is_some() {
+            return ready_in_child();
+        }
         let dir = TempDir::new("daemon-rust");
         let spec = DaemonSpawn {
             program: std::env::current_exe().unwrap(),
-            args: ["--exact", "session::daemon::tests::session_daemon_ready_child", "--nocapture", "--test-threads=1"]
-                .map(String::from)
-                .to_vec(),
+            args: [
+                "--exact",
+                "daemon::launcher::tests::session_daemon_signal_ready_from_rust",
+                "--nocapture",
+                "--test-threads=1",
+            ]
+            .map(String::from)
+            .to_vec(),
             env: vec![(CHILD_ENV.into(), "1".into())],
             cwd: dir.path().to_path_buf(),
             log_path: dir.path().join("daemon.log"),
@@ -897,37 +612,5 @@ mod tests {
         }
         assert!(log(&dir).contains("child signalled"), "{}", log(&dir));
         assert_eq!(terminate(pid, None, Duration::from_secs(5)).await.unwrap(), Termination::Exited);
-    }
-
-    #[test]
-    fn session_ready_lines() {
-        assert_eq!(ready_line(b"ready"), Some(None));
-        assert_eq!(ready_line(b" ready \r"), Some(None));
-        let lock = ready_line(br#"ready {"pid":7,"cdpUrl":"http://127.0.0.1:1"}"#).unwrap().unwrap();
-        assert_eq!((lock.pid, lock.cdp_url.as_deref()), (7, Some("http://127.0.0.1:1")));
-        assert_eq!(ready_line(b"ready {not json"), Some(None), "a bad payload is ignored");
-        assert_eq!(ready_line(b"readying"), None);
-        assert_eq!(ready_line(b"not-ready"), None);
-        assert_eq!(ready_line(b""), None);
-    }
-
-    #[test]
-    fn session_failed_lines() {
-        assert_eq!(failed_line(b"failed boom"), Some("boom".into()));
-        assert_eq!(failed_line(b" failed  a\tb   c \r"), Some("a b c".into()));
-        assert_eq!(failed_line(b"failed"), None, "no reason");
-        assert_eq!(failed_line(b"failedx y"), None);
-        assert_eq!(failed_line(b"ready"), None);
-        let long = failed_line(format!("failed {}", "é".repeat(MAX_REASON)).as_bytes()).unwrap();
-        assert!(long.len() <= MAX_REASON + '…'.len_utf8() && long.ends_with('…'), "{}", long.len());
-        assert_eq!(one_line("a\nb\r\nc"), "a b c");
-    }
-
-    #[test]
-    fn session_signal_ready_without_env_is_a_noop() {
-        if std::env::var_os(READY_FD_ENV).is_none() {
-            signal_ready(None).unwrap();
-            prepare_ready_fd().unwrap();
-        }
     }
 }

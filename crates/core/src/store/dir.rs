@@ -51,7 +51,7 @@ impl LockDir {
 
     /// [`LockDir::open_default`] on a blocking thread, for async callers.
     pub async fn open_default_async() -> Result<LockDir> {
-        super::off_thread(LockDir::open_default).await
+        crate::task::off_thread(LockDir::open_default).await
     }
 
     /// Creates `path` with mode 0700 when it is missing (its parent must
@@ -122,7 +122,7 @@ fn verify(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::TempDir;
+    use crate::store::testutil::TempDir;
 
     fn mode_of(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().mode() & 0o7777

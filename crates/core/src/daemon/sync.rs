@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use super::dir::LockDir;
 use crate::browser::{DetectionEvent, DetectionSink};
 use crate::detection::last_detection_json;
 use crate::log::RepeatedFailure;
+use crate::store::LockDir;
+use crate::task::off_thread;
 
 /// How often `traffic` is refreshed in the lock file (at most).
 pub const TRAFFIC_INTERVAL: Duration = Duration::from_secs(1);
@@ -23,18 +24,18 @@ enum Write {
 
 /// The writer task; dropping it (or calling [`LockSync::stop`]) ends it.
 pub struct LockSync {
-    task: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 impl LockSync {
     pub fn stop(&self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
 impl Drop for LockSync {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
@@ -72,25 +73,31 @@ fn start_reporting(
     let sink: DetectionSink = std::sync::Arc::new(move |event: DetectionEvent| {
         let _ = sink_tx.send(Write::Detection(last_detection_json(&event.result, now_ms())));
     });
-    let task = tokio::spawn(async move {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_traffic: Option<Value> = None;
         let mut failures = RepeatedFailure::once("lock file update");
         loop {
             let write = tokio::select! {
+                _ = stopped.cancelled() => return,
                 w = rx.recv() => match w { Some(w) => w, None => return },
                 _ = tick.tick() => match traffic() {
                     Some(t) if last_traffic.as_ref() != Some(&t) => Write::Traffic(t),
                     _ => continue,
                 },
             };
+            if stopped.is_cancelled() {
+                return;
+            }
             if let Write::Traffic(t) = &write {
                 last_traffic = Some(t.clone());
             }
             let dir = dir.clone();
             let name = name.clone();
-            let written = tokio::task::spawn_blocking(move || {
+            let written = off_thread(move || {
                 dir.update_owned(&name, pid, |lock| match write {
                     Write::Detection(d) => lock.last_detection = Some(d),
                     Write::Traffic(t) => lock.traffic = Some(t),
@@ -99,8 +106,7 @@ fn start_reporting(
             .await;
             // A full disk: said once, not on every update, and again once it passes.
             let line = match written {
-                Ok(Ok(_)) => failures.succeeded(),
-                Ok(Err(e)) => failures.failed(&e),
+                Ok(_) => failures.succeeded(),
                 Err(e) => failures.failed(&e),
             };
             if let Some(line) = line {
@@ -109,15 +115,15 @@ fn start_reporting(
         }
     });
     drop(tx);
-    (sink, LockSync { task })
+    (sink, LockSync { stop })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::TempDir;
-    use crate::session::LockData;
-    use crate::session::LockRead;
+    use crate::store::testutil::TempDir;
+    use crate::store::LockData;
+    use crate::store::LockRead;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 

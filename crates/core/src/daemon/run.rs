@@ -15,14 +15,14 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::daemon::{prepare_ready_fd, signal_failed, signal_ready};
-use super::dir::LockDir;
-use super::lock::LockData;
-use super::off_thread;
+use super::ready::{prepare_ready_fd, signal_failed, signal_ready};
 use super::sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
+use crate::api::id_value;
 use crate::client::{Client, ClientOptions, ProxyInfo, RawClientOptions};
-use crate::control::id_value;
 use crate::error::{AluviaError, Result};
+use crate::store::LockData;
+use crate::store::LockDir;
+use crate::task::off_thread;
 
 /// The daemon's client polls its connection's config this often (ms), so that
 /// `rotate-ip`, `set-geo` and `set-rules` reach it within about a second.
@@ -253,10 +253,7 @@ impl Daemon {
         let isolation = self.client.browser().map(|b| b.isolation());
         self.write(move |lock| {
             lock.proxy_url = Some(proxy_url);
-            match profile {
-                Some(p) => lock.extra.insert("profileDir".into(), Value::from(p)),
-                None => lock.extra.remove("profileDir"),
-            };
+            lock.profile_dir = profile;
             match isolation {
                 Some(i) => lock.extra.insert("browserIsolation".into(), Value::from(i)),
                 None => lock.extra.remove("browserIsolation"),
@@ -387,8 +384,8 @@ pub async fn run_daemon(spec: DaemonRun, script: Option<Script>, stop: DaemonSto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testutil::TempDir;
-    use crate::session::LockRead;
+    use crate::store::testutil::TempDir;
+    use crate::store::LockRead;
     use std::time::Duration;
 
     fn run_spec(dir: &LockDir, name: &str, client: RawClientOptions) -> DaemonRun {
@@ -475,13 +472,8 @@ mod tests {
         }
     }
 
-    /// Run as a child process by `session_daemon_signals_request_a_stop`;
-    /// passes trivially otherwise.
-    #[test]
-    fn session_daemon_signal_child() {
-        if std::env::var_os(SIGNAL_CHILD_ENV).is_none() {
-            return;
-        }
+    /// The child process of `session_daemon_signals_request_a_stop`.
+    fn stop_on_signal_in_child() {
         // SAFETY: installing a plain handler.
         unsafe { libc::signal(libc::SIGTERM, reraise as extern "C" fn(libc::c_int) as libc::sighandler_t) };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -496,10 +488,18 @@ mod tests {
 
     #[test]
     fn session_daemon_signals_request_a_stop() {
+        if std::env::var_os(SIGNAL_CHILD_ENV).is_some() {
+            return stop_on_signal_in_child();
+        }
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "session::run::tests::session_daemon_signal_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "daemon::run::tests::session_daemon_signals_request_a_stop",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(SIGNAL_CHILD_ENV, "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
