@@ -17,13 +17,26 @@ use serde_json::Value;
 pub mod auth;
 pub mod rules;
 
-/// Separator between the fields of an error reason; `lib/errors.js` splits on
-/// it once and builds the matching JS class.
+/// Separator between the fields of an error reason (`SEP code SEP status SEP
+/// context SEP message`); `lib/errors.js` splits on it once and builds the
+/// matching JS class. The context is JSON, where the separator is escaped.
 const SEP: char = '\u{1f}';
 
+fn coded(code: &str, status: Option<u16>, context: &str, message: &str) -> Error {
+    let status = status.map(|s| s.to_string()).unwrap_or_default();
+    Error::new(Status::GenericFailure, format!("{SEP}{code}{SEP}{status}{SEP}{context}{SEP}{message}"))
+}
+
 pub(crate) fn to_napi(e: AluviaError) -> Error {
-    let status = e.status().map(|s| s.to_string()).unwrap_or_default();
-    Error::new(Status::GenericFailure, format!("{SEP}{}{SEP}{status}{SEP}{e}", e.code()))
+    coded(e.code(), e.status(), "", &e.to_string())
+}
+
+/// A session error: its code, its context fields and its message.
+fn session_err(e: store::SessionError) -> Error {
+    match e {
+        store::SessionError::Other(e) => to_napi(e),
+        e => coded(e.code(), None, &Value::Object(e.context()).to_string(), &e.to_string()),
+    }
 }
 
 fn json_err(e: serde_json::Error) -> Error {
@@ -308,17 +321,9 @@ impl BindingClient {
 // ---------------------------------------------------------------- sessions
 //
 // The CLI's background sessions: lock files, names, the daemon launcher and
-// process control. Every error the CLI prints with context fields crosses as
-// code `CliError` with the whole JSON output as its message (`lib/errors.js`
-// parses it); `connect()` errors cross as `ConnectError`.
-
-fn coded(code: &str, message: &str) -> Error {
-    Error::new(Status::GenericFailure, format!("{SEP}{code}{SEP}{SEP}{message}"))
-}
-
-fn cli_error(output: Value) -> Error {
-    coded("CliError", &output.to_string())
-}
+// process control. Their failures are the engine's `SessionError`s, each
+// crossing once through `session_err` with its code and context fields;
+// `connect()`'s have code `ConnectError`.
 
 fn lock_dir() -> Result<store::LockDir> {
     store::LockDir::open_default().map_err(to_napi)
@@ -362,28 +367,12 @@ pub async fn session_resolve(name: Option<String>, purpose: String) -> Result<Va
         // connect() promises a ConnectError, also when the lock directory is refused.
         let dir = match store::LockDir::open_default() {
             Ok(dir) => dir,
-            Err(e) if purpose == store::Purpose::Connect => return Err(coded("ConnectError", &e.to_string())),
+            Err(e) if purpose == store::Purpose::Connect => return Err(to_napi(AluviaError::Connect(e.to_string()))),
             Err(e) => return Err(to_napi(e)),
         };
-        match store::resolve_session(&dir, name.as_deref(), purpose) {
-            Ok(lock) => lock_json(&lock),
-            Err(store::ResolveError::Cli(output)) => Err(cli_error(output)),
-            Err(store::ResolveError::Connect(message)) => Err(coded("ConnectError", &message)),
-            Err(store::ResolveError::Io(e)) => Err(to_napi(e)),
-        }
+        store::resolve_session(&dir, name.as_deref(), purpose).map_err(session_err).and_then(|lock| lock_json(&lock))
     })
     .await
-}
-
-/// The lock-file view of a session for CLI output: the name-in-use context.
-fn session_context(name: &str, lock: &store::LockData) -> serde_json::Map<String, Value> {
-    let mut out = serde_json::Map::new();
-    out.insert("browserSession".into(), Value::from(name));
-    out.insert("pid".into(), Value::from(lock.pid));
-    out.insert("startUrl".into(), lock.url.clone().map(Value::from).unwrap_or(Value::Null));
-    out.insert("cdpUrl".into(), lock.cdp_url.clone().map(Value::from).unwrap_or(Value::Null));
-    out.insert("connectionId".into(), lock.connection_id.clone().unwrap_or(Value::Null));
-    out
 }
 
 /// Claims a name (a custom one, or a generated one when `None`) and writes
@@ -393,22 +382,7 @@ pub async fn session_claim(name: Option<String>, initial: Value) -> Result<Strin
     blocking(move || {
         let initial: store::LockData = serde_json::from_value(initial).map_err(json_err)?;
         let dir = lock_dir()?;
-        match dir.claim(name.as_deref(), initial) {
-            Ok(name) => Ok(name),
-            Err(store::ClaimError::NameInUse { name, lock }) => {
-                let mut out = serde_json::Map::new();
-                out.insert(
-                    "error".into(),
-                    Value::from(format!("A browser session named '{name}' is already running.")),
-                );
-                out.extend(session_context(&name, &lock));
-                Err(cli_error(Value::Object(out)))
-            }
-            Err(store::ClaimError::InvalidName) => {
-                Err(cli_error(serde_json::json!({ "error": store::INVALID_NAME_MESSAGE })))
-            }
-            Err(store::ClaimError::Io(e)) => Err(to_napi(e)),
-        }
+        dir.claim(name.as_deref(), initial).map_err(session_err)
     })
     .await
 }
@@ -465,20 +439,8 @@ pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<BindingDaemonReady
         secret: spec.secret,
         claimed_lock: Some((dir.clone(), name.clone())),
     };
-    match daemon::spawn_daemon(launch).await {
-        Ok(ready) => Ok(BindingDaemonReady { pid: ready.pid, lock: ready.lock.as_ref().map(lock_json).transpose()? }),
-        Err(e @ daemon::LaunchError::DiedWhileStarting { .. }) => {
-            let mut out = serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file });
-            if let daemon::LaunchError::DiedWhileStarting { reason: Some(reason), .. } = e {
-                out["reason"] = Value::from(reason);
-            }
-            Err(cli_error(out))
-        }
-        Err(e @ (daemon::LaunchError::Timeout { .. } | daemon::LaunchError::LogNotRegular)) => {
-            Err(cli_error(serde_json::json!({ "error": e.to_string(), "browserSession": name, "logFile": log_file })))
-        }
-        Err(e @ daemon::LaunchError::Spawn(_)) => Err(to_napi(AluviaError::Internal(e.to_string()))),
-    }
+    let ready = daemon::spawn_daemon(launch).await.map_err(|e| session_err(e.for_session(name, log_file)))?;
+    Ok(BindingDaemonReady { pid: ready.pid, lock: ready.lock.as_ref().map(lock_json).transpose()? })
 }
 
 #[napi(object)]
@@ -558,9 +520,7 @@ pub async fn session_close(name: String, grace_ms: u32) -> Result<Value> {
             Ok(serde_json::json!({ "outcome": termination.as_str(), "lock": lock_json(&lock)? }))
         }
         daemon::Closed::Gone => Ok(serde_json::json!({ "outcome": "notRunning", "lock": null })),
-        daemon::Closed::StillStarting => {
-            Err(cli_error(serde_json::json!({ "error": format!("Browser session '{name}' is still starting.") })))
-        }
+        daemon::Closed::StillStarting => Err(session_err(store::SessionError::StillStarting { name })),
     }
 }
 

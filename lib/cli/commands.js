@@ -4,7 +4,8 @@
 // to the one JSON object the command prints: `{ error, ...context }` on
 // failure, never throwing, printing or exiting, so that the MCP server can
 // call them concurrently. Files, processes and names are handled by the
-// native engine (src/lib.rs → crates/core/src/{store,daemon}).
+// native engine (src/lib.rs → crates/core/src/{store,daemon}), and so are
+// their errors, which failure() prints.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -43,9 +44,9 @@ function apiFor(s) {
   return new AluviaApi({ apiKey: s.apiKey, apiBaseUrl: s.apiBaseUrl });
 }
 
-/** An error as the CLI prints it. */
+/** An error as the CLI prints it: `{ error, ...context }`. */
 function failure(err) {
-  if (err instanceof CliError) return { ...err.output };
+  if (err instanceof CliError) return { error: err.message, ...err.context };
   return { error: err?.message ?? String(err) };
 }
 
@@ -79,7 +80,7 @@ function parseConnectionId(v) {
   if (v === undefined) return undefined;
   const text = String(v);
   if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
-    throw new CliError({ error: `Invalid --connection-id: '${text}' must be a positive integer.` });
+    throw new CliError(`Invalid --connection-id: '${text}' must be a positive integer.`);
   }
   return Number(text);
 }
@@ -94,7 +95,7 @@ function checkUrl(url) {
     parsed = undefined;
   }
   if (!parsed || !['http:', 'https:'].includes(parsed.protocol) || !parsed.hostname) {
-    throw new CliError({ error: `Invalid URL: '${url}'. Use an http:// or https:// URL.` });
+    throw new CliError(`Invalid URL: '${url}'. Use an http:// or https:// URL.`);
   }
 }
 
@@ -107,7 +108,7 @@ function scriptPath(run, cwd) {
   } catch {
     isFile = false;
   }
-  if (!isFile) throw new CliError({ error: `Script not found: '${run}'.` });
+  if (!isFile) throw new CliError(`Script not found: '${run}'.`);
   return resolved;
 }
 
