@@ -194,12 +194,12 @@ pub fn session_daemon_stop(code: i32, reason: String) {
 
 /// `session close` of `name`: `{ outcome, lock }` with outcome `exited`,
 /// `forceKilled` or `notRunning`, and the lock of the process stopped (null
-/// when the lock went away first); see `daemon::close_session`.
+/// when the lock went away first); see `daemon::close_session`. SIGKILL
+/// follows SIGTERM after `store::DEFAULT_GRACE`.
 #[napi]
-pub async fn session_close(name: String, grace_ms: u32) -> Result<Value> {
+pub async fn session_close(name: String) -> Result<Value> {
     let dir = blocking(lock_dir).await?;
-    let grace = std::time::Duration::from_millis(grace_ms.into());
-    match daemon::close_session(&dir, &name, grace, daemon::HANDOVER_WAIT).await.map_err(to_napi)? {
+    match daemon::close_session(&dir, &name, store::DEFAULT_GRACE, daemon::HANDOVER_WAIT).await.map_err(to_napi)? {
         daemon::Closed::Stopped { termination, lock } => {
             Ok(serde_json::json!({ "outcome": termination.as_str(), "lock": lock_json(&lock)? }))
         }

@@ -16,8 +16,6 @@ const { mapped, CliError } = require('../errors.js');
 const { ENV_OPTIONS } = require('./table.js');
 
 const DAEMON = path.join(__dirname, 'daemon.js');
-/** `session close`: how long to wait after SIGTERM before SIGKILL. */
-const CLOSE_GRACE_MS = 10_000;
 
 /** The home directory whose `.aluvia/config.json` holds the key of `aluvia auth`. */
 const homeOf = (env) => env.HOME || os.homedir();
@@ -160,8 +158,8 @@ function sessionStart(o = {}) {
   });
 }
 
-/** Stops session `name` and removes its lock (the engine's `sessionClose`): `{ outcome, lock }`. */
-const closeOne = (name) => mapped(() => native.sessionClose(name, CLOSE_GRACE_MS));
+/** Stops session `name` (SIGKILL after the engine's grace period) and removes its lock: `{ outcome, lock }`. */
+const closeOne = (name) => mapped(() => native.sessionClose(name));
 
 /** `session close`: options browserSession, all, env. */
 function sessionClose(o = {}) {
