@@ -135,8 +135,9 @@ pub struct BindingSessionDaemon {
     pub headful: Option<bool>,
     pub block_detection: Option<bool>,
     pub auto_unblock: Option<bool>,
-    /// The API key, API and gateway addresses and connection id; the daemon
-    /// sets the browser, polling and detection options itself.
+    /// The API key and connection id; the API and gateway addresses not set
+    /// here come from the daemon's `ALUVIA_*` environment, and the daemon sets
+    /// the browser, polling and detection options itself.
     pub client: BindingClientOptions,
 }
 

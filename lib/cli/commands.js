@@ -21,9 +21,9 @@ const DAEMON = path.join(__dirname, 'daemon.js');
 const homeOf = (env) => env.HOME || os.homedir();
 
 /**
- * Client/API options from the environment; the key is ALUVIA_API_KEY, else
- * the one `aluvia auth` saved. `{ error }` without a key (or with a config
- * file that is not ours).
+ * The API key (ALUVIA_API_KEY, else the one `aluvia auth` saved) and address
+ * (ALUVIA_API_BASE_URL) from the environment. `{ error }` without a key (or
+ * with a config file that is not ours).
  */
 function settings(env = process.env) {
   let apiKey;
@@ -32,9 +32,7 @@ function settings(env = process.env) {
   } catch (err) {
     return failure(err);
   }
-  const out = { apiKey };
-  for (const [name, key, parse] of ENV_OPTIONS) out[key] = env[name] ? parse(env[name]) : undefined;
-  return out;
+  return { apiKey, apiBaseUrl: env.ALUVIA_API_BASE_URL || undefined };
 }
 
 function apiFor(s) {

@@ -118,6 +118,45 @@ fn port(name: &str, value: Option<f64>) -> Result<Option<u16>> {
     Ok(integer_option(name, value, 0, 65535)?.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0))
 }
 
+/// The environment variables of the CLI and its session daemon that set
+/// client options, in the order help lists them.
+pub const ENV_API_BASE_URL: &str = "ALUVIA_API_BASE_URL";
+pub const ENV_GATEWAY_HOST: &str = "ALUVIA_GATEWAY_HOST";
+pub const ENV_GATEWAY_PORT: &str = "ALUVIA_GATEWAY_PORT";
+pub const ENV_GATEWAY_PROTOCOL: &str = "ALUVIA_GATEWAY_PROTOCOL";
+/// Comma-separated `trustSpki` pins.
+pub const ENV_TRUST_SPKI: &str = "ALUVIA_TRUST_SPKI";
+
+impl RawClientOptions {
+    /// These options with what they leave unset taken from the environment
+    /// (`var` reads a variable; an empty one counts as unset). A port that is
+    /// not one is an [`AluviaError::OutOfRange`] naming its variable.
+    pub fn with_env(self, var: impl Fn(&str) -> Option<String>) -> Result<RawClientOptions> {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
+        let gateway_port = match (self.gateway_port, var(ENV_GATEWAY_PORT)) {
+            (None, Some(text)) => match text.trim().parse::<u16>() {
+                Ok(port) => Some(f64::from(port)),
+                Err(_) => {
+                    return Err(AluviaError::OutOfRange(format!(
+                        "{ENV_GATEWAY_PORT} must be an integer from 0 to 65535, got '{}'",
+                        crate::text::sanitize_to(&text, 40)
+                    )))
+                }
+            },
+            (port, _) => port,
+        };
+        let trust_spki = |v: String| v.split(',').filter(|pin| !pin.is_empty()).map(str::to_string).collect();
+        Ok(RawClientOptions {
+            api_base_url: self.api_base_url.or_else(|| var(ENV_API_BASE_URL)),
+            gateway_host: self.gateway_host.or_else(|| var(ENV_GATEWAY_HOST)),
+            gateway_protocol: self.gateway_protocol.or_else(|| var(ENV_GATEWAY_PROTOCOL)),
+            gateway_port,
+            trust_spki: self.trust_spki.or_else(|| var(ENV_TRUST_SPKI).map(trust_spki)),
+            ..self
+        })
+    }
+}
+
 /// `timeoutMs` of both `AluviaClient` and `AluviaApi`: whole milliseconds, at
 /// least 1 (a 0 ms timeout fails every call).
 pub fn timeout_ms(value: Option<f64>) -> Result<Option<u64>> {
@@ -427,6 +466,33 @@ mod tests {
 
     fn raw() -> RawClientOptions {
         RawClientOptions { api_key: " k ".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn the_environment_fills_what_is_unset_and_a_bad_port_names_its_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let o = raw()
+            .with_env(env(&[
+                ("ALUVIA_GATEWAY_PORT", "8443"),
+                ("ALUVIA_GATEWAY_HOST", ""),
+                ("ALUVIA_TRUST_SPKI", "a,,b"),
+                ("ALUVIA_API_BASE_URL", "http://env"),
+            ]))
+            .unwrap();
+        assert_eq!(o.gateway_port, Some(8443.0));
+        assert_eq!(o.gateway_host, None, "empty is unset");
+        assert_eq!(o.trust_spki, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(o.api_base_url.as_deref(), Some("http://env"));
+        let given = RawClientOptions { gateway_port: Some(1.0), ..raw() };
+        assert_eq!(given.with_env(env(&[("ALUVIA_GATEWAY_PORT", "x")])).unwrap().gateway_port, Some(1.0));
+        let err = raw().with_env(env(&[("ALUVIA_GATEWAY_PORT", "80a")])).unwrap_err();
+        assert_eq!(
+            err,
+            AluviaError::OutOfRange("ALUVIA_GATEWAY_PORT must be an integer from 0 to 65535, got '80a'".into())
+        );
+        assert!(raw().with_env(env(&[("ALUVIA_GATEWAY_PORT", "65536")])).is_err());
     }
 
     #[test]
