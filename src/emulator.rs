@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use aluvia_core::config::{port_number, port_text};
 use aluvia_core::AluviaError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -32,8 +33,9 @@ pub struct BindingEmulator {
 fn port_opt(name: &str, v: Option<u32>) -> Result<u16> {
     match v {
         None => Ok(0),
-        Some(p) => u16::try_from(p)
-            .map_err(|_| to_napi(AluviaError::Invalid(format!("{name} must be an integer from 0 to 65535, got {p}")))),
+        Some(p) => port_number(f64::from(p)).ok_or_else(|| {
+            to_napi(AluviaError::Invalid(format!("{name} must be an integer from 0 to 65535, got {p}")))
+        }),
     }
 }
 
@@ -120,4 +122,11 @@ impl BindingEmulator {
 #[napi]
 pub fn emulator_exit_address(session_id: Option<String>, target_geo: Option<String>) -> String {
     aluvia_emulator::exit_address(session_id.as_deref(), target_geo.as_deref()).to_string()
+}
+
+/// A port given as text (a CLI flag's value): the port, or `null` when it is
+/// not one (see `config::port_text`).
+#[napi]
+pub fn parse_port(text: String) -> Option<u32> {
+    port_text(&text).map(u32::from)
 }

@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 
 use crate::api::ApiClient;
 use crate::browser::{BrowserOptions, BrowserSession, DetectionSink, UnblockAction};
-use crate::config::{new_handle, GatewayConfig, GatewayProtocol};
+use crate::config::{new_handle, port_number, port_text, GatewayConfig, GatewayProtocol};
 use crate::control::ControlPlane;
 use crate::detection::DetectionConfig;
 use crate::error::{AluviaError, Result};
@@ -114,8 +114,13 @@ pub fn integer_option(name: &str, value: Option<f64>, min: u64, max: u64) -> Res
     }
 }
 
+/// A port option ([`port_number`]); 0 is the same as none.
 fn port(name: &str, value: Option<f64>) -> Result<Option<u16>> {
-    Ok(integer_option(name, value, 0, 65535)?.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0))
+    match value.map(|v| (v, port_number(v))) {
+        None => Ok(None),
+        Some((_, Some(port))) => Ok(Some(port).filter(|p| *p != 0)),
+        Some((v, None)) => Err(AluviaError::OutOfRange(format!("{name} must be an integer from 0 to 65535, got {v}"))),
+    }
 }
 
 /// The environment variables of the CLI and its session daemon that set
@@ -134,9 +139,9 @@ impl RawClientOptions {
     pub fn with_env(self, var: impl Fn(&str) -> Option<String>) -> Result<RawClientOptions> {
         let var = |name: &str| var(name).filter(|v| !v.is_empty());
         let gateway_port = match (self.gateway_port, var(ENV_GATEWAY_PORT)) {
-            (None, Some(text)) => match text.trim().parse::<u16>() {
-                Ok(port) => Some(f64::from(port)),
-                Err(_) => {
+            (None, Some(text)) => match port_text(text.trim()) {
+                Some(port) => Some(f64::from(port)),
+                None => {
                     return Err(AluviaError::OutOfRange(format!(
                         "{ENV_GATEWAY_PORT} must be an integer from 0 to 65535, got '{}'",
                         crate::text::sanitize_to(&text, 40)

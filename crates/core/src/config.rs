@@ -7,6 +7,21 @@ use arc_swap::ArcSwapOption;
 
 use crate::rules::RuleSet;
 
+/// The one rule for a port the SDK takes (a client's, the emulator's, a CLI
+/// flag's or an environment variable's): an integer from 0 to 65535. Each
+/// caller words its own error.
+pub fn port_number(value: f64) -> Option<u16> {
+    (value.is_finite() && value.fract() == 0.0 && (0.0..=65535.0).contains(&value)).then_some(value as u16)
+}
+
+/// [`port_number`] for text: decimal digits only.
+pub fn port_text(text: &str) -> Option<u16> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u32>().ok().and_then(|n| port_number(f64::from(n)))
+}
+
 /// One snapshot of an account connection, as the proxy needs it.
 #[derive(Clone)]
 pub struct ConnectionConfig {
@@ -66,5 +81,24 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig { protocol: GatewayProtocol::Http, host: "gateway.aluvia.io".into(), port: 8080 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_an_integer_from_0_to_65535() {
+        assert_eq!(port_number(0.0), Some(0));
+        assert_eq!(port_number(65535.0), Some(65535));
+        for bad in [-1.0, 65536.0, 80.5, f64::NAN, f64::INFINITY] {
+            assert_eq!(port_number(bad), None, "{bad}");
+        }
+        assert_eq!(port_text("080"), Some(80));
+        assert_eq!(port_text("000000000000000000000000000000080"), Some(80));
+        for bad in ["", "+80", "-1", "8o", "80 ", "65536", "99999999999999999999", "1e3", "0x10"] {
+            assert_eq!(port_text(bad), None, "{bad}");
+        }
     }
 }
