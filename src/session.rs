@@ -208,3 +208,10 @@ pub async fn session_close(name: String) -> Result<Value> {
         daemon::Closed::StillStarting => Err(session_err(store::SessionError::StillStarting { name })),
     }
 }
+
+/// `--connection-id` of `session start` (see `config::cli_connection_id`):
+/// the id, or `null` when it is not one.
+#[napi]
+pub fn parse_connection_id(text: String) -> Option<f64> {
+    aluvia_core::config::cli_connection_id(&text).map(|id| id as f64)
+}

@@ -75,10 +75,9 @@ function listFields(lock) {
 function parseConnectionId(v) {
   if (v === undefined) return undefined;
   const text = String(v);
-  if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
-    throw new CliError(`Invalid --connection-id: '${text}' must be a positive integer.`);
-  }
-  return Number(text);
+  const id = native.parseConnectionId(text);
+  if (id === null) throw new CliError(`Invalid --connection-id: '${text}' must be a positive integer.`);
+  return id;
 }
 
 /** An http(s) URL (or `about:blank`), else the CLI's error. */

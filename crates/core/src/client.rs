@@ -216,20 +216,15 @@ fn spki_pins(value: Option<Vec<String>>) -> Result<Vec<String>> {
 impl ClientOptions {
     pub fn validate(raw: RawClientOptions) -> Result<ClientOptions> {
         let api_key = crate::api::validate_api_key(&raw.api_key)?;
-        let connection_id = match raw.connection_id {
+        let connection_id = match &raw.connection_id {
             None => None,
-            Some(RawId::Number(n)) if n.is_finite() => {
-                Some(if n.fract() == 0.0 { format!("{n:.0}") } else { n.to_string() })
-            }
-            Some(RawId::Number(_)) => {
-                return Err(AluviaError::OutOfRange("connectionId must be a finite number".into()))
-            }
-            Some(RawId::Text(s)) => {
-                let s = s.trim().to_string();
-                match s.parse::<f64>() {
-                    Ok(n) if n.is_finite() => Some(s),
-                    _ => return Err(AluviaError::OutOfRange("connectionId must be a finite number".into())),
-                }
+            Some(id) => {
+                let (number, text) = match id {
+                    RawId::Number(n) => (Some(*n), None),
+                    RawId::Text(s) => (None, Some(s.as_str())),
+                };
+                let invalid = || AluviaError::OutOfRange("connectionId must be a finite number".into());
+                Some(crate::config::connection_id(number, text).ok_or_else(invalid)?)
             }
         };
         let protocol = match raw.gateway_protocol.as_deref() {
