@@ -55,7 +55,7 @@ class CliError extends Error {
 const SEP = '\u001f';
 
 // Native errors arrive as "SEP code SEP status SEP context SEP message" (see
-// src/lib.rs), the context being JSON fields or empty.
+// src/errors.rs), the context being JSON fields or empty.
 function fromNative(err) {
   if (!err || typeof err.message !== 'string' || !err.message.startsWith(SEP)) return err;
   const [, code, status, context, ...rest] = err.message.split(SEP);

@@ -4,7 +4,7 @@
 // to the one JSON object the command prints: `{ error, ...context }` on
 // failure, never throwing, printing or exiting, so that the MCP server can
 // call them concurrently. Files, processes and names are handled by the
-// native engine (src/lib.rs → crates/core/src/{store,daemon}), and so are
+// native engine (src/session.rs → crates/core/src/{store,daemon}), and so are
 // their errors, which failure() prints.
 
 const fs = require('node:fs');
