@@ -543,7 +543,19 @@ test('a daemon that dies while starting: exact error, log file, the cause in rea
       { ALUVIA_API_BASE_URL: 'http://127.0.0.1:1/v1' },
       /^API request failed: cannot reach http:\/\/127\.0\.0\.1:1\/v1 \(.*refused.*\)$/i,
     ],
-    ['bad-port', [], { ALUVIA_GATEWAY_PORT: '70000' }, 'gatewayPort must be an integer from 0 to 65535, got 70000'],
+    // The environment's variable is named, not the option it sets.
+    [
+      'bad-port',
+      [],
+      { ALUVIA_GATEWAY_PORT: '70000' },
+      "ALUVIA_GATEWAY_PORT must be an integer from 0 to 65535, got '70000'",
+    ],
+    [
+      'text-port',
+      [],
+      { ALUVIA_GATEWAY_PORT: 'abc' },
+      "ALUVIA_GATEWAY_PORT must be an integer from 0 to 65535, got 'abc'",
+    ],
     [
       'no-display',
       ['--headful'],

@@ -39,22 +39,26 @@ class ConnectError extends Error {
   }
 }
 
-// A CLI error with context fields: `output` is the whole JSON the CLI prints
-// (`{ error, ...context }`). Internal to the CLI and the MCP server.
+// An error the CLI prints with context fields (`{ error, ...context }`):
+// the engine's session errors (with a stable `code` such as
+// `SessionNameInUse`) and the CLI's own checks. Internal to the CLI and the
+// MCP server.
 class CliError extends Error {
-  constructor(output) {
-    super(output.error);
+  constructor(message, context = {}, code = undefined) {
+    super(message);
     this.name = 'CliError';
-    this.output = output;
+    this.code = code;
+    this.context = context;
   }
 }
 
 const SEP = '\u001f';
 
-// Native errors arrive as "SEP code SEP status SEP message" (see src/lib.rs).
+// Native errors arrive as "SEP code SEP status SEP context SEP message" (see
+// src/errors.rs), the context being JSON fields or empty.
 function fromNative(err) {
   if (!err || typeof err.message !== 'string' || !err.message.startsWith(SEP)) return err;
-  const [, code, status, ...rest] = err.message.split(SEP);
+  const [, code, status, context, ...rest] = err.message.split(SEP);
   const message = rest.join(SEP);
   const statusCode = status ? Number(status) : undefined;
   switch (code) {
@@ -68,15 +72,6 @@ function fromNative(err) {
       return new ProxyStartError(message);
     case 'ConnectError':
       return new ConnectError(message);
-    case 'CliError': {
-      let output;
-      try {
-        output = JSON.parse(message);
-      } catch {
-        output = { error: message };
-      }
-      return new CliError(output);
-    }
     case 'InvalidArgument':
       return new Error(message);
     case 'TypeError':
@@ -84,6 +79,7 @@ function fromNative(err) {
     case 'RangeError':
       return new RangeError(message);
     default: {
+      if (code.startsWith('Session')) return new CliError(message, context ? JSON.parse(context) : {}, code);
       const e = new Error(message);
       e.code = code;
       return e;

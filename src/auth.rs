@@ -8,7 +8,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::{json, Value};
 
-use crate::to_napi;
+use crate::errors::to_napi;
 
 fn config_path(home: Option<String>) -> Result<PathBuf> {
     auth::home_dir(home.as_deref()).map(|h| auth::config_path(&h)).map_err(to_napi)

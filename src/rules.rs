@@ -8,7 +8,7 @@ use aluvia_core::store::LockDir;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::to_napi;
+use crate::errors::to_napi;
 
 /// Removes `remove` from the rules of connection `connectionId`, then
 /// appends `add` (deduplicated, order kept), under the connection's lock in

@@ -102,11 +102,9 @@ function parseOptions(argv, command) {
 /** What a flag's `kind` makes of its value (`name` is the flag, for the error). */
 const KINDS = {
   port(v, name) {
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n > 65535) {
-      throw new ArgError(`Invalid --${name}: '${v}' must be an integer from 0 to 65535.`);
-    }
-    return n;
+    const port = require('../native.js').parsePort(v);
+    if (port === null) throw new ArgError(`Invalid --${name}: '${v}' must be an integer from 0 to 65535.`);
+    return port;
   },
 };
 

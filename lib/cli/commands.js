@@ -4,7 +4,8 @@
 // to the one JSON object the command prints: `{ error, ...context }` on
 // failure, never throwing, printing or exiting, so that the MCP server can
 // call them concurrently. Files, processes and names are handled by the
-// native engine (src/lib.rs → crates/core/src/{store,daemon}).
+// native engine (src/session.rs → crates/core/src/{store,daemon}), and so are
+// their errors, which failure() prints.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -15,16 +16,14 @@ const { mapped, CliError } = require('../errors.js');
 const { ENV_OPTIONS } = require('./table.js');
 
 const DAEMON = path.join(__dirname, 'daemon.js');
-/** `session close`: how long to wait after SIGTERM before SIGKILL. */
-const CLOSE_GRACE_MS = 10_000;
 
 /** The home directory whose `.aluvia/config.json` holds the key of `aluvia auth`. */
 const homeOf = (env) => env.HOME || os.homedir();
 
 /**
- * Client/API options from the environment; the key is ALUVIA_API_KEY, else
- * the one `aluvia auth` saved. `{ error }` without a key (or with a config
- * file that is not ours).
+ * The API key (ALUVIA_API_KEY, else the one `aluvia auth` saved) and address
+ * (ALUVIA_API_BASE_URL) from the environment. `{ error }` without a key (or
+ * with a config file that is not ours).
  */
 function settings(env = process.env) {
   let apiKey;
@@ -33,9 +32,7 @@ function settings(env = process.env) {
   } catch (err) {
     return failure(err);
   }
-  const out = { apiKey };
-  for (const [name, key, parse] of ENV_OPTIONS) out[key] = env[name] ? parse(env[name]) : undefined;
-  return out;
+  return { apiKey, apiBaseUrl: env.ALUVIA_API_BASE_URL || undefined };
 }
 
 function apiFor(s) {
@@ -43,9 +40,9 @@ function apiFor(s) {
   return new AluviaApi({ apiKey: s.apiKey, apiBaseUrl: s.apiBaseUrl });
 }
 
-/** An error as the CLI prints it. */
+/** An error as the CLI prints it: `{ error, ...context }`. */
 function failure(err) {
-  if (err instanceof CliError) return { ...err.output };
+  if (err instanceof CliError) return { error: err.message, ...err.context };
   return { error: err?.message ?? String(err) };
 }
 
@@ -78,10 +75,9 @@ function listFields(lock) {
 function parseConnectionId(v) {
   if (v === undefined) return undefined;
   const text = String(v);
-  if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
-    throw new CliError({ error: `Invalid --connection-id: '${text}' must be a positive integer.` });
-  }
-  return Number(text);
+  const id = native.parseConnectionId(text);
+  if (id === null) throw new CliError(`Invalid --connection-id: '${text}' must be a positive integer.`);
+  return id;
 }
 
 /** An http(s) URL (or `about:blank`), else the CLI's error. */
@@ -94,7 +90,7 @@ function checkUrl(url) {
     parsed = undefined;
   }
   if (!parsed || !['http:', 'https:'].includes(parsed.protocol) || !parsed.hostname) {
-    throw new CliError({ error: `Invalid URL: '${url}'. Use an http:// or https:// URL.` });
+    throw new CliError(`Invalid URL: '${url}'. Use an http:// or https:// URL.`);
   }
 }
 
@@ -107,7 +103,7 @@ function scriptPath(run, cwd) {
   } catch {
     isFile = false;
   }
-  if (!isFile) throw new CliError({ error: `Script not found: '${run}'.` });
+  if (!isFile) throw new CliError(`Script not found: '${run}'.`);
   return resolved;
 }
 
@@ -159,8 +155,8 @@ function sessionStart(o = {}) {
   });
 }
 
-/** Stops session `name` and removes its lock (the engine's `sessionClose`): `{ outcome, lock }`. */
-const closeOne = (name) => mapped(() => native.sessionClose(name, CLOSE_GRACE_MS));
+/** Stops session `name` (SIGKILL after the engine's grace period) and removes its lock: `{ outcome, lock }`. */
+const closeOne = (name) => mapped(() => native.sessionClose(name));
 
 /** `session close`: options browserSession, all, env. */
 function sessionClose(o = {}) {

@@ -24,7 +24,8 @@ async function main() {
   const apiKey = native.sessionDaemonSecret();
   const spec = JSON.parse(process.argv[2]);
   // Without a key, settings() is `{ error }` and the client gets an empty key.
-  const { error: _noKey, ...fromEnv } = settings({ ...process.env, ALUVIA_API_KEY: apiKey });
+  // The engine takes the API and gateway addresses from the environment.
+  const { apiKey: key = '' } = settings({ ...process.env, ALUVIA_API_KEY: apiKey });
   // SIGTERM and SIGINT are the engine's (it stops the session gracefully).
   // Listening here first keeps a --run script from taking them over: Node
   // installs its handler for a signal once, with the first listener, and the
@@ -44,7 +45,7 @@ async function main() {
         headful: spec.headful,
         blockDetection: spec.blockDetection,
         autoUnblock: spec.autoUnblock,
-        client: { ...fromEnv, apiKey: fromEnv.apiKey ?? '', connectionId: spec.connectionId },
+        client: { apiKey: key, connectionId: spec.connectionId },
       },
       spec.run ? (cdpUrl) => runScript(spec.run, cdpUrl) : undefined,
     ),

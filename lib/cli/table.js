@@ -230,17 +230,16 @@ const COMMANDS = [
 ];
 
 /**
- * The client options the CLI (and its daemon, which gets these variables; the
- * API key goes over its stdin) takes from the environment, and that `aluvia
- * emulator` prints as exports: variable, option, and how a set value becomes
- * the option.
+ * The environment variables that set client options, handed on to a session
+ * daemon (whose engine reads them; the API key goes over its stdin), and that
+ * `aluvia emulator` prints as exports: variable and option.
  */
 const ENV_OPTIONS = [
-  ['ALUVIA_API_BASE_URL', 'apiBaseUrl', String],
-  ['ALUVIA_GATEWAY_HOST', 'gatewayHost', String],
-  ['ALUVIA_GATEWAY_PORT', 'gatewayPort', Number],
-  ['ALUVIA_GATEWAY_PROTOCOL', 'gatewayProtocol', String],
-  ['ALUVIA_TRUST_SPKI', 'trustSpki', (v) => v.split(',').filter(Boolean)],
+  ['ALUVIA_API_BASE_URL', 'apiBaseUrl'],
+  ['ALUVIA_GATEWAY_HOST', 'gatewayHost'],
+  ['ALUVIA_GATEWAY_PORT', 'gatewayPort'],
+  ['ALUVIA_GATEWAY_PROTOCOL', 'gatewayProtocol'],
+  ['ALUVIA_TRUST_SPKI', 'trustSpki'],
 ];
 
 /** `session start <url>`: how a command is written in help. */

@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 
 use crate::api::ApiClient;
 use crate::browser::{BrowserOptions, BrowserSession, DetectionSink, UnblockAction};
-use crate::config::{new_handle, GatewayConfig, GatewayProtocol};
+use crate::config::{new_handle, port_number, port_text, GatewayConfig, GatewayProtocol};
 use crate::control::ControlPlane;
 use crate::detection::DetectionConfig;
 use crate::error::{AluviaError, Result};
@@ -114,8 +114,52 @@ pub fn integer_option(name: &str, value: Option<f64>, min: u64, max: u64) -> Res
     }
 }
 
+/// A port option ([`port_number`]); 0 is the same as none.
 fn port(name: &str, value: Option<f64>) -> Result<Option<u16>> {
-    Ok(integer_option(name, value, 0, 65535)?.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0))
+    match value.map(|v| (v, port_number(v))) {
+        None => Ok(None),
+        Some((_, Some(port))) => Ok(Some(port).filter(|p| *p != 0)),
+        Some((v, None)) => Err(AluviaError::OutOfRange(format!("{name} must be an integer from 0 to 65535, got {v}"))),
+    }
+}
+
+/// The environment variables of the CLI and its session daemon that set
+/// client options, in the order help lists them.
+pub const ENV_API_BASE_URL: &str = "ALUVIA_API_BASE_URL";
+pub const ENV_GATEWAY_HOST: &str = "ALUVIA_GATEWAY_HOST";
+pub const ENV_GATEWAY_PORT: &str = "ALUVIA_GATEWAY_PORT";
+pub const ENV_GATEWAY_PROTOCOL: &str = "ALUVIA_GATEWAY_PROTOCOL";
+/// Comma-separated `trustSpki` pins.
+pub const ENV_TRUST_SPKI: &str = "ALUVIA_TRUST_SPKI";
+
+impl RawClientOptions {
+    /// These options with what they leave unset taken from the environment
+    /// (`var` reads a variable; an empty one counts as unset). A port that is
+    /// not one is an [`AluviaError::OutOfRange`] naming its variable.
+    pub fn with_env(self, var: impl Fn(&str) -> Option<String>) -> Result<RawClientOptions> {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
+        let gateway_port = match (self.gateway_port, var(ENV_GATEWAY_PORT)) {
+            (None, Some(text)) => match port_text(text.trim()) {
+                Some(port) => Some(f64::from(port)),
+                None => {
+                    return Err(AluviaError::OutOfRange(format!(
+                        "{ENV_GATEWAY_PORT} must be an integer from 0 to 65535, got '{}'",
+                        crate::text::sanitize_to(&text, 40)
+                    )))
+                }
+            },
+            (port, _) => port,
+        };
+        let trust_spki = |v: String| v.split(',').filter(|pin| !pin.is_empty()).map(str::to_string).collect();
+        Ok(RawClientOptions {
+            api_base_url: self.api_base_url.or_else(|| var(ENV_API_BASE_URL)),
+            gateway_host: self.gateway_host.or_else(|| var(ENV_GATEWAY_HOST)),
+            gateway_protocol: self.gateway_protocol.or_else(|| var(ENV_GATEWAY_PROTOCOL)),
+            gateway_port,
+            trust_spki: self.trust_spki.or_else(|| var(ENV_TRUST_SPKI).map(trust_spki)),
+            ..self
+        })
+    }
 }
 
 /// `timeoutMs` of both `AluviaClient` and `AluviaApi`: whole milliseconds, at
@@ -172,20 +216,15 @@ fn spki_pins(value: Option<Vec<String>>) -> Result<Vec<String>> {
 impl ClientOptions {
     pub fn validate(raw: RawClientOptions) -> Result<ClientOptions> {
         let api_key = crate::api::validate_api_key(&raw.api_key)?;
-        let connection_id = match raw.connection_id {
+        let connection_id = match &raw.connection_id {
             None => None,
-            Some(RawId::Number(n)) if n.is_finite() => {
-                Some(if n.fract() == 0.0 { format!("{n:.0}") } else { n.to_string() })
-            }
-            Some(RawId::Number(_)) => {
-                return Err(AluviaError::OutOfRange("connectionId must be a finite number".into()))
-            }
-            Some(RawId::Text(s)) => {
-                let s = s.trim().to_string();
-                match s.parse::<f64>() {
-                    Ok(n) if n.is_finite() => Some(s),
-                    _ => return Err(AluviaError::OutOfRange("connectionId must be a finite number".into())),
-                }
+            Some(id) => {
+                let (number, text) = match id {
+                    RawId::Number(n) => (Some(*n), None),
+                    RawId::Text(s) => (None, Some(s.as_str())),
+                };
+                let invalid = || AluviaError::OutOfRange("connectionId must be a finite number".into());
+                Some(crate::config::connection_id(number, text).ok_or_else(invalid)?)
             }
         };
         let protocol = match raw.gateway_protocol.as_deref() {
@@ -427,6 +466,33 @@ mod tests {
 
     fn raw() -> RawClientOptions {
         RawClientOptions { api_key: " k ".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn the_environment_fills_what_is_unset_and_a_bad_port_names_its_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let o = raw()
+            .with_env(env(&[
+                ("ALUVIA_GATEWAY_PORT", "8443"),
+                ("ALUVIA_GATEWAY_HOST", ""),
+                ("ALUVIA_TRUST_SPKI", "a,,b"),
+                ("ALUVIA_API_BASE_URL", "http://env"),
+            ]))
+            .unwrap();
+        assert_eq!(o.gateway_port, Some(8443.0));
+        assert_eq!(o.gateway_host, None, "empty is unset");
+        assert_eq!(o.trust_spki, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(o.api_base_url.as_deref(), Some("http://env"));
+        let given = RawClientOptions { gateway_port: Some(1.0), ..raw() };
+        assert_eq!(given.with_env(env(&[("ALUVIA_GATEWAY_PORT", "x")])).unwrap().gateway_port, Some(1.0));
+        let err = raw().with_env(env(&[("ALUVIA_GATEWAY_PORT", "80a")])).unwrap_err();
+        assert_eq!(
+            err,
+            AluviaError::OutOfRange("ALUVIA_GATEWAY_PORT must be an integer from 0 to 65535, got '80a'".into())
+        );
+        assert!(raw().with_env(env(&[("ALUVIA_GATEWAY_PORT", "65536")])).is_err());
     }
 
     #[test]

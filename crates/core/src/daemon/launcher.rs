@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::ready::{last_error, ready_pipe, wait_ready, Outcome, READY_FD, READY_FD_ENV};
-use crate::store::{is_recorded_process, process_start, LockData, LockDir, KEEP_LOGS, MAX_LOG_AGE};
+use crate::error::AluviaError;
+use crate::store::{is_recorded_process, process_start, LockData, LockDir, SessionError, KEEP_LOGS, MAX_LOG_AGE};
 use crate::task::off_thread;
 
 /// The API key's environment variable, taken out of the daemon's environment.
@@ -50,26 +51,47 @@ pub struct DaemonSpawn {
     pub claimed_lock: Option<(LockDir, String)>,
 }
 
-/// Why [`spawn_daemon`] did not return a ready daemon.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why [`spawn_daemon`] did not return a ready daemon. Its messages are
+/// those of the [`SessionError`] it becomes ([`LaunchError::for_session`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaunchError {
     /// The ready pipe closed without the ready line: the daemon exited (or
     /// closed its fd 3) before it was ready; `reason` is the one-line cause it
     /// sent ([`signal_failed`](super::signal_failed)), if any.
-    #[error("Browser process exited unexpectedly.")]
     DiedWhileStarting { pid: u32, reason: Option<String> },
     /// Not ready in time; the daemon is left running, and a claimed lock names it.
-    #[error("Browser is still initializing (timeout).")]
     Timeout { pid: u32 },
     /// Something other than a regular file (a FIFO, a symlink, a device) is
     /// at the log's path; nothing was started.
-    #[error("The session's log file is not a regular file. Remove it and try again.")]
     LogNotRegular,
     /// It could not be started, handed its lock or waited on; whatever was
     /// started has been killed.
-    #[error("Could not start the browser session daemon: {0}")]
     Spawn(String),
 }
+
+impl LaunchError {
+    /// The error of session `browser_session`, whose log is `log_file`.
+    pub fn for_session(self, browser_session: String, log_file: String) -> SessionError {
+        match self {
+            LaunchError::DiedWhileStarting { reason, .. } => {
+                SessionError::DaemonDied { browser_session, log_file, reason }
+            }
+            LaunchError::Timeout { .. } => SessionError::DaemonTimeout { browser_session, log_file },
+            LaunchError::LogNotRegular => SessionError::LogNotRegular { browser_session, log_file },
+            LaunchError::Spawn(why) => {
+                SessionError::Other(AluviaError::Internal(format!("Could not start the browser session daemon: {why}")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.clone().for_session(String::new(), String::new()).fmt(f)
+    }
+}
+
+impl std::error::Error for LaunchError {}
 
 /// A daemon that said it is ready.
 #[derive(Debug, Clone, PartialEq)]

@@ -39,8 +39,10 @@ pub struct DaemonRun {
     pub headful: bool,
     pub block_detection: bool,
     pub auto_unblock: bool,
-    /// The API key, the API and gateway addresses and the connection id; the
-    /// daemon sets the rest (browser, polling, detection).
+    /// The API key and the connection id, and the API and gateway addresses
+    /// where the daemon's environment does not set them
+    /// ([`RawClientOptions::with_env`]); the daemon sets the rest (browser,
+    /// polling, detection).
     pub client: RawClientOptions,
     /// Whether SIGTERM and SIGINT stop it ([`stop_on_signals`]).
     pub handle_signals: bool,
@@ -55,7 +57,7 @@ impl DaemonRun {
             block_detection: Some(
                 serde_json::json!({ "enabled": self.block_detection, "autoUnblock": self.auto_unblock }),
             ),
-            ..self.client.clone()
+            ..self.client.clone().with_env(|name| std::env::var(name).ok())?
         })
     }
 }

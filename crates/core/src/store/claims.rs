@@ -2,30 +2,9 @@
 //! directory lock, so that of two racing claims for one name exactly one wins.
 
 use super::dir::LockDir;
-use super::naming::{generate_name, validate_session_name, NameState, INVALID_NAME_MESSAGE};
+use super::naming::{generate_name, validate_session_name, NameState};
 use super::record::{LockData, LockRead};
-use crate::error::AluviaError;
-
-/// Why [`LockDir::claim`] did not hand out a name.
-#[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
-    #[error("{}", INVALID_NAME_MESSAGE)]
-    InvalidName,
-    /// A live process holds the name; `lock` is its lock file.
-    #[error("A browser session named '{name}' is already running.")]
-    NameInUse { name: String, lock: Box<LockData> },
-    #[error(transparent)]
-    Io(#[from] AluviaError),
-}
-
-impl From<ClaimError> for AluviaError {
-    fn from(e: ClaimError) -> Self {
-        match e {
-            ClaimError::Io(e) => e,
-            other => AluviaError::Invalid(other.to_string()),
-        }
-    }
-}
+use super::session_error::SessionError;
 
 impl LockDir {
     /// Claims a session name and writes its early lock file (`initial`, with
@@ -33,13 +12,14 @@ impl LockDir {
     /// all under the directory's exclusive lock, so of two racing claims for
     /// one name exactly one wins.
     ///
-    /// A custom name must be valid; held by a live process → `NameInUse`; a
+    /// A custom name must be valid (else `InvalidName`); held by a live
+    /// process → `NameInUse`, with that process's lock; a
     /// stale or corrupt lock file is replaced. `None` generates a name per the
     /// naming algorithm (a corrupt lock file counts as taken there; a stale one
     /// is replaced).
-    pub fn claim(&self, requested: Option<&str>, mut initial: LockData) -> Result<String, ClaimError> {
+    pub fn claim(&self, requested: Option<&str>, mut initial: LockData) -> Result<String, SessionError> {
         if requested.is_some_and(|name| !validate_session_name(name)) {
-            return Err(ClaimError::InvalidName);
+            return Err(SessionError::InvalidName {});
         }
         let _guard = self.lock_exclusive()?;
         let name = match requested {
@@ -65,7 +45,7 @@ impl LockDir {
         // checked by the generator.
         if let Some(LockRead::Valid(lock)) = self.read_unlocked(&name)? {
             if lock.is_live() {
-                return Err(ClaimError::NameInUse { name, lock: Box::new(lock) });
+                return Err(SessionError::name_in_use(&name, &lock));
             }
         }
         if initial.pid == 0 {

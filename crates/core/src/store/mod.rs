@@ -16,6 +16,7 @@
 //! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
 //! - [`is_process_alive`] and [`terminate`] deal with the processes a record
 //!   names; [`resolve_session`] finds the session a command means.
+//! - [`SessionError`] (`session_error.rs`) is how any of that fails.
 //!
 //! Unix only.
 #![cfg(unix)]
@@ -29,11 +30,11 @@ mod process;
 mod record;
 mod resolve;
 mod rules_lock;
+mod session_error;
 mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use claims::ClaimError;
 pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
 pub use logs::{KEEP_LOGS, MAX_LOG_AGE};
 pub use naming::{
@@ -44,8 +45,9 @@ pub use process::{
     is_process_alive, is_recorded_process, process_start, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL,
 };
 pub use record::{parse_lock, LockData, LockRead, PROFILE_DIR_PREFIX};
-pub use resolve::{resolve_session, Purpose, ResolveError};
+pub use resolve::{resolve_session, Purpose};
 pub use rules_lock::RulesLock;
+pub use session_error::{Holder, SessionError};
 pub use sweep::LiveSessions;
 
 #[cfg(test)]

@@ -2,12 +2,12 @@
 //! when exactly one runs, with the exact messages of the CLI and of
 //! `connect()`. Stale lock files met on the way are removed.
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::dir::LockDir;
-use super::naming::{validate_session_name, INVALID_NAME_MESSAGE};
+use super::naming::validate_session_name;
 use super::record::{LockData, LockRead};
-use crate::error::AluviaError;
+use super::session_error::SessionError;
 
 /// What the session is wanted for; it decides the checks and the messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,81 +35,35 @@ impl Purpose {
     }
 }
 
-#[derive(Debug)]
-pub enum ResolveError {
-    /// A CLI error: the whole JSON output, `error` and context fields.
-    Cli(Value),
-    /// A `connect()` error (`ConnectError`).
-    Connect(String),
-    /// The lock directory could not be used.
-    Io(AluviaError),
-}
-
-impl From<AluviaError> for ResolveError {
-    fn from(e: AluviaError) -> Self {
-        ResolveError::Io(e)
-    }
-}
-
-fn cli(error: String, context: Map<String, Value>) -> ResolveError {
-    let mut out = Map::new();
-    out.insert("error".into(), Value::String(error));
-    out.extend(context);
-    ResolveError::Cli(Value::Object(out))
-}
-
-fn cli_plain(error: String) -> ResolveError {
-    cli(error, Map::new())
-}
-
-/// Resolves `name` (or the one live session) for `purpose`.
-pub fn resolve_session(dir: &LockDir, name: Option<&str>, purpose: Purpose) -> Result<LockData, ResolveError> {
+/// Resolves `name` (or the one live session) for `purpose`; the `Connect*`
+/// errors are `connect()`'s, the others the CLI's.
+pub fn resolve_session(dir: &LockDir, name: Option<&str>, purpose: Purpose) -> Result<LockData, SessionError> {
     let connect = purpose == Purpose::Connect;
     let lock = match name {
         None => {
             let live = dir.live_sessions()?.live;
             match live.len() {
-                0 if connect => {
-                    return Err(ResolveError::Connect(
-                        "No running Aluvia sessions found. Start one with: npx aluvia-sdk session start <url>".into(),
-                    ))
-                }
-                0 => return Err(cli_plain("No running browser sessions found.".into())),
+                0 if connect => return Err(SessionError::ConnectNoneRunning {}),
+                0 => return Err(SessionError::NoneRunning {}),
                 1 => live.into_iter().next().unwrap_or_default(),
                 _ => {
                     let names: Vec<String> = live.iter().filter_map(|l| l.session.clone()).collect();
-                    if connect {
-                        return Err(ResolveError::Connect(format!(
-                            "Multiple Aluvia sessions running ({}). Specify which one: connect('{}')",
-                            names.join(", "),
-                            names.first().cloned().unwrap_or_default()
-                        )));
-                    }
-                    let error = if purpose == Purpose::Close {
-                        "Multiple sessions running. Specify --browser-session <name> or --all."
+                    return Err(if connect {
+                        SessionError::ConnectMultiple { names }
                     } else {
-                        "Multiple sessions running. Specify --browser-session <name>."
-                    };
-                    let mut ctx = Map::new();
-                    ctx.insert("browserSessions".into(), json!(names));
-                    return Err(cli(error.into(), ctx));
+                        SessionError::Multiple { browser_sessions: names, or_all: purpose == Purpose::Close }
+                    });
                 }
             }
         }
         Some(name) => {
             let missing = || match purpose {
-                Purpose::Connect => ResolveError::Connect(format!(
-                    "No Aluvia session found named '{name}'. Run 'npx aluvia-sdk session list' to list sessions."
-                )),
-                Purpose::Close => {
-                    let mut ctx = Map::new();
-                    ctx.insert("browserSession".into(), json!(name));
-                    cli("No running browser session found.".into(), ctx)
-                }
-                _ => cli_plain(format!("No session found with name '{name}'.")),
+                Purpose::Connect => SessionError::ConnectNotFound { name: name.to_string() },
+                Purpose::Close => SessionError::CloseNotFound { browser_session: name.to_string() },
+                _ => SessionError::NotFound { name: name.to_string() },
             };
             if !validate_session_name(name) {
-                return Err(if connect { missing() } else { cli_plain(INVALID_NAME_MESSAGE.into()) });
+                return Err(if connect { missing() } else { SessionError::InvalidName {} });
             }
             let mut lock = match dir.read(name)? {
                 Some(LockRead::Valid(lock)) => lock,
@@ -118,26 +72,21 @@ pub fn resolve_session(dir: &LockDir, name: Option<&str>, purpose: Purpose) -> R
             lock.session.get_or_insert_with(|| name.to_string());
             if purpose != Purpose::Close && !lock.is_live() {
                 dir.remove_if_owned(name, lock.pid)?;
-                return Err(if connect {
-                    ResolveError::Connect(format!("Session '{name}' is no longer running. Stale lock file removed."))
-                } else {
-                    cli_plain(format!("Session '{name}' is no longer running (stale lock cleaned up)."))
-                });
+                let name = name.to_string();
+                return Err(if connect { SessionError::ConnectStale { name } } else { SessionError::Stale { name } });
             }
             lock
         }
     };
     let name = lock.session.clone().unwrap_or_default();
     match purpose {
-        Purpose::Connect if lock.ready != Some(true) => {
-            Err(ResolveError::Connect(format!("Session '{name}' is still starting up. Try again shortly.")))
-        }
+        Purpose::Connect if lock.ready != Some(true) => Err(SessionError::ConnectStarting { name }),
         Purpose::Connect if lock.cdp_url.as_deref().is_none_or(str::is_empty) => {
-            Err(ResolveError::Connect(format!("Session '{name}' has no CDP URL.")))
+            Err(SessionError::ConnectNoCdpUrl { name })
         }
-        Purpose::Update if lock.connection_id.as_ref().is_none_or(Value::is_null) => Err(cli_plain(format!(
-            "Session '{name}' has no connection ID. It may have been started without API access."
-        ))),
+        Purpose::Update if lock.connection_id.as_ref().is_none_or(Value::is_null) => {
+            Err(SessionError::NoConnectionId { name })
+        }
         _ => Ok(lock),
     }
 }
@@ -145,14 +94,15 @@ pub fn resolve_session(dir: &LockDir, name: Option<&str>, purpose: Purpose) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::session_error::tests::printed;
     use crate::store::testutil::{dead_pid, TempDir};
 
-    fn message(e: ResolveError) -> String {
-        match e {
-            ResolveError::Cli(v) => v.to_string(),
-            ResolveError::Connect(m) => m,
-            ResolveError::Io(e) => e.to_string(),
+    /// The error as the CLI prints it; `connect()`'s message alone.
+    fn message(e: SessionError) -> String {
+        if e.code() == "ConnectError" {
+            return e.to_string();
         }
+        printed(&e)
     }
 
     #[test]

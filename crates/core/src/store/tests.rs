@@ -196,10 +196,10 @@ fn session_lock_rejects_bad_names() {
     assert!(matches!(dir.write("../x", &early(1)), Err(AluviaError::Invalid(_))));
     assert!(matches!(dir.read("a/b"), Err(AluviaError::Invalid(_))));
     assert!(matches!(dir.remove(""), Err(AluviaError::Invalid(_))));
-    assert!(matches!(dir.claim(Some("bad name"), early(0)), Err(ClaimError::InvalidName)));
-    assert!(matches!(dir.claim(Some(""), early(0)), Err(ClaimError::InvalidName)));
-    let err: AluviaError = dir.claim(Some("x/y"), early(0)).unwrap_err().into();
-    assert_eq!(err, AluviaError::Invalid(INVALID_NAME_MESSAGE.into()));
+    assert!(matches!(dir.claim(Some("bad name"), early(0)), Err(SessionError::InvalidName {})));
+    assert!(matches!(dir.claim(Some(""), early(0)), Err(SessionError::InvalidName {})));
+    let err = dir.claim(Some("x/y"), early(0)).unwrap_err();
+    assert_eq!(err.to_string(), INVALID_NAME_MESSAGE);
     assert!(dir.list().unwrap().is_empty());
 }
 
@@ -261,13 +261,13 @@ fn session_claim_custom_name() {
 
     // Held by a live pid (ours).
     match dir.claim(Some("my-scraper"), early(0)) {
-        Err(ClaimError::NameInUse { name, lock: holder }) => {
-            assert_eq!(name, "my-scraper");
-            assert_eq!(*holder, lock);
+        Err(SessionError::NameInUse(holder)) => {
+            assert_eq!(holder.browser_session, "my-scraper");
+            assert_eq!((holder.pid, holder.start_url), (lock.pid, lock.url.clone()));
         }
         other => panic!("{other:?}"),
     }
-    let err: AluviaError = dir.claim(Some("my-scraper"), early(0)).unwrap_err().into();
+    let err = dir.claim(Some("my-scraper"), early(0)).unwrap_err();
     assert_eq!(err.to_string(), "A browser session named 'my-scraper' is already running.");
 
     // Stale: reclaimed.
@@ -364,7 +364,7 @@ fn session_claim_race_threads_one_winner() {
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let winners: Vec<usize> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
     assert_eq!(winners.len(), 1, "{results:?}");
-    assert!(results.iter().all(|r| matches!(r, Ok(_) | Err(ClaimError::NameInUse { .. }))), "{results:?}");
+    assert!(results.iter().all(|r| matches!(r, Ok(_) | Err(SessionError::NameInUse(_)))), "{results:?}");
     let Some(LockRead::Valid(lock)) = dir.read("same").unwrap() else { panic!() };
     assert_eq!(lock.url, Some(format!("https://t{}", winners[0])));
 }
@@ -401,7 +401,7 @@ fn claim_in_child(spec: &str) -> ! {
     // not leave a stale lock behind for the slower ones.
     let code = match dir.claim(Some("same"), early(holder.parse().unwrap())) {
         Ok(_) => 0,
-        Err(ClaimError::NameInUse { .. }) => 3,
+        Err(SessionError::NameInUse(_)) => 3,
         Err(_) => 4,
     };
     std::process::exit(code);

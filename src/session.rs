@@ -1,0 +1,217 @@
+//! The CLI's background sessions: lock files, names, the daemon launcher and
+//! process control. Their failures are the engine's `SessionError`s, each
+//! crossing once through `session_err` with its code and context fields;
+//! `connect()`'s have code `ConnectError`.
+
+use aluvia_core::AluviaError;
+use aluvia_core::{daemon, store};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunction;
+use napi_derive::napi;
+use serde_json::Value;
+
+use crate::blocking;
+use crate::client::{raw_client_options, BindingClientOptions};
+use crate::errors::{json_err, session_err, to_napi};
+
+fn lock_dir() -> Result<store::LockDir> {
+    store::LockDir::open_default().map_err(to_napi)
+}
+
+fn lock_json(lock: &store::LockData) -> Result<Value> {
+    serde_json::to_value(lock).map_err(json_err)
+}
+
+/// `{ sessions: [lock…], corrupt: [{ name, reason }] }`: the live sessions
+/// sorted by name (stale lock files removed), and lock files that are not
+/// valid (reported, left in place).
+#[napi]
+pub async fn session_list() -> Result<Value> {
+    blocking(|| {
+        let found = lock_dir()?.live_sessions().map_err(to_napi)?;
+        let sessions = found.live.iter().map(lock_json).collect::<Result<Vec<_>>>()?;
+        let corrupt: Vec<Value> = found
+            .corrupt
+            .into_iter()
+            .map(|(name, reason)| serde_json::json!({ "name": name, "reason": reason }))
+            .collect();
+        Ok(serde_json::json!({ "sessions": sessions, "corrupt": corrupt }))
+    })
+    .await
+}
+
+/// The lock of session `name`, or of the only live one, for `purpose`
+/// (`close`, `get`, `update` or `connect`); the exact CLI or `connect()`
+/// error otherwise.
+#[napi]
+pub async fn session_resolve(name: Option<String>, purpose: String) -> Result<Value> {
+    let purpose = store::Purpose::parse(&purpose)
+        .ok_or_else(|| to_napi(AluviaError::Invalid(format!("unknown purpose '{purpose}'"))))?;
+    blocking(move || {
+        // connect() promises a ConnectError, also when the lock directory is refused.
+        let dir = match store::LockDir::open_default() {
+            Ok(dir) => dir,
+            Err(e) if purpose == store::Purpose::Connect => return Err(to_napi(AluviaError::Connect(e.to_string()))),
+            Err(e) => return Err(to_napi(e)),
+        };
+        store::resolve_session(&dir, name.as_deref(), purpose).map_err(session_err).and_then(|lock| lock_json(&lock))
+    })
+    .await
+}
+
+/// Claims a name (a custom one, or a generated one when `None`) and writes
+/// its early lock file from `initial` (`pid` defaults to this process).
+#[napi]
+pub async fn session_claim(name: Option<String>, initial: Value) -> Result<String> {
+    blocking(move || {
+        let initial: store::LockData = serde_json::from_value(initial).map_err(json_err)?;
+        let dir = lock_dir()?;
+        dir.claim(name.as_deref(), initial).map_err(session_err)
+    })
+    .await
+}
+
+/// The Chromium a browser session would start (see
+/// `browser::launch::find_chromium`), or the error that session would fail with.
+#[napi]
+pub fn chromium_path() -> Result<String> {
+    aluvia_core::browser::launch::find_chromium().map(|p| p.display().to_string()).map_err(to_napi)
+}
+
+#[napi(object)]
+pub struct BindingDaemonSpawn {
+    /// The claimed session name: its lock's pid becomes the daemon's; the log is `cli-{name}.log`.
+    pub name: String,
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: std::collections::HashMap<String, String>,
+    pub cwd: String,
+    /// Default 60000.
+    pub ready_timeout_ms: Option<u32>,
+    /// The API key, handed over on the daemon's stdin (`sessionDaemonSecret`).
+    pub secret: Option<String>,
+}
+
+#[napi(object)]
+pub struct BindingDaemonReady {
+    pub pid: u32,
+    /// The daemon's lock as it was when it became ready (camelCase lock
+    /// fields), even when it has ended since (`--run`); `null` if it sent none.
+    pub lock: Option<Value>,
+}
+
+/// Spawns the daemon of claimed session `name` and waits until it is ready,
+/// or fails with the CLI's error and `browserSession` + `logFile`. On a
+/// timeout the daemon keeps running under its lock; on any other failure
+/// nothing is left running (see `daemon::spawn_daemon`).
+#[napi]
+pub async fn daemon_spawn(spec: BindingDaemonSpawn) -> Result<BindingDaemonReady> {
+    let dir = blocking(lock_dir).await?;
+    let log_path = dir.log_path(&spec.name);
+    let log_file = log_path.to_string_lossy().into_owned();
+    let name = spec.name.clone();
+    let launch = daemon::DaemonSpawn {
+        program: spec.program.into(),
+        args: spec.args,
+        env: spec.env.into_iter().collect(),
+        cwd: spec.cwd.into(),
+        log_path,
+        ready_timeout: spec
+            .ready_timeout_ms
+            .map(|ms| std::time::Duration::from_millis(ms.into()))
+            .unwrap_or(daemon::DEFAULT_READY_TIMEOUT),
+        secret: spec.secret,
+        claimed_lock: Some((dir.clone(), name.clone())),
+    };
+    let ready = daemon::spawn_daemon(launch).await.map_err(|e| session_err(e.for_session(name, log_file)))?;
+    Ok(BindingDaemonReady { pid: ready.pid, lock: ready.lock.as_ref().map(lock_json).transpose()? })
+}
+
+#[napi(object)]
+pub struct BindingSessionDaemon {
+    /// The session; its lock names this process.
+    pub name: String,
+    pub url: String,
+    pub headful: Option<bool>,
+    pub block_detection: Option<bool>,
+    pub auto_unblock: Option<bool>,
+    /// The API key and connection id; the API and gateway addresses not set
+    /// here come from the daemon's `ALUVIA_*` environment, and the daemon sets
+    /// the browser, polling and detection options itself.
+    pub client: BindingClientOptions,
+}
+
+/// Called with the CDP URL; resolves to the exit code.
+type ScriptCallback = ThreadsafeFunction<String, Promise<i32>, String, Status, false>;
+
+/// Where a stop for this process's daemon is requested.
+fn daemon_stop() -> &'static daemon::DaemonStop {
+    static STOP: std::sync::OnceLock<daemon::DaemonStop> = std::sync::OnceLock::new();
+    STOP.get_or_init(daemon::DaemonStop::new)
+}
+
+/// The session daemon's whole life (see `daemon::run_daemon`): resolves to
+/// its exit code once it has stopped and removed its lock. SIGTERM and SIGINT
+/// stop it. With `runScript`, that is called with the CDP URL once the
+/// session is ready, and the daemon ends with the code it resolves to.
+#[napi]
+pub async fn session_daemon_run(spec: BindingSessionDaemon, run_script: Option<ScriptCallback>) -> Result<i32> {
+    let dir = blocking(lock_dir).await?;
+    let run = daemon::DaemonRun {
+        dir,
+        name: spec.name,
+        url: spec.url,
+        headful: spec.headful.unwrap_or(false),
+        block_detection: spec.block_detection.unwrap_or(true),
+        auto_unblock: spec.auto_unblock.unwrap_or(false),
+        client: raw_client_options(spec.client),
+        handle_signals: true,
+    };
+    let script = run_script.map(|callback| -> daemon::Script {
+        Box::new(move |cdp_url| {
+            Box::pin(async move {
+                match callback.call_async(cdp_url).await {
+                    Ok(promise) => promise.await.unwrap_or(1),
+                    Err(_) => 1,
+                }
+            })
+        })
+    });
+    Ok(daemon::run_daemon(run, script, daemon_stop().clone()).await)
+}
+
+/// For the session daemon, first thing: makes it non-dumpable and reads the
+/// API key `daemonSpawn` wrote to its stdin (empty when none came).
+#[napi]
+pub fn session_daemon_secret() -> Result<String> {
+    daemon::take_secret().map_err(|e| to_napi(AluviaError::Internal(format!("could not read the API key: {e}"))))
+}
+
+/// Asks this process's session daemon to stop with `code` (the first request wins).
+#[napi]
+pub fn session_daemon_stop(code: i32, reason: String) {
+    daemon_stop().request(code, reason);
+}
+
+/// `session close` of `name`: `{ outcome, lock }` with outcome `exited`,
+/// `forceKilled` or `notRunning`, and the lock of the process stopped (null
+/// when the lock went away first); see `daemon::close_session`. SIGKILL
+/// follows SIGTERM after `store::DEFAULT_GRACE`.
+#[napi]
+pub async fn session_close(name: String) -> Result<Value> {
+    let dir = blocking(lock_dir).await?;
+    match daemon::close_session(&dir, &name, store::DEFAULT_GRACE, daemon::HANDOVER_WAIT).await.map_err(to_napi)? {
+        daemon::Closed::Stopped { termination, lock } => {
+            Ok(serde_json::json!({ "outcome": termination.as_str(), "lock": lock_json(&lock)? }))
+        }
+        daemon::Closed::Gone => Ok(serde_json::json!({ "outcome": "notRunning", "lock": null })),
+        daemon::Closed::StillStarting => Err(session_err(store::SessionError::StillStarting { name })),
+    }
+}
+
+/// `--connection-id` of `session start` (see `config::cli_connection_id`):
+/// the id, or `null` when it is not one.
+#[napi]
+pub fn parse_connection_id(text: String) -> Option<f64> {
+    aluvia_core::config::cli_connection_id(&text).map(|id| id as f64)
+}
