@@ -118,8 +118,9 @@ mod tests {
         let dir = tmp.lock_dir();
         let mut child = tokio::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id().unwrap();
-        // The lock names the pid, recorded with another process's start.
-        let recorded = crate::store::process_start(std::process::id());
+        // The lock names the pid, recorded with another start than its own
+        // (altered rather than borrowed: two processes can start in one tick).
+        let recorded = crate::store::process_start(pid).map(|s| format!("{s}0"));
         dir.write("reused", &LockData { process_start: recorded, ..lock(pid) }).unwrap();
         let closed = close_session(&dir, "reused", GRACE, HANDOVER_WAIT).await.unwrap();
         assert!(matches!(closed, Closed::Stopped { termination: Termination::NotRunning, .. }), "{closed:?}");

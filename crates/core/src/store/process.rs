@@ -210,12 +210,13 @@ mod tests {
         let mut child = Command::new("sleep").arg("30").stdin(Stdio::null()).spawn().unwrap();
         let pid = child.id();
         let theirs = process_start(pid).expect("child start");
-        assert_ne!(theirs, me);
         assert!(is_recorded_process(pid, Some(&theirs)));
         assert!(is_recorded_process(pid, None), "no record: the pid alone");
-        // The pid now names another process than the one recorded.
-        assert!(!is_recorded_process(pid, Some(&me)));
-        let outcome = terminate(pid, Some(&me), Duration::from_millis(100)).await.unwrap();
+        // The pid now names another process than the one recorded (a start
+        // altered rather than borrowed: two processes can start in one tick).
+        let other = format!("{theirs}0");
+        assert!(!is_recorded_process(pid, Some(&other)));
+        let outcome = terminate(pid, Some(&other), Duration::from_millis(100)).await.unwrap();
         assert_eq!(outcome, Termination::NotRunning);
         assert!(child.try_wait().unwrap().is_none(), "not signalled");
         assert_eq!(terminate(pid, Some(&theirs), Duration::from_secs(5)).await.unwrap(), Termination::Exited);
