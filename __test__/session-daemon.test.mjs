@@ -185,7 +185,11 @@ test("a --run script's own SIGTERM listener does not keep `session close` from s
 
 test('an error that escapes a --run script stops the session with exit 1', async () => {
   const cwd = script('stray.mjs', `setTimeout(() => { throw new Error('stray error on purpose'); }, 50);\n${FOREVER}`);
-  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'stray', '--run', 'stray.mjs'], { cwd });
+  // Without isolation the engine's logger writes a line too (why not isolated).
+  const r = await sb.cli(['session', 'start', site.url, '--browser-session', 'stray', '--run', 'stray.mjs'], {
+    cwd,
+    env: { ALUVIA_BROWSER_ISOLATION: 'none' },
+  });
   assert.equal(r.code, 0, r.stdout);
   const tree = descendants(r.json.pid);
   await assertStopped(
@@ -194,4 +198,15 @@ test('an error that escapes a --run script stops the session with exit 1', async
     tree,
     /error: Error: stray error on purpose[\s\S]*stopping \(uncaught exception\)[\s\S]*stopped, exit 1/,
   );
+  // One writer for the log: the engine's lines (the daemon's, its logger's,
+  // the lock writer's) and the JavaScript side's alike, each stamped.
+  const lines = sb
+    .log('stray')
+    .split('\n')
+    .filter((l) => l.startsWith('[aluvia]'));
+  assert.ok(
+    lines.some((l) => l.includes('stray error on purpose')),
+    sb.log('stray'),
+  );
+  for (const l of lines) assert.match(l, /^\[aluvia\] \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S/, l);
 });

@@ -180,11 +180,19 @@ pub async fn session_daemon_run(spec: BindingSessionDaemon, run_script: Option<S
     Ok(daemon::run_daemon(run, script, daemon_stop().clone()).await)
 }
 
-/// For the session daemon, first thing: makes it non-dumpable and reads the
-/// API key `daemonSpawn` wrote to its stdin (empty when none came).
+/// For the session daemon, first thing: makes it non-dumpable, stamps its log
+/// lines with the time, and reads the API key `daemonSpawn` wrote to its stdin
+/// (empty when none came).
 #[napi]
 pub fn session_daemon_secret() -> Result<String> {
+    aluvia_core::log::stamp_lines();
     daemon::take_secret().map_err(|e| to_napi(AluviaError::Internal(format!("could not read the API key: {e}"))))
+}
+
+/// One line of the session daemon's log, written as the engine writes its own.
+#[napi]
+pub fn session_daemon_log(msg: String) {
+    aluvia_core::log::write_line(&msg);
 }
 
 /// Asks this process's session daemon to stop with `code` (the first request wins).

@@ -16,9 +16,8 @@ const native = require('../native.js');
 const { mapped } = require('../errors.js');
 const { settings } = require('./commands.js');
 
-function log(msg) {
-  process.stderr.write(`[aluvia] ${new Date().toISOString()} ${msg}\n`);
-}
+// One writer for the log: the engine's, so that lines never interleave.
+const log = (msg) => native.sessionDaemonLog(String(msg));
 
 async function main() {
   const apiKey = native.sessionDaemonSecret();

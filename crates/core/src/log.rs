@@ -1,8 +1,58 @@
 //! A tiny leveled logger writing to stderr. Messages never carry secrets: call
 //! sites pass only hostnames, statuses and reasons.
+//!
+//! Every line goes out through [`write_line`]: the logger's, a session
+//! daemon's own and its JavaScript side's (`sessionDaemonLog`), each as one
+//! write, so that lines from several threads never interleave in a daemon's
+//! log, and all of them stamped alike once the daemon calls [`stamp_lines`].
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+static STAMPED: AtomicBool = AtomicBool::new(false);
+
+/// From now on every line carries the time (a session daemon's log).
+pub fn stamp_lines() {
+    STAMPED.store(true, Ordering::Relaxed);
+}
+
+/// Writes `[aluvia] <msg>` (with the time after the tag once [`stamp_lines`]
+/// was called) as one line in one write.
+pub fn write_line(msg: &str) {
+    let line = if STAMPED.load(Ordering::Relaxed) {
+        format!("[aluvia] {} {msg}\n", iso_now())
+    } else {
+        format!("[aluvia] {msg}\n")
+    };
+    write_raw(&line);
+}
+
+fn write_raw(line: &str) {
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, as JavaScript's `toISOString()`.
+pub fn iso_now() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = libc::time_t::try_from(now.as_secs()).unwrap_or(0);
+    // SAFETY: an all-zero `tm` is a valid value; gmtime_r only writes into it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    if unsafe { libc::gmtime_r(&secs, &mut tm) }.is_null() {
+        return format!("{}ms", now.as_millis());
+    }
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        i64::from(tm.tm_year) + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        now.subsec_millis()
+    )
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -46,26 +96,26 @@ impl Logger {
 
     pub fn warn(&self, msg: impl AsRef<str>) {
         if self.enabled(Level::Info) {
-            eprintln!("[aluvia] warn: {}", msg.as_ref());
+            write_line(&format!("warn: {}", msg.as_ref()));
         }
     }
 
     pub fn info(&self, msg: impl AsRef<str>) {
         if self.enabled(Level::Info) {
-            eprintln!("[aluvia] {}", msg.as_ref());
+            write_line(msg.as_ref());
         }
     }
 
     pub fn debug(&self, msg: impl AsRef<str>) {
         if self.enabled(Level::Debug) {
-            eprintln!("[aluvia] debug: {}", msg.as_ref());
+            write_line(&format!("debug: {}", msg.as_ref()));
         }
     }
 
     /// A raw line at debug level (for machine-readable JSON lines).
     pub fn debug_line(&self, line: impl AsRef<str>) {
         if self.enabled(Level::Debug) {
-            eprintln!("{}", line.as_ref());
+            write_raw(&format!("{}\n", line.as_ref()));
         }
     }
 }
@@ -142,6 +192,24 @@ impl RepeatedFailure {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn session_daemon_log_timestamps_are_iso() {
+        let ts = iso_now();
+        let bytes = ts.as_bytes();
+        assert_eq!(bytes.len(), 24, "{ts}");
+        for (i, b) in bytes.iter().enumerate() {
+            match i {
+                4 | 7 => assert_eq!(*b, b'-', "{ts}"),
+                10 => assert_eq!(*b, b'T', "{ts}"),
+                13 | 16 => assert_eq!(*b, b':', "{ts}"),
+                19 => assert_eq!(*b, b'.', "{ts}"),
+                23 => assert_eq!(*b, b'Z', "{ts}"),
+                _ => assert!(b.is_ascii_digit(), "{ts}"),
+            }
+        }
+        assert!(ts.as_str() > "2024-01-01T00:00:00.000Z", "{ts}");
+    }
+
     use super::*;
 
     #[test]

@@ -6,10 +6,8 @@
 //!
 //! Its log lines go to stderr, which is the session's log file.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -151,31 +149,9 @@ pub fn stop_on_signals(stop: &DaemonStop) -> std::io::Result<()> {
 /// A `--run` script: given the CDP URL, resolves to the daemon's exit code.
 pub type Script = Box<dyn FnOnce(String) -> BoxFuture<'static, i32> + Send>;
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, as JavaScript's `toISOString()`.
-fn iso_now() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = libc::time_t::try_from(now.as_secs()).unwrap_or(0);
-    // SAFETY: an all-zero `tm` is a valid value; gmtime_r only writes into it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    if unsafe { libc::gmtime_r(&secs, &mut tm) }.is_null() {
-        return format!("{}ms", now.as_millis());
-    }
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        i64::from(tm.tm_year) + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        now.subsec_millis()
-    )
-}
-
 /// One line of the daemon's log. The environment holds the API key: never log it.
 fn log(msg: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "[aluvia] {} {msg}", iso_now());
+    crate::log::write_line(&msg.to_string());
 }
 
 /// Why a start failed, as `session start` shows it (`reason`): the error's
@@ -316,6 +292,7 @@ impl Daemon {
 /// Without `script` it stays until a stop or until the browser disconnects;
 /// with one it runs the script once ready and ends with it.
 pub async fn run_daemon(spec: DaemonRun, script: Option<Script>, stop: DaemonStop) -> i32 {
+    crate::log::stamp_lines();
     if let Err(e) = prepare_ready_fd() {
         log(format_args!("warning: {e}"));
     }
@@ -443,24 +420,6 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), DaemonExit::new(1, "uncaught exception"));
         assert_eq!(stop.requested().await, DaemonExit::new(1, "uncaught exception"));
         assert_eq!(stop.current(), Some(DaemonExit::new(1, "uncaught exception")));
-    }
-
-    #[test]
-    fn session_daemon_log_timestamps_are_iso() {
-        let ts = iso_now();
-        let bytes = ts.as_bytes();
-        assert_eq!(bytes.len(), 24, "{ts}");
-        for (i, b) in bytes.iter().enumerate() {
-            match i {
-                4 | 7 => assert_eq!(*b, b'-', "{ts}"),
-                10 => assert_eq!(*b, b'T', "{ts}"),
-                13 | 16 => assert_eq!(*b, b':', "{ts}"),
-                19 => assert_eq!(*b, b'.', "{ts}"),
-                23 => assert_eq!(*b, b'Z', "{ts}"),
-                _ => assert!(b.is_ascii_digit(), "{ts}"),
-            }
-        }
-        assert!(ts.as_str() > "2024-01-01T00:00:00.000Z", "{ts}");
     }
 
     const SIGNAL_CHILD_ENV: &str = "ALUVIA_TEST_SIGNAL_CHILD";

@@ -54,7 +54,7 @@ pub fn start_lock_sync(
     interval: Duration,
     traffic: impl Fn() -> Option<Value> + Send + 'static,
 ) -> (DetectionSink, LockSync) {
-    let report = |line: String| eprintln!("[aluvia] lock sync: {line}");
+    let report = |line: String| crate::log::write_line(&format!("lock sync: {line}"));
     start_reporting(dir, name, pid, interval, traffic, report)
 }
 
