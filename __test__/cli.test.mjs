@@ -303,6 +303,14 @@ test('account, account usage, geos', async () => {
   const bad = await sb.cli(['account'], { env: { ALUVIA_API_KEY: 'wrong-key' } });
   assert.equal(bad.code, 1);
   assert.match(bad.json.error, /Authentication failed/);
+  // A bad ALUVIA_API_BASE_URL is reported under its own name, userinfo left out.
+  for (const args of [['account'], ['geos'], ['auth']]) {
+    const url = await sb.cli(args, { env: { ALUVIA_API_BASE_URL: 'ftp://admin:S3CRET@host/v1' } });
+    assert.equal(url.code, 1, url.stdout);
+    assert.deepEqual(url.json, {
+      error: "Invalid ALUVIA_API_BASE_URL 'ftp://[redacted]@host/v1': the scheme must be http or https",
+    });
+  }
 });
 
 test('a session: start, list, get, rotate-ip, set-geo, set-rules, name in use, ambiguity, close', async () => {
@@ -555,6 +563,18 @@ test('a daemon that dies while starting: exact error, log file, the cause in rea
       [],
       { ALUVIA_GATEWAY_PORT: 'abc' },
       "ALUVIA_GATEWAY_PORT must be an integer from 0 to 65535, got 'abc'",
+    ],
+    [
+      'bad-host',
+      [],
+      { ALUVIA_GATEWAY_HOST: 'admin:pw@gateway' },
+      'ALUVIA_GATEWAY_HOST must be a host name or IP address alone (no scheme, user, password, port, path or spaces)',
+    ],
+    [
+      'bad-protocol',
+      [],
+      { ALUVIA_GATEWAY_PROTOCOL: 'socks5' },
+      "ALUVIA_GATEWAY_PROTOCOL must be 'http' or 'https', got 'socks5'",
     ],
     [
       'no-display',

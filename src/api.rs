@@ -22,6 +22,16 @@ fn raw_value(response: &ApiResponse) -> Result<Value> {
     serde_json::to_value(response).map_err(json_err)
 }
 
+/// `ALUVIA_API_BASE_URL` as the CLI reads it: `null` when unset or empty,
+/// else the URL, checked so that a bad one is reported under the variable's
+/// name rather than as an option the user never set.
+#[napi]
+pub fn api_base_url_from_env(value: Option<String>) -> Result<Option<String>> {
+    let Some(url) = value.filter(|v| !v.trim().is_empty()) else { return Ok(None) };
+    api::check_base_url(aluvia_core::client::ENV_API_BASE_URL, url.trim()).map_err(to_napi)?;
+    Ok(Some(url))
+}
+
 #[napi]
 pub struct BindingApi {
     client: ApiClient,

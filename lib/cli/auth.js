@@ -18,9 +18,9 @@ const writeStderr = (text) => process.stderr.write(text);
 async function authLogin(o = {}) {
   const env = o.env ?? process.env;
   const home = homeOf(env);
-  const apiBaseUrl = env.ALUVIA_API_BASE_URL || null;
   const prompt = o.prompt ?? writeStderr;
   try {
+    const apiBaseUrl = mapped(() => native.apiBaseUrlFromEnv(env.ALUVIA_API_BASE_URL ?? null));
     // A config file that is not ours is refused before anything starts.
     mapped(() => native.authCheckConfig(home));
     const login = await mapped(() => native.authStart(apiBaseUrl));

@@ -27,12 +27,14 @@ const homeOf = (env) => env.HOME || os.homedir();
  */
 function settings(env = process.env) {
   let apiKey;
+  let apiBaseUrl;
   try {
     ({ apiKey } = mapped(() => native.authKey(env.ALUVIA_API_KEY ?? null, homeOf(env))));
+    apiBaseUrl = mapped(() => native.apiBaseUrlFromEnv(env.ALUVIA_API_BASE_URL ?? null)) ?? undefined;
   } catch (err) {
     return failure(err);
   }
-  return { apiKey, apiBaseUrl: env.ALUVIA_API_BASE_URL || undefined };
+  return { apiKey, apiBaseUrl };
 }
 
 function apiFor(s) {

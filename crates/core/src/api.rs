@@ -97,6 +97,19 @@ pub fn validate_api_key(api_key: &str) -> Result<String> {
     Ok(key.to_string())
 }
 
+/// Checks `base_url` as the API's base URL (http or https); `name` is what the
+/// message calls it (the option, or the environment variable it came from).
+/// Userinfo is redacted from the message.
+pub fn check_base_url(name: &str, base_url: &str) -> Result<()> {
+    let shown = sanitize(base_url);
+    let parsed =
+        url::Url::parse(base_url).map_err(|e| AluviaError::api(format!("Invalid {name} '{shown}': {e}"), None))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(AluviaError::api(format!("Invalid {name} '{shown}': the scheme must be http or https"), None));
+    }
+    Ok(())
+}
+
 impl ApiClient {
     pub fn new(api_key: &str, base_url: Option<&str>, timeout_ms: Option<u64>) -> Result<ApiClient> {
         let api_key = validate_api_key(api_key)?;
@@ -110,15 +123,7 @@ impl ApiClient {
 
     fn build(api_key: String, base_url: Option<&str>, timeout_ms: Option<u64>) -> Result<ApiClient> {
         let base_url = base_url.map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_API_BASE_URL);
-        let shown = sanitize(base_url);
-        let parsed = url::Url::parse(base_url)
-            .map_err(|e| AluviaError::api(format!("Invalid apiBaseUrl '{shown}': {e}"), None))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(AluviaError::api(
-                format!("Invalid apiBaseUrl '{shown}': the scheme must be http or https"),
-                None,
-            ));
-        }
+        check_base_url("apiBaseUrl", base_url)?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))

@@ -150,11 +150,31 @@ impl RawClientOptions {
             },
             (port, _) => port,
         };
+        // A value from the environment is checked here, so that its error
+        // names the variable rather than an option the user never set.
+        let api_base_url = match (self.api_base_url, var(ENV_API_BASE_URL)) {
+            (None, Some(url)) => {
+                crate::api::check_base_url(ENV_API_BASE_URL, url.trim())?;
+                Some(url)
+            }
+            (url, _) => url,
+        };
+        let gateway_host = match (self.gateway_host, var(ENV_GATEWAY_HOST)) {
+            (None, Some(host)) => Some(host_named(ENV_GATEWAY_HOST, &host)?),
+            (host, _) => host,
+        };
+        let gateway_protocol = match (self.gateway_protocol, var(ENV_GATEWAY_PROTOCOL)) {
+            (None, Some(p)) => {
+                protocol_named(ENV_GATEWAY_PROTOCOL, &p)?;
+                Some(p)
+            }
+            (p, _) => p,
+        };
         let trust_spki = |v: String| v.split(',').filter(|pin| !pin.is_empty()).map(str::to_string).collect();
         Ok(RawClientOptions {
-            api_base_url: self.api_base_url.or_else(|| var(ENV_API_BASE_URL)),
-            gateway_host: self.gateway_host.or_else(|| var(ENV_GATEWAY_HOST)),
-            gateway_protocol: self.gateway_protocol.or_else(|| var(ENV_GATEWAY_PROTOCOL)),
+            api_base_url,
+            gateway_host,
+            gateway_protocol,
             gateway_port,
             trust_spki: self.trust_spki.or_else(|| var(ENV_TRUST_SPKI).map(trust_spki)),
             ..self
@@ -172,6 +192,11 @@ pub fn timeout_ms(value: Option<f64>) -> Result<Option<u64>> {
 /// or not); no scheme, userinfo, port, path or spaces. The value itself is
 /// left out of the message: it may hold a password.
 pub fn gateway_host(value: &str) -> Result<String> {
+    host_named("gatewayHost", value)
+}
+
+/// [`gateway_host`], with `name` (the option or its variable) in the message.
+fn host_named(name: &str, value: &str) -> Result<String> {
     let host = value.trim();
     let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
     let ok = match bare {
@@ -187,12 +212,21 @@ pub fn gateway_host(value: &str) -> Result<String> {
         }
     };
     if !ok {
-        return Err(AluviaError::InvalidType(
-            "gatewayHost must be a host name or IP address alone (no scheme, user, password, port, path or spaces)"
-                .into(),
-        ));
+        return Err(AluviaError::InvalidType(format!(
+            "{name} must be a host name or IP address alone (no scheme, user, password, port, path or spaces)"
+        )));
     }
     Ok(host.to_string())
+}
+
+/// `gatewayProtocol` (or its variable, `name`): `http` or `https`.
+fn protocol_named(name: &str, value: &str) -> Result<GatewayProtocol> {
+    GatewayProtocol::parse(value).ok_or_else(|| {
+        AluviaError::OutOfRange(format!(
+            "{name} must be 'http' or 'https', got '{}'",
+            crate::text::sanitize_to(value, 40)
+        ))
+    })
 }
 
 /// Each pin must be base64 of a SHA-256 digest (32 bytes): anything else
@@ -229,12 +263,7 @@ impl ClientOptions {
         };
         let protocol = match raw.gateway_protocol.as_deref() {
             None => GatewayProtocol::Http,
-            Some(p) => GatewayProtocol::parse(p).ok_or_else(|| {
-                AluviaError::OutOfRange(format!(
-                    "gatewayProtocol must be 'http' or 'https', got '{}'",
-                    crate::text::sanitize_to(p, 40)
-                ))
-            })?,
+            Some(p) => protocol_named("gatewayProtocol", p)?,
         };
         let gateway_port = port("gatewayPort", raw.gateway_port)?.unwrap_or(protocol.default_port());
         let gateway_host = match raw.gateway_host {
@@ -470,8 +499,9 @@ mod tests {
 
     #[test]
     fn the_environment_fills_what_is_unset_and_a_bad_port_names_its_variable() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        let env = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            move |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         };
         let o = raw()
             .with_env(env(&[
@@ -493,6 +523,27 @@ mod tests {
             AluviaError::OutOfRange("ALUVIA_GATEWAY_PORT must be an integer from 0 to 65535, got '80a'".into())
         );
         assert!(raw().with_env(env(&[("ALUVIA_GATEWAY_PORT", "65536")])).is_err());
+        // Every variable's error names the variable, not the option.
+        for (var, value) in [
+            ("ALUVIA_GATEWAY_HOST", "user:pw@h"),
+            ("ALUVIA_GATEWAY_PROTOCOL", "ftp"),
+            ("ALUVIA_API_BASE_URL", "ftp://h/v1"),
+            ("ALUVIA_API_BASE_URL", "not a url"),
+        ] {
+            let err = raw().with_env(env(&[(var, value)])).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+            assert!(
+                !err.contains("gatewayHost") && !err.contains("gatewayProtocol") && !err.contains("apiBaseUrl"),
+                "{err}"
+            );
+            assert!(!err.contains("pw"), "no userinfo: {err}");
+        }
+        // An option that is set wins, and its variable is not even read.
+        let given = RawClientOptions { gateway_host: Some("h".into()), ..raw() };
+        assert_eq!(
+            given.with_env(env(&[("ALUVIA_GATEWAY_HOST", "bad host")])).unwrap().gateway_host.as_deref(),
+            Some("h")
+        );
     }
 
     #[test]
