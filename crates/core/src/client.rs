@@ -170,15 +170,15 @@ impl RawClientOptions {
             }
             (p, _) => p,
         };
-        let trust_spki = |v: String| v.split(',').filter(|pin| !pin.is_empty()).map(str::to_string).collect();
-        Ok(RawClientOptions {
-            api_base_url,
-            gateway_host,
-            gateway_protocol,
-            gateway_port,
-            trust_spki: self.trust_spki.or_else(|| var(ENV_TRUST_SPKI).map(trust_spki)),
-            ..self
-        })
+        let trust_spki = match (self.trust_spki, var(ENV_TRUST_SPKI)) {
+            (None, Some(v)) => {
+                let pins: Vec<String> = v.split(',').filter(|pin| !pin.is_empty()).map(str::to_string).collect();
+                spki_pins_named(ENV_TRUST_SPKI, Some(pins.clone()))?;
+                Some(pins)
+            }
+            (pins, _) => pins,
+        };
+        Ok(RawClientOptions { api_base_url, gateway_host, gateway_protocol, gateway_port, trust_spki, ..self })
     }
 }
 
@@ -232,6 +232,11 @@ fn protocol_named(name: &str, value: &str) -> Result<GatewayProtocol> {
 /// Each pin must be base64 of a SHA-256 digest (32 bytes): anything else
 /// would silently trust nothing, or be mistaken for a flag.
 fn spki_pins(value: Option<Vec<String>>) -> Result<Vec<String>> {
+    spki_pins_named("trustSpki", value)
+}
+
+/// [`spki_pins`], with `name` (the option or its variable) in the message.
+fn spki_pins_named(name: &str, value: Option<Vec<String>>) -> Result<Vec<String>> {
     use base64::Engine;
     let mut out = Vec::new();
     for pin in value.unwrap_or_default() {
@@ -239,7 +244,8 @@ fn spki_pins(value: Option<Vec<String>>) -> Result<Vec<String>> {
         let decoded = base64::engine::general_purpose::STANDARD.decode(&pin);
         if !matches!(decoded, Ok(bytes) if bytes.len() == 32) {
             return Err(AluviaError::Invalid(format!(
-                "trustSpki entries must be base64 SHA-256 public-key hashes (44 characters), got '{pin}'"
+                "{name} entries must be base64 SHA-256 public-key hashes (44 characters), got '{}'",
+                crate::text::sanitize_to(&pin, 60)
             )));
         }
         out.push(pin);
@@ -507,13 +513,22 @@ mod tests {
             .with_env(env(&[
                 ("ALUVIA_GATEWAY_PORT", "8443"),
                 ("ALUVIA_GATEWAY_HOST", ""),
-                ("ALUVIA_TRUST_SPKI", "a,,b"),
+                (
+                    "ALUVIA_TRUST_SPKI",
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,,BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=",
+                ),
                 ("ALUVIA_API_BASE_URL", "http://env"),
             ]))
             .unwrap();
         assert_eq!(o.gateway_port, Some(8443.0));
         assert_eq!(o.gateway_host, None, "empty is unset");
-        assert_eq!(o.trust_spki, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(
+            o.trust_spki,
+            Some(vec![
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_string(),
+                "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=".to_string()
+            ])
+        );
         assert_eq!(o.api_base_url.as_deref(), Some("http://env"));
         let given = RawClientOptions { gateway_port: Some(1.0), ..raw() };
         assert_eq!(given.with_env(env(&[("ALUVIA_GATEWAY_PORT", "x")])).unwrap().gateway_port, Some(1.0));
@@ -527,6 +542,7 @@ mod tests {
         for (var, value) in [
             ("ALUVIA_GATEWAY_HOST", "user:pw@h"),
             ("ALUVIA_GATEWAY_PROTOCOL", "ftp"),
+            ("ALUVIA_TRUST_SPKI", "not-a-pin"),
             ("ALUVIA_API_BASE_URL", "ftp://h/v1"),
             ("ALUVIA_API_BASE_URL", "not a url"),
         ] {
