@@ -270,7 +270,7 @@ impl Daemon {
     async fn shutdown(self, exit: DaemonExit) -> i32 {
         log(format_args!("stopping ({})", exit.reason));
         self.client.close_browser().await;
-        self.sync.stop();
+        self.sync.stop().await;
         self.client.stop().await;
         release(&self.dir, &self.name, self.pid).await;
         log(format_args!("stopped, exit {}", exit.code));

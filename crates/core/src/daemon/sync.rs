@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::browser::{DetectionEvent, DetectionSink};
 use crate::detection::last_detection_json;
@@ -25,11 +26,16 @@ enum Write {
 /// The writer task; dropping it (or calling [`LockSync::stop`]) ends it.
 pub struct LockSync {
     stop: CancellationToken,
+    task: TaskTracker,
 }
 
 impl LockSync {
-    pub fn stop(&self) {
+    /// Stops the writer and returns once a write in progress has ended, so
+    /// that nothing writes the lock file after this (its removal, say).
+    pub async fn stop(&self) {
         self.stop.cancel();
+        self.task.close();
+        self.task.wait().await;
     }
 }
 
@@ -75,7 +81,8 @@ fn start_reporting(
     });
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    tokio::spawn(async move {
+    let task = TaskTracker::new();
+    task.spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_traffic: Option<Value> = None;
@@ -115,7 +122,7 @@ fn start_reporting(
         }
     });
     drop(tx);
-    (sink, LockSync { stop })
+    (sink, LockSync { stop, task })
 }
 
 #[cfg(test)]
@@ -158,7 +165,7 @@ mod tests {
         }
         assert_eq!(read(&dir).traffic, Some(serde_json::json!({ "bytes": 2 })));
         assert_eq!(read(&dir).ready, Some(true));
-        sync.stop();
+        sync.stop().await;
         // Another owner's lock is left alone: not even rewritten.
         dir.write("s", &LockData { pid: pid + 1, ..LockData::default() }).unwrap();
         let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.lock_path("s")).unwrap());
@@ -205,7 +212,7 @@ mod tests {
         while lines.lock().unwrap().len() < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        sync.stop();
+        sync.stop().await;
         assert!(matches!(again.read("s").unwrap(), Some(LockRead::Valid(LockData { traffic: Some(_), .. }))));
         let lines = lines.lock().unwrap();
         assert_eq!(lines.len(), 2, "{lines:?}");
