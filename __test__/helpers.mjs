@@ -1,7 +1,7 @@
 // Shared test fixtures: real servers on loopback, nothing mocked.
 import http from 'node:http';
 import { once } from 'node:events';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -254,4 +254,29 @@ export function throwawayUser(tools = []) {
   if (made.status !== 0) return { skip: `useradd failed: ${made.stderr}` };
   const uid = Number(spawnSync('id', ['-u', name], { encoding: 'utf8' }).stdout.trim());
   return { name, uid, remove: () => spawnSync('userdel', [name]) };
+}
+
+/**
+ * Runs `argv` (a command and its arguments) as local user `user` with `env`
+ * added; resolves its stdout parsed as JSON, rejects with its output when
+ * that is not JSON.
+ */
+export function jsonAs(user, argv, env = {}) {
+  return new Promise((resolve, reject) => {
+    const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    execFile(
+      'runuser',
+      ['-u', user, '--', 'env', ...envArgs, ...argv],
+      { cwd: '/', timeout: 120_000 },
+      (err, stdout, stderr) => {
+        try {
+          resolve(JSON.parse(stdout));
+        } catch {
+          reject(
+            new Error(`${argv.slice(0, 2).join(' ')} as ${user} failed: ${err?.message ?? ''}\n${stdout}\n${stderr}`),
+          );
+        }
+      },
+    );
+  });
 }

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -28,6 +28,7 @@ import {
   emulatorClientOptions,
   eventually,
   throwawayUser,
+  jsonAs,
   require,
   privateTmpdir,
 } from './helpers.mjs';
@@ -39,23 +40,7 @@ const puppeteer = require('puppeteer-core');
 const CDP = require('chrome-remote-interface');
 
 /** Runs `node -e script …args` as `user`; resolves its parsed JSON output. */
-function nodeAs(user, script, args = [], env = {}) {
-  return new Promise((resolve, reject) => {
-    const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-    execFile(
-      'runuser',
-      ['-u', user, '--', 'env', ...envArgs, process.execPath, '-e', script, ...args],
-      { cwd: '/', timeout: 120_000 },
-      (err, stdout, stderr) => {
-        try {
-          resolve(JSON.parse(stdout));
-        } catch {
-          reject(new Error(`node as ${user} failed: ${err?.message ?? ''}\n${stdout}\n${stderr}`));
-        }
-      },
-    );
-  });
-}
+const nodeAs = (user, script, args = [], env = {}) => jsonAs(user, [process.execPath, '-e', script, ...args], env);
 
 // What another user tries: the CDP endpoint itself, then every TCP port
 // listening on the host's loopback or wildcard addresses, looking for a

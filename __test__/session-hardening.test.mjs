@@ -6,7 +6,7 @@
 // process started here is stopped and the sandbox removed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, execFile } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import {
   chmodSync,
@@ -20,7 +20,7 @@ import {
   existsSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { sdk, serve, admin, cliPath, root, throwawayUser } from './helpers.mjs';
+import { sdk, serve, admin, cliPath, root, throwawayUser, jsonAs } from './helpers.mjs';
 import { Sandbox, alive, eventually, pageHandler } from './sessions.mjs';
 
 const INVALID_NAME = 'Invalid session name. Use only letters, numbers, hyphens, and underscores.';
@@ -217,23 +217,7 @@ test('a session name longer than 64 characters is an invalid name', async () => 
 });
 
 /** The CLI as `user`; resolves its JSON output. */
-function cliAs(user, args, env) {
-  return new Promise((resolve, reject) => {
-    const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-    execFile(
-      'runuser',
-      ['-u', user, '--', 'env', ...envArgs, process.execPath, cliPath, ...args],
-      { cwd: '/', timeout: 120_000 },
-      (err, stdout, stderr) => {
-        try {
-          resolve(JSON.parse(stdout));
-        } catch {
-          reject(new Error(`aluvia as ${user} failed: ${err?.message ?? ''}\n${stdout}\n${stderr}`));
-        }
-      },
-    );
-  });
-}
+const cliAs = (user, args, env) => jsonAs(user, [process.execPath, cliPath, ...args], env);
 
 test("an ordinary user's daemon is not dumpable: its /proc files belong to root", async (t) => {
   if (process.platform !== 'linux') return t.skip('Linux only');
