@@ -241,3 +241,39 @@ test('two parallel session_start calls, the session tools, ambiguity, close all:
     await client.close();
   }
 });
+
+test('an unknown parameter is reported as unknown whatever its name: constructor, __proto__, toString', async () => {
+  const { client } = await connectClient();
+  const none = (p) => `Unknown parameter: '${p}'. This tool takes no parameters.`;
+  const usage = (p) => `Unknown parameter: '${p}'. Known parameters: start, end.`;
+  try {
+    const cases = [
+      ['geos_list', { constructor: 1 }, none('constructor')],
+      ['geos_list', { toString: 'x' }, none('toString')],
+      ['geos_list', { hasOwnProperty: true }, none('hasOwnProperty')],
+      // JSON.parse makes `__proto__` an own property, as the wire carries it.
+      ['geos_list', JSON.parse('{"__proto__": {}}'), none('__proto__')],
+      ['account_usage', JSON.parse('{"__proto__": {"start": "2026-01-01"}}'), usage('__proto__')],
+      ['account_usage', { start: '2026-01-01', valueOf: 1 }, usage('valueOf')],
+      [
+        'session_close',
+        JSON.parse('{"__proto__": {"all": true}}'),
+        "Unknown parameter: '__proto__'. Known parameters: browserSession, all.",
+      ],
+      [
+        'session_start',
+        { url: site.url, constructor: 'x' },
+        /^Unknown parameter: 'constructor'\. Known parameters: url, /,
+      ],
+    ];
+    for (const [tool, args, error] of cases) {
+      const r = await call(client, tool, args);
+      assert.equal(r.isError, true, `${tool} ${JSON.stringify(args)}`);
+      if (error instanceof RegExp) assert.match(r.json.error, error);
+      else assert.deepEqual(r.json, { error }, `${tool} ${JSON.stringify(args)}`);
+    }
+    assert.deepEqual(box.locks(), [], 'nothing was started');
+  } finally {
+    await client.close();
+  }
+});

@@ -8,7 +8,11 @@
 
 const { Server } = require('@modelcontextprotocol/sdk/server/index.js');
 const { StdioServerTransport } = require('@modelcontextprotocol/sdk/server/stdio.js');
-const { ListToolsRequestSchema, CallToolRequestSchema } = require('@modelcontextprotocol/sdk/types.js');
+const {
+  ListToolsRequestSchema,
+  CallToolRequestSchema,
+  CallToolRequestParamsSchema,
+} = require('@modelcontextprotocol/sdk/types.js');
 const { COMMANDS, flagForms } = require('./cli/table.js');
 const { version } = require('../package.json');
 
@@ -53,8 +57,10 @@ const TYPE_NAMES = { string: 'a string', boolean: 'a boolean', integer: 'an inte
 function schemaError(tool, args) {
   if (args === null || typeof args !== 'object' || Array.isArray(args)) return 'Arguments must be an object.';
   const { properties: props } = tool.inputSchema;
+  // Own properties only: `constructor` or `toString` are parameters like any
+  // other name, and unknown unless the tool has them.
   for (const [key, value] of Object.entries(args)) {
-    const schema = props[key];
+    const schema = Object.hasOwn(props, key) ? props[key] : undefined;
     if (!schema) {
       const known = Object.keys(props);
       const list = known.length ? ` Known parameters: ${known.join(', ')}.` : ' This tool takes no parameters.';
@@ -69,7 +75,7 @@ function schemaError(tool, args) {
       return `Invalid parameter '${key}': expected ${TYPE_NAMES[schema.type]}${min}, got ${JSON.stringify(value)}.`;
     }
   }
-  const given = (k) => args[k] !== undefined && args[k] !== false;
+  const given = (k) => Object.hasOwn(args, k) && args[k] !== undefined && args[k] !== false;
   const [a, b] = tool.command.exclusive ?? [];
   if (a && given(a) && given(b)) return `Parameters '${a}' and '${b}' cannot be used together; use one of them.`;
   // A missing required parameter is left to the handler (`URL is required.`).
@@ -110,12 +116,22 @@ async function callTool(name, args) {
   return { content: [{ type: 'text', text: JSON.stringify(out) }], isError: Boolean(out?.error) };
 }
 
+/**
+ * tools/call as the SDK reads it, but with the arguments handed on as they
+ * came: the SDK's own schema reads them as a record, which drops a
+ * `__proto__` key, and every name an agent sends must be checked. (The SDK
+ * still checks the request against its own schema before the handler runs.)
+ */
+const CallToolAsSentSchema = CallToolRequestSchema.extend({
+  params: CallToolRequestParamsSchema.omit({ arguments: true }).loose(),
+});
+
 function createServer() {
   const server = new Server({ name: 'aluvia', version }, { capabilities: { tools: {} } });
   server.setRequestHandler(ListToolsRequestSchema, async () => ({
     tools: TOOLS.map(({ name, description, inputSchema }) => ({ name, description, inputSchema })),
   }));
-  server.setRequestHandler(CallToolRequestSchema, (req) => callTool(req.params.name, req.params.arguments));
+  server.setRequestHandler(CallToolAsSentSchema, (req) => callTool(req.params.name, req.params.arguments));
   return server;
 }
 
