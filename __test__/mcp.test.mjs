@@ -2,7 +2,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { sdk, root, serve, require } from './helpers.mjs';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { sdk, root, serve, require, eventually } from './helpers.mjs';
 import { Sandbox, processes, alive } from './sessions.mjs';
 
 const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
@@ -25,6 +27,8 @@ const TOOL_NAMES = [
 let emu;
 let site;
 let box;
+/** Servers spawned by rawServer() that still run. */
+const children = new Set();
 
 before(async () => {
   emu = await sdk.startEmulator();
@@ -36,6 +40,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const child of children) child.kill('SIGKILL');
   await box?.dispose();
   await site?.close();
   await emu?.stop();
@@ -54,6 +59,73 @@ async function connectClient(env = {}) {
   await client.connect(transport);
   return { client, stderr: () => stderr };
 }
+
+/**
+ * The server as a child process spoken to in raw lines, for what an SDK
+ * client never sends: `write` (as is), `send` (one JSON line), `next` (the
+ * next message it writes), `end` (stdin closed; resolves its exit code).
+ */
+function rawServer() {
+  const child = spawn(process.execPath, [join(root, 'bin', 'aluvia-mcp.js')], {
+    env: { ...process.env, ...box.env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let stderr = '';
+  child.stderr.on('data', (c) => (stderr += c));
+  const messages = [];
+  createInterface({ input: child.stdout }).on('line', (line) => messages.push(JSON.parse(line)));
+  const exited = new Promise((resolve) =>
+    child.on('exit', (code, signal) => {
+      children.delete(child);
+      resolve(code ?? signal);
+    }),
+  );
+  const write = (data) => new Promise((resolve, reject) => child.stdin.write(data, (e) => (e ? reject(e) : resolve())));
+  return {
+    child,
+    stderr: () => stderr,
+    write,
+    send: (message) => write(`${JSON.stringify(message)}\n`),
+    async next() {
+      await eventually(() => messages.length > 0 || child.exitCode !== null, { what: 'an answer from the server' });
+      if (!messages.length) throw new Error(`the server exited (${child.exitCode}) without answering: ${stderr}`);
+      return messages.shift();
+    },
+    async end() {
+      child.stdin.end();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
+}
+
+/** A raw server past the MCP handshake. */
+async function initialized() {
+  const server = rawServer();
+  await server.send({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+  });
+  assert.equal((await server.next()).result.serverInfo.name, 'aluvia');
+  await server.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+  return server;
+}
+
+const MIB = 1024 * 1024;
+const REFUSED_LINE = /^aluvia-mcp: message of (\d+) bytes refused: over the 10 MiB limit$/m;
+/** The sizes the server's stderr lines name for the messages it refused as too large. */
+const refusedSizes = (stderr) => [...stderr.matchAll(new RegExp(REFUSED_LINE.source, 'gm'))].map((m) => Number(m[1]));
+const tooLarge = (id, size) => ({
+  jsonrpc: '2.0',
+  id,
+  error: { code: -32600, message: `Message of ${size} bytes refused: over the 10 MiB limit.` },
+});
 
 async function call(client, name, args = {}) {
   const res = await client.callTool({ name, arguments: args });
@@ -275,5 +347,119 @@ test('an unknown parameter is reported as unknown whatever its name: constructor
     assert.deepEqual(box.locks(), [], 'nothing was started');
   } finally {
     await client.close();
+  }
+});
+
+test('a message over 10 MiB gets an Invalid Request error with its id and one stderr line; the server serves on', async () => {
+  const server = await initialized();
+  try {
+    const toolCall = (id, pad) =>
+      `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":"geos_list","arguments":{"pad":"${pad}"}}}`;
+    const bare = Buffer.byteLength(toolCall(2, ''));
+    // Exactly at the limit: taken, and the tool names the unknown parameter.
+    await server.write(`${toolCall(2, 'a'.repeat(10 * MIB - bare))}\n`);
+    const taken = await server.next();
+    assert.equal(taken.id, 2);
+    assert.equal(
+      taken.result.content[0].text,
+      JSON.stringify({ error: "Unknown parameter: 'pad'. This tool takes no parameters." }),
+    );
+    // One byte more: refused, with the id read from the line.
+    await server.write(`${toolCall(3, 'a'.repeat(10 * MIB - bare + 1))}\n`);
+    assert.deepEqual(await server.next(), tooLarge(3, 10 * MIB + 1));
+    // The id written last, as the SDK's client does.
+    const last = `{"method":"tools/call","params":{"name":"geos_list","arguments":{"pad":"${'b'.repeat(11 * MIB)}"}},"jsonrpc":"2.0","id":"last"}`;
+    await server.write(`${last}\r\n`);
+    assert.deepEqual(await server.next(), tooLarge('last', Buffer.byteLength(last)));
+    // Nothing that shows an id: null.
+    await server.write(`${'x'.repeat(12 * MIB)}\n`);
+    assert.deepEqual(await server.next(), tooLarge(null, 12 * MIB));
+    await server.send({ jsonrpc: '2.0', id: 4, method: 'tools/list' });
+    const list = await server.next();
+    assert.equal(list.id, 4);
+    assert.equal(list.result.tools.length, TOOL_NAMES.length);
+    assert.equal(await server.end(), 0, 'the server exits when its stdin ends, as before');
+    assert.deepEqual(refusedSizes(server.stderr()), [10 * MIB + 1, Buffer.byteLength(last), 12 * MIB]);
+  } finally {
+    server.kill();
+  }
+});
+
+test('an SDK client whose call is over the limit gets the error at once and goes on', async () => {
+  const { client, stderr } = await connectClient();
+  try {
+    await assert.rejects(
+      client.callTool({ name: 'geos_list', arguments: { pad: 'a'.repeat(11 * MIB) } }, undefined, { timeout: 30_000 }),
+      (err) => {
+        assert.equal(err.code, -32600);
+        assert.match(err.message, /Message of \d+ bytes refused: over the 10 MiB limit\./);
+        return true;
+      },
+    );
+    const { tools } = await client.listTools();
+    assert.equal(tools.length, TOOL_NAMES.length);
+    assert.match(stderr(), REFUSED_LINE);
+  } finally {
+    await client.close();
+  }
+});
+
+test('a line that never ends is not held in memory', {
+  skip: process.platform !== 'linux' && 'reads /proc',
+}, async () => {
+  const server = await initialized();
+  const peak = () =>
+    Number(readFileSync(`/proc/${server.child.pid}/status`, 'utf8').match(/^VmHWM:\s+(\d+) kB/m)[1]) * 1024;
+  try {
+    const before = peak();
+    const chunk = Buffer.alloc(MIB, 'x');
+    for (let i = 0; i < 256; i++) await server.write(chunk);
+    const grown = peak() - before;
+    // Held whole, 256 MiB would be; read through, the pieces of the first 10 MiB and garbage not yet collected.
+    assert.ok(grown < 96 * MIB, `the server's peak memory grew by ${Math.round(grown / MIB)} MiB`);
+    await server.write('\n');
+    assert.deepEqual(await server.next(), tooLarge(null, 256 * MIB));
+    await server.send({ jsonrpc: '2.0', id: 2, method: 'tools/list' });
+    assert.equal((await server.next()).id, 2);
+  } finally {
+    server.kill();
+  }
+});
+
+test('a line that is not JSON gets a Parse error, one that is not JSON-RPC an Invalid Request error; the server serves on', async () => {
+  const server = await initialized();
+  const parseError = (id) => ({ jsonrpc: '2.0', id, error: { code: -32700, message: 'Parse error: not JSON.' } });
+  const invalid = (id) => ({
+    jsonrpc: '2.0',
+    id,
+    error: { code: -32600, message: 'Invalid Request: not a JSON-RPC 2.0 message.' },
+  });
+  try {
+    const cases = [
+      ['not json at all', parseError(null)],
+      ['{"jsonrpc":"2.0","id":5,"method":"tools/list",', parseError(5)],
+      ['{"params":{"id":9},"jsonrpc":"2.0","id":"six","method":', parseError('six')],
+      ['{"params":{"id":9},"method":"tools/list"', parseError(null)],
+      ['{"id":7,"method":"tools/list"}', invalid(7)],
+      ['{"jsonrpc":"2.0","id":{"x":1},"method":"tools/list"}', invalid(null)],
+      ['[{"jsonrpc":"2.0","id":8,"method":"tools/list"}]', invalid(null)],
+      ['"a string"', invalid(null)],
+    ];
+    for (const [line, answer] of cases) {
+      await server.write(`${line}\n`);
+      assert.deepEqual(await server.next(), answer, line);
+    }
+    // Blank lines are no messages: the next answer is the next request's.
+    await server.write('\n  \r\n');
+    await server.send({ jsonrpc: '2.0', id: 10, method: 'tools/list' });
+    assert.equal((await server.next()).id, 10);
+    assert.equal(await server.end(), 0);
+    const lines = server.stderr().trim().split('\n').slice(1);
+    assert.deepEqual(lines, [
+      ...Array(4).fill('aluvia-mcp: message refused: not JSON'),
+      ...Array(4).fill('aluvia-mcp: message refused: not a JSON-RPC 2.0 message'),
+    ]);
+  } finally {
+    server.kill();
   }
 });
