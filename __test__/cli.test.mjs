@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, mkdirSync, chmodSync, chownSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { sdk, serve, admin, root } from './helpers.mjs';
+import { sdk, serve, admin, root, closedPort } from './helpers.mjs';
 import { Sandbox, processes, descendants, alive, eventually, deadPid, pageHandler } from './sessions.mjs';
 
 let emu;
@@ -730,4 +730,52 @@ test('a browser that goes away ends its daemon gracefully (lock removed)', async
   process.kill(browser.pid, 'SIGKILL');
   await eventually(() => !alive(pid), { what: 'the daemon to notice and exit' });
   await eventually(() => sb.readLock('orphaned') === null, { what: 'the daemon to remove its lock' });
+});
+
+test('session get when the API fails: connection is left out and connectionError is the API error', async () => {
+  const started = await sb.cli(['session', 'start', `${site.url}/`, '--browser-session', 'offline']);
+  assert.equal(started.code, 0, started.stdout + started.stderr);
+  const { connectionId } = started.json;
+  const get = (env) => sb.cli(['session', 'get', '--browser-session', 'offline'], { env });
+  try {
+    const fine = await get();
+    assert.equal(fine.json.connection.connection_id, connectionId);
+    assert.ok(!('connectionError' in fine.json));
+
+    // The API answers 500: the same message as the API client's error.
+    const api = new sdk.AluviaApi({ apiKey: emu.apiKey, apiBaseUrl: emu.apiBaseUrl });
+    await admin(emu, 'POST', '/_emulator/faults', { apiStatus: 500 });
+    let failing;
+    let apiError;
+    try {
+      failing = await get();
+      apiError = await api.account.connections.get(connectionId).then(
+        () => assert.fail('the API call should fail'),
+        (err) => err,
+      );
+    } finally {
+      await admin(emu, 'DELETE', '/_emulator/faults');
+    }
+    assert.equal(failing.code, 0, failing.stdout);
+    assert.ok(!('connection' in failing.json));
+    assert.equal(failing.json.connectionError, apiError.message);
+    assert.match(failing.json.connectionError, /HTTP 500/);
+    for (const k of LIST_FIELDS) assert.deepEqual(failing.json[k], started.json[k], k);
+    assert.ok(Array.isArray(failing.json.traffic));
+
+    // No API at that address at all.
+    const port = await closedPort();
+    const down = await get({ ALUVIA_API_BASE_URL: `http://127.0.0.1:${port}/v1` });
+    assert.equal(down.code, 0, down.stdout);
+    assert.ok(!('connection' in down.json));
+    assert.match(
+      down.json.connectionError,
+      new RegExp(`^API request failed: cannot reach http://127\\.0\\.0\\.1:${port}/v1`),
+    );
+    assert.ok(!down.json.connectionError.includes('\n'));
+
+    assert.equal((await get()).json.connection.connection_id, connectionId, 'the connection is back with the API');
+  } finally {
+    await sb.cli(['session', 'close', '--browser-session', 'offline']);
+  }
 });

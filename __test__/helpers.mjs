@@ -280,3 +280,13 @@ export function jsonAs(user, argv, env = {}) {
     );
   });
 }
+
+/** A loopback port that nothing listens on (it was free a moment ago). */
+export async function closedPort() {
+  const server = http.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { sdk, root, serve, require, eventually } from './helpers.mjs';
+import { sdk, root, serve, require, eventually, admin } from './helpers.mjs';
 import { Sandbox, processes, alive } from './sessions.mjs';
 
 const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
@@ -461,5 +461,33 @@ test('a line that is not JSON gets a Parse error, one that is not JSON-RPC an In
     ]);
   } finally {
     server.kill();
+  }
+});
+
+test('session_get when the API fails: no connection, connectionError is the API error; the password stays redacted', async () => {
+  const { client } = await connectClient();
+  try {
+    const started = await call(client, 'session_start', { url: `${site.url}/`, browserSession: 'mcp-offline' });
+    assert.equal(started.isError, false, JSON.stringify(started.json));
+    const fine = await call(client, 'session_get');
+    assert.equal(fine.isError, false);
+    assert.equal(fine.json.connection.connection_id, started.json.connectionId);
+    assert.equal(fine.json.connection.proxy_password, '[redacted]');
+    assert.ok(!('connectionError' in fine.json));
+
+    await admin(emu, 'POST', '/_emulator/faults', { apiStatus: 503 });
+    let failing;
+    try {
+      failing = await call(client, 'session_get');
+    } finally {
+      await admin(emu, 'DELETE', '/_emulator/faults');
+    }
+    assert.equal(failing.isError, false, JSON.stringify(failing.json));
+    assert.ok(!('connection' in failing.json));
+    assert.match(failing.json.connectionError, /^API request failed \(HTTP 503\) .*Emulated failure\.$/);
+    assert.equal(failing.json.browserSession, 'mcp-offline');
+  } finally {
+    await call(client, 'session_close', { all: true });
+    await client.close();
   }
 });

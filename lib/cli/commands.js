@@ -201,7 +201,11 @@ function sessionList(o = {}) {
   });
 }
 
-/** `session get`: list fields, lastDetection, the API's connection, and (ours) traffic. */
+/**
+ * `session get`: list fields, lastDetection, the API's connection (left out
+ * when that call fails, and then, ours, `connectionError` says why), and
+ * (ours) traffic.
+ */
 function sessionGet(o = {}) {
   return guarded(o, async (s) => {
     const lock = await resolve(o.browserSession, 'get');
@@ -209,8 +213,8 @@ function sessionGet(o = {}) {
     if (lock.connectionId != null) {
       try {
         out.connection = await apiFor(s).account.connections.get(lock.connectionId);
-      } catch {
-        // Left out when the API call fails.
+      } catch (err) {
+        out.connectionError = failure(err).error;
       }
     }
     out.traffic = lock.traffic ?? [];
