@@ -3,11 +3,26 @@
 // session daemon when ALUVIA_API_KEY is not set.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync, mkdirSync, statSync, chmodSync, existsSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  mkdtempSync,
+  rmSync,
+  readFileSync,
+  writeFileSync,
+  mkdirSync,
+  statSync,
+  chmodSync,
+  existsSync,
+  chownSync,
+  lchownSync,
+  lstatSync,
+  readdirSync,
+  readlinkSync,
+  symlinkSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sdk, root, cliPath, admin, serve, require, eventually } from './helpers.mjs';
+import { sdk, root, cliPath, admin, serve, require, eventually, throwawayUser } from './helpers.mjs';
 
 const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
 const { StdioClientTransport } = require('@modelcontextprotocol/sdk/client/stdio.js');
@@ -323,4 +338,213 @@ test('aluvia emulator --auto-approve approves every login at once', { timeout: 6
     child.kill('SIGTERM');
     await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('close', resolve)));
   }
+});
+
+// ---------------------------------------------- the config folder's safety
+
+/** A throwaway local user, made on first use and removed after the tests. */
+let otherUser;
+const theOtherUser = () => {
+  otherUser ??= throwawayUser();
+  return otherUser;
+};
+after(() => otherUser?.remove?.());
+
+/** Runs the CLI like cli(), killed after `limitMs`: adds how long it took (`ms`) and `killed`. */
+function timedCli(args, env, limitMs = 15_000) {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cliPath, ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    logins.push(child);
+    let stdout = '';
+    let stderr = '';
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, limitMs);
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      let json;
+      try {
+        json = JSON.parse(stdout);
+      } catch {
+        json = undefined;
+      }
+      resolve({ code, stdout, stderr, json, killed, ms: Date.now() - started });
+    });
+  });
+}
+
+/**
+ * Runs `aluvia auth` to its end. A login it starts is approved at once, so
+ * that a build which should have refused shows what it would have written.
+ */
+async function authToEnd(env) {
+  const child = spawn(process.execPath, [cliPath, 'auth'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  logins.push(child);
+  let stdout = '';
+  let stderr = '';
+  let ended = false;
+  child.stdout.on('data', (c) => (stdout += c));
+  child.stderr.on('data', (c) => (stderr += c));
+  const done = new Promise((resolve) =>
+    child.on('close', (code) => {
+      ended = true;
+      let json;
+      try {
+        json = JSON.parse(stdout);
+      } catch {
+        json = undefined;
+      }
+      resolve({ code, stdout, stderr, json });
+    }),
+  );
+  await eventually(() => ended || /code: [A-Z0-9]{4}-[A-Z0-9]{4}/.test(stderr), { what: 'a refusal or a login code' });
+  const shown = stderr.match(/code: ([A-Z0-9]{4}-[A-Z0-9]{4})/);
+  if (shown) await admin(emu, 'POST', '/_emulator/auth/approve', { userCode: shown[1] });
+  return done;
+}
+
+/** What is at `path` and, for a folder, in it: type, mode, owner, content or link target. */
+function snapshot(path) {
+  const one = (p) => {
+    const s = lstatSync(p);
+    const what = s.isSymbolicLink() ? `-> ${readlinkSync(p)}` : s.isFile() ? readFileSync(p, 'utf8') : '';
+    return `${p} ${s.mode.toString(8)} ${s.uid} ${what}`;
+  };
+  const all = [one(path)];
+  if (lstatSync(path).isDirectory())
+    all.push(
+      ...readdirSync(path)
+        .sort()
+        .map((n) => one(join(path, n))),
+    );
+  return all;
+}
+
+/** `{home}/.aluvia/config.json` holding the emulator's key, folder 0700 and file 0600 whatever the umask. */
+function savedConfig(home) {
+  const dir = join(home, '.aluvia');
+  mkdirSync(dir, { mode: 0o700 });
+  chmodSync(dir, 0o700);
+  writeFileSync(configFile(home), `${JSON.stringify({ apiKey: emu.apiKey })}\n`);
+  chmodSync(configFile(home), 0o600);
+  return { dir, file: configFile(home) };
+}
+
+/**
+ * Every way the key file is used ends at once with exactly `error`, having
+ * changed nothing under `watched`: `aluvia auth` first (which would
+ * otherwise log in and write), then the commands that read the key.
+ */
+async function everyUseRefused(home, error, watched, extraEnv = {}) {
+  const env = envFor(home, extraEnv);
+  const before = snapshot(watched);
+  const loginsBefore = await loginCount();
+  const started = Date.now();
+  const login = await authToEnd(env);
+  assert.deepEqual(snapshot(watched), before, 'aluvia auth changed nothing');
+  assert.equal(login.code, 1, login.stdout);
+  assert.deepEqual(login.json, { error }, 'auth');
+  assert.ok(Date.now() - started < 5_000, `auth took ${Date.now() - started} ms`);
+  assert.equal(await loginCount(), loginsBefore, 'no login was started');
+  for (const args of [['account'], ['session', 'list'], ['auth', 'status'], ['auth', 'logout']]) {
+    const r = await timedCli(args, env);
+    assert.equal(r.killed, false, `${args.join(' ')} hung`);
+    assert.ok(r.ms < 5_000, `${args.join(' ')} took ${r.ms} ms`);
+    assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
+    assert.deepEqual(r.json, { error }, args.join(' '));
+  }
+  assert.deepEqual(snapshot(watched), before, 'nothing changed');
+}
+
+test("as root with another user's HOME, a link planted as ~/.aluvia is not followed", {
+  timeout: 120_000,
+}, async (t) => {
+  const user = theOtherUser();
+  if (user.skip) return t.skip(user.skip);
+  // Their home, and a folder of someone else's (root's) the link points at.
+  const home = newHome();
+  chownSync(home, user.uid, user.uid);
+  const target = newHome();
+  chmodSync(target, 0o755);
+  writeFileSync(join(target, 'keep.txt'), 'keep\n', { mode: 0o644 });
+  const link = join(home, '.aluvia');
+  symlinkSync(target, link);
+  lchownSync(link, user.uid, user.uid);
+
+  await everyUseRefused(home, `Refusing to use ${link}: it is a symlink.`, target);
+  assert.equal(mode(target), 0o755, "the link's target was not chmodded");
+  assert.deepEqual(readdirSync(target), ['keep.txt'], 'no config.json nor temp file was written there');
+  assert.ok(lstatSync(link).isSymbolicLink());
+  // ALUVIA_API_KEY still works: the file is not looked at.
+  const withEnv = await cli(['account'], envFor(home, { ALUVIA_API_KEY: emu.apiKey }));
+  assert.equal(withEnv.json.account.account_id, 1);
+});
+
+test('a link planted as config.json is not followed', { timeout: 120_000 }, async () => {
+  const home = newHome();
+  const { dir, file } = savedConfig(home);
+  const elsewhere = newHome();
+  const target = join(elsewhere, 'theirs.json');
+  writeFileSync(target, `${JSON.stringify({ apiKey: emu.apiKey })}\n`, { mode: 0o600 });
+  rmSync(file);
+  symlinkSync(target, file);
+  await everyUseRefused(home, `Refusing to use ${file}: it is a symlink.`, dir);
+  assert.equal(readFileSync(target, 'utf8'), `${JSON.stringify({ apiKey: emu.apiKey })}\n`);
+  assert.equal(mode(target), 0o600);
+});
+
+test('a FIFO at config.json fails every command at once, naming it', { timeout: 180_000 }, async () => {
+  const home = newHome();
+  const { dir, file } = savedConfig(home);
+  rmSync(file);
+  const made = spawnSync('mkfifo', ['-m', '600', file]);
+  assert.equal(made.status, 0, String(made.stderr));
+  await everyUseRefused(home, `Refusing to use ${file}: it is not a regular file (a FIFO).`, dir);
+  assert.ok(lstatSync(file).isFIFO());
+});
+
+test('a config folder or file writable by group or others is refused and left alone', {
+  timeout: 120_000,
+}, async () => {
+  const home = newHome();
+  const { dir, file } = savedConfig(home);
+  chmodSync(file, 0o664);
+  await everyUseRefused(
+    home,
+    `Refusing to use ${file}: it is writable by group or others (mode 0664). Run chmod 600 ${file}.`,
+    dir,
+  );
+  assert.equal(mode(file), 0o664);
+  chmodSync(file, 0o600);
+  chmodSync(dir, 0o777);
+  await everyUseRefused(
+    home,
+    `Refusing to use ${dir}: it is writable by group or others (mode 0777). Run chmod 700 ${dir}.`,
+    dir,
+  );
+  assert.equal(mode(dir), 0o777);
+});
+
+test('a config folder or file owned by another user is refused and left alone', { timeout: 120_000 }, async (t) => {
+  const user = theOtherUser();
+  if (user.skip) return t.skip(user.skip);
+  const me = process.geteuid();
+  const ownedBy = (path) => `Refusing to use ${path}: it is owned by uid ${user.uid}, not by you (uid ${me}).`;
+  // A file of theirs in a folder of ours.
+  const home = newHome();
+  const { dir, file } = savedConfig(home);
+  chownSync(file, user.uid, user.uid);
+  await everyUseRefused(home, ownedBy(file), dir);
+  // Their whole ~/.aluvia, as when root runs with their HOME.
+  const theirs = newHome();
+  const saved = savedConfig(theirs);
+  for (const p of [theirs, saved.dir, saved.file]) chownSync(p, user.uid, user.uid);
+  await everyUseRefused(theirs, ownedBy(saved.dir), saved.dir);
+  assert.equal(lstatSync(saved.file).uid, user.uid);
+  assert.equal(readFileSync(saved.file, 'utf8'), `${JSON.stringify({ apiKey: emu.apiKey })}\n`);
 });

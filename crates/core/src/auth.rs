@@ -6,10 +6,22 @@
 //! directory is 0700 and the file 0600, both re-applied on every write, and
 //! every write is a temp file + rename in the same directory. A file that is
 //! not JSON, or JSON that is not ours, is never read as a key nor overwritten.
+//!
+//! The folder and the file are opened without following a link (the file
+//! relative to the folder's descriptor, and without blocking), and both open
+//! descriptors must show a directory and a regular file owned by the
+//! effective user with no group/other write bit; modes are set through the
+//! descriptors. Otherwise every use (reading the key, status, logout, login)
+//! fails with one line naming the path and what is wrong, having changed
+//! nothing: run as root with another user's HOME, a link planted there
+//! redirects nothing, and a FIFO in place of the file fails at once.
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::ffi::{CStr, CString};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -62,15 +74,152 @@ fn refused(path: &Path, why: &str) -> AluviaError {
     ))
 }
 
-/// Reads the config file: missing, ours, or an error that names the file
-/// (not JSON, not an object with a string `apiKey`, unreadable).
-pub fn read_config(path: &Path) -> Result<ConfigFile> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
+/// The one-line error for a config folder or file that is not safe to use.
+fn unsafe_path(path: &Path, why: &str) -> AluviaError {
+    AluviaError::Invalid(format!("Refusing to use {}: {why}", path.display()))
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn kind_name(file_type: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_symlink() {
+        "a symlink"
+    } else {
+        "a regular file"
+    }
+}
+
+/// Checks what an open descriptor (or `lstat`) shows: the right type, owned
+/// by us, no group/other write bit. `dir` tells which type is wanted.
+fn check(path: &Path, meta: &fs::Metadata, dir: bool) -> Result<()> {
+    let file_type = meta.file_type();
+    if file_type.is_symlink() {
+        return Err(unsafe_path(path, "it is a symlink."));
+    }
+    if dir && !file_type.is_dir() {
+        return Err(unsafe_path(path, &format!("it is not a directory ({}).", kind_name(file_type))));
+    }
+    if !dir && !file_type.is_file() {
+        return Err(unsafe_path(path, &format!("it is not a regular file ({}).", kind_name(file_type))));
+    }
+    let me = euid();
+    if meta.uid() != me {
+        return Err(unsafe_path(path, &format!("it is owned by uid {}, not by you (uid {me}).", meta.uid())));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let fix = if dir { DIR_MODE } else { FILE_MODE };
+        return Err(unsafe_path(
+            path,
+            &format!("it is writable by group or others (mode {mode:04o}). Run chmod {fix:o} {}.", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// The config folder and file name of `path`.
+fn split(path: &Path) -> Result<(&Path, CString)> {
+    let bad = || AluviaError::Internal(format!("the config path {} has no folder or name", path.display()));
+    let dir = path.parent().ok_or_else(bad)?;
+    let name = CString::new(path.file_name().ok_or_else(bad)?.as_bytes()).map_err(|_| bad())?;
+    Ok((dir, name))
+}
+
+/// Opens the config folder without following a link (`None` when it does
+/// not exist) and checks the open folder: a directory, ours, not writable
+/// by group or others.
+fn open_dir(dir: &Path) -> Result<Option<File>> {
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(dir);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // ENOTDIR is also what a link gives with O_DIRECTORY: look at it to say which.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+            return match fs::symlink_metadata(dir) {
+                Ok(meta) => {
+                    check(dir, &meta, true)?;
+                    Err(unsafe_path(dir, &format!("it cannot be opened ({e}).")))
+                }
+                // A component above it is not a folder: there is no config.
+                Err(_) => Ok(None),
+            };
+        }
+        Err(e) => return Err(unsafe_path(dir, &format!("it cannot be opened ({e})."))),
+    };
+    let meta = file.metadata().map_err(|e| unsafe_path(dir, &format!("it cannot be inspected ({e}).")))?;
+    check(dir, &meta, true)?;
+    Ok(Some(file))
+}
+
+/// `openat(dir, name, flags | O_CLOEXEC, mode)`.
+fn open_at(dir: &File, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<File> {
+    // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string,
+    // both alive for the call.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, libc::c_uint::from(mode)) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn rename_at(dir: &File, from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: `dir` is an open descriptor; both names are NUL-terminated and alive for the call.
+    if unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn unlink_at(dir: &File, name: &CStr) -> io::Result<()> {
+    // SAFETY: `dir` is an open descriptor; `name` is NUL-terminated and alive for the call.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads `name` in the open folder `dir` (`path` is only for messages): the
+/// file is opened without following a link and without blocking (a FIFO
+/// does not hang), and checked before anything is read from it.
+fn read_in(dir: &File, name: &CStr, path: &Path) -> Result<ConfigFile> {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let mut file = match open_at(dir, name, flags, 0) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ConfigFile::Missing),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(unsafe_path(path, "it is a symlink.")),
+        // A socket cannot be opened at all.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(unsafe_path(path, "it is not a regular file (a socket)."));
+        }
         Err(e) => return Err(refused(path, &format!("cannot be read ({e})"))),
     };
-    let value: Value = serde_json::from_str(&text).map_err(|_| refused(path, "is not valid JSON"))?;
+    let meta = file.metadata().map_err(|e| refused(path, &format!("cannot be read ({e})")))?;
+    check(path, &meta, false)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|e| refused(path, &format!("cannot be read ({e})")))?;
+    parse_config(path, &text)
+}
+
+fn parse_config(path: &Path, text: &str) -> Result<ConfigFile> {
+    let value: Value = serde_json::from_str(text).map_err(|_| refused(path, "is not valid JSON"))?;
     let Value::Object(object) = value else {
         return Err(refused(path, "is not an Aluvia config (not a JSON object)"));
     };
@@ -83,11 +232,41 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
     }
 }
 
+/// Reads the config file: missing, ours, or an error that names the file
+/// (not JSON, not an object with a string `apiKey`, unreadable) or says why
+/// the folder or file is not safe to use (a symlink, not a directory or
+/// regular file, another user's, writable by group or others).
+pub fn read_config(path: &Path) -> Result<ConfigFile> {
+    let (dir_path, name) = split(path)?;
+    match open_dir(dir_path)? {
+        None => Ok(ConfigFile::Missing),
+        Some(dir) => read_in(&dir, &name, path),
+    }
+}
+
 /// Saves `api_key` in the config file (keeping other fields of ours),
 /// atomically, with the directory at 0700 and the file at 0600. Refuses a
-/// file that is not ours.
+/// file that is not ours, and a folder or file that is not safe to use,
+/// before it changes anything.
 pub fn save_key(path: &Path, api_key: &str) -> Result<()> {
-    let mut object = match read_config(path)? {
+    let (dir_path, name) = split(path)?;
+    let cannot_write =
+        |e: io::Error| AluviaError::Invalid(format!("Cannot write the config file {}: {e}", path.display()));
+    let dir = match open_dir(dir_path)? {
+        Some(dir) => dir,
+        None => {
+            if let Some(home) = dir_path.parent() {
+                fs::create_dir_all(home).map_err(cannot_write)?;
+            }
+            match fs::DirBuilder::new().mode(DIR_MODE).create(dir_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(cannot_write(e)),
+            }
+            open_dir(dir_path)?.ok_or_else(|| cannot_write(io::ErrorKind::NotFound.into()))?
+        }
+    };
+    let mut object = match read_in(&dir, &name, path)? {
         ConfigFile::Missing => Map::new(),
         ConfigFile::Ours { object, .. } => object,
     };
@@ -95,26 +274,30 @@ pub fn save_key(path: &Path, api_key: &str) -> Result<()> {
     let mut text = serde_json::to_string_pretty(&Value::Object(object))
         .map_err(|e| AluviaError::Internal(format!("cannot encode the config: {e}")))?;
     text.push('\n');
-    write_private(path, text.as_bytes())
-        .map_err(|e| AluviaError::Invalid(format!("Cannot write the config file {}: {e}", path.display())))
+    write_private(&dir, &name, text.as_bytes()).map_err(cannot_write)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("the config path has no directory"))?;
-    fs::create_dir_all(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("config.json");
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), uuid::Uuid::new_v4().simple()));
+/// Writes `bytes` to `name` in the open folder `dir`: the folder set to 0700
+/// and a new temp file at 0600 (both through their descriptors), renamed
+/// over `name`.
+fn write_private(dir: &File, name: &CStr, bytes: &[u8]) -> io::Result<()> {
+    dir.set_permissions(fs::Permissions::from_mode(DIR_MODE))?;
+    let tmp = format!(".{}.{}.{}.tmp", name.to_string_lossy(), std::process::id(), uuid::Uuid::new_v4().simple());
+    let tmp = CString::new(tmp).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    let mut file = open_at(dir, &tmp, flags, FILE_MODE as libc::mode_t)?;
     let result = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&tmp)?;
-        // The mode given to open() is filtered by the umask: set it exactly.
+        // The mode given to openat() is filtered by the umask: set it exactly.
         file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        fs::rename(&tmp, path)
+        rename_at(dir, &tmp, name)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = unlink_at(dir, &tmp);
+    } else {
+        // The rename is durable once the folder is synced; a failure here loses nothing written.
+        let _ = dir.sync_all();
     }
     result
 }
@@ -162,9 +345,11 @@ pub fn status(env_key: Option<&str>, path: &Path) -> Result<Status> {
 
 /// `aluvia auth logout`: removes the file when it is ours. `true` when there was one.
 pub fn logout(path: &Path) -> Result<bool> {
-    match read_config(path)? {
+    let (dir_path, name) = split(path)?;
+    let Some(dir) = open_dir(dir_path)? else { return Ok(false) };
+    match read_in(&dir, &name, path)? {
         ConfigFile::Missing => Ok(false),
-        ConfigFile::Ours { .. } => match fs::remove_file(path) {
+        ConfigFile::Ours { .. } => match unlink_at(&dir, &name) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(AluviaError::Invalid(format!("Cannot remove the config file {}: {e}", path.display()))),

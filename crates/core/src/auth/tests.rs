@@ -1,4 +1,6 @@
-use std::os::unix::fs::PermissionsExt;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use aluvia_emulator::{Emulator, EmulatorOptions};
 use serde_json::json;
@@ -95,6 +97,231 @@ fn key_source_env_then_file_then_none() {
     assert_eq!(status(Some("e"), &path).unwrap().source, Some(KeySource::Env));
     assert!(logout(&path).unwrap());
     assert!(!path.exists());
+}
+
+// ------------------------------------------------ folder and file safety
+
+/// Every use of the config file, each on a thread of its own that must end
+/// within 5 s (reading a FIFO would hang): the text of each error.
+fn every_use_fails(path: &Path) -> Vec<String> {
+    type Use = fn(&Path) -> Result<()>;
+    let uses: [(&str, Use); 5] = [
+        ("save", |p| save_key(p, "new-key")),
+        ("read", |p| read_config(p).map(drop)),
+        ("resolve", |p| resolve_key(None, p).map(drop)),
+        ("status", |p| status(None, p).map(drop)),
+        ("logout", |p| logout(p).map(drop)),
+    ];
+    uses.into_iter()
+        .map(|(what, run)| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let owned = path.to_path_buf();
+            std::thread::spawn(move || {
+                let _ = tx.send(run(&owned));
+            });
+            let result = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| panic!("{what} hung"));
+            match result {
+                Ok(()) => panic!("{what} used {}", path.display()),
+                Err(e) => e.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Asserts that every use fails with exactly `expected`.
+fn refused_with(path: &Path, expected: &str) {
+    for text in every_use_fails(path) {
+        assert_eq!(text, expected);
+    }
+}
+
+/// What is at `path` and, for a folder, in it: type, mode, owner, and the
+/// content of each file or the target of each link.
+fn snapshot(path: &Path) -> Vec<(String, u32, u32, String)> {
+    let one = |p: &Path| {
+        let meta = fs::symlink_metadata(p).unwrap();
+        let what = if meta.file_type().is_symlink() {
+            format!("-> {}", fs::read_link(p).unwrap().display())
+        } else if meta.is_file() {
+            fs::read_to_string(p).unwrap()
+        } else {
+            String::new()
+        };
+        (p.display().to_string(), meta.mode(), meta.uid(), what)
+    };
+    let mut all = vec![one(path)];
+    if fs::symlink_metadata(path).unwrap().is_dir() {
+        let mut names: Vec<_> = fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        all.extend(names.iter().map(|p| one(p)));
+    }
+    all
+}
+
+/// `{home}/.aluvia` created 0700 (whatever the umask) with `config.json`
+/// holding `{"apiKey": key}` at 0600.
+fn saved(home: &Home, key: &str) -> PathBuf {
+    let path = home.config();
+    let dir = path.parent().unwrap();
+    fs::create_dir_all(dir).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(&path, json!({ "apiKey": key }).to_string()).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn skip_unless_root(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return false;
+    }
+    eprintln!("skipped: {what}: it needs root");
+    true
+}
+
+#[test]
+fn a_symlinked_folder_is_refused_and_its_target_left_alone() {
+    let home = Home::new();
+    let elsewhere = Home::new();
+    let target = saved(&elsewhere, "theirs").parent().unwrap().to_path_buf();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(target.join("config.json"), fs::Permissions::from_mode(0o644)).unwrap();
+    let dir = home.0.join(".aluvia");
+    std::os::unix::fs::symlink(&target, &dir).unwrap();
+    let before = snapshot(&target);
+    refused_with(&home.config(), &format!("Refusing to use {}: it is a symlink.", dir.display()));
+    // No chmod through the link, no write, no temp file; the link is still there.
+    assert_eq!(snapshot(&target), before);
+    assert!(fs::symlink_metadata(&dir).unwrap().file_type().is_symlink());
+
+    // A link to nowhere is refused too, and nothing is created at its target.
+    let nowhere = elsewhere.0.join("not-yet");
+    fs::remove_file(&dir).unwrap();
+    std::os::unix::fs::symlink(&nowhere, &dir).unwrap();
+    refused_with(&home.config(), &format!("Refusing to use {}: it is a symlink.", dir.display()));
+    assert!(!nowhere.exists());
+}
+
+#[test]
+fn a_symlinked_config_file_is_refused_and_its_target_left_alone() {
+    let home = Home::new();
+    let path = saved(&home, "ours");
+    let elsewhere = Home::new();
+    let target = elsewhere.0.join("real.json");
+    fs::write(&target, json!({ "apiKey": "theirs" }).to_string()).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let before = (snapshot(&elsewhere.0), snapshot(path.parent().unwrap()));
+    refused_with(&path, &format!("Refusing to use {}: it is a symlink.", path.display()));
+    assert_eq!((snapshot(&elsewhere.0), snapshot(path.parent().unwrap())), before);
+    // The environment's key is used without looking at the file.
+    assert_eq!(resolve_key(Some("env"), &path).unwrap(), ("env".into(), KeySource::Env));
+}
+
+#[test]
+fn a_fifo_socket_folder_or_device_in_place_of_the_file_fails_at_once() {
+    let home = Home::new();
+    let path = saved(&home, "ours");
+    let dir = path.parent().unwrap().to_path_buf();
+    let not_regular = |kind: &str| format!("Refusing to use {}: it is not a regular file ({kind}).", path.display());
+
+    fs::remove_file(&path).unwrap();
+    let name = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `name` is a NUL-terminated path alive for the call.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    let before = snapshot(&dir);
+    refused_with(&path, &not_regular("a FIFO"));
+    assert_eq!(snapshot(&dir), before);
+
+    fs::remove_file(&path).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    refused_with(&path, &not_regular("a socket"));
+    drop(listener);
+
+    fs::remove_file(&path).unwrap();
+    fs::create_dir(&path).unwrap();
+    refused_with(&path, &not_regular("a directory"));
+    fs::remove_dir(&path).unwrap();
+
+    if !skip_unless_root("a device in place of config.json") {
+        // SAFETY: `name` is a NUL-terminated path alive for the call; (1, 3) is /dev/null.
+        let made = unsafe { libc::mknod(name.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+        assert_eq!(made, 0, "mknod");
+        refused_with(&path, &not_regular("a character device"));
+        fs::remove_file(&path).unwrap();
+    }
+
+    // A file in place of the folder.
+    fs::remove_dir(&dir).unwrap();
+    fs::write(&dir, "x").unwrap();
+    refused_with(&path, &format!("Refusing to use {}: it is not a directory (a regular file).", dir.display()));
+    assert_eq!(fs::read_to_string(&dir).unwrap(), "x");
+}
+
+#[test]
+fn a_folder_or_file_writable_by_group_or_others_is_refused_and_left_alone() {
+    let home = Home::new();
+    let path = saved(&home, "ours");
+    let dir = path.parent().unwrap().to_path_buf();
+    for mode in [0o664, 0o602, 0o666] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        let before = snapshot(&dir);
+        refused_with(
+            &path,
+            &format!(
+                "Refusing to use {}: it is writable by group or others (mode {mode:04o}). Run chmod 600 {}.",
+                path.display(),
+                path.display()
+            ),
+        );
+        assert_eq!(snapshot(&dir), before);
+    }
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    for mode in [0o770, 0o757, 0o1777] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+        let before = snapshot(&dir);
+        refused_with(
+            &path,
+            &format!(
+                "Refusing to use {}: it is writable by group or others (mode {mode:04o}). Run chmod 700 {}.",
+                dir.display(),
+                dir.display()
+            ),
+        );
+        assert_eq!(snapshot(&dir), before);
+    }
+    // Readable by others is allowed (and tightened on the next write).
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(resolve_key(None, &path).unwrap(), ("ours".into(), KeySource::Config));
+    save_key(&path, "again").unwrap();
+    assert_eq!((mode(&dir), mode(&path)), (0o700, 0o600));
+}
+
+#[test]
+fn a_folder_or_file_owned_by_another_user_is_refused_and_left_alone() {
+    if skip_unless_root("chown to another uid") {
+        return;
+    }
+    let home = Home::new();
+    let path = saved(&home, "ours");
+    let dir = path.parent().unwrap().to_path_buf();
+    let other = 65534;
+    let owned_by =
+        |p: &Path| format!("Refusing to use {}: it is owned by uid {other}, not by you (uid 0).", p.display());
+
+    std::os::unix::fs::chown(&path, Some(other), Some(other)).unwrap();
+    let before = snapshot(&dir);
+    refused_with(&path, &owned_by(&path));
+    assert_eq!(snapshot(&dir), before);
+
+    std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(other), Some(other)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = snapshot(&dir);
+    refused_with(&path, &owned_by(&dir));
+    assert_eq!(snapshot(&dir), before);
 }
 
 #[test]
