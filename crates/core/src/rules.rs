@@ -3,6 +3,8 @@
 //! Rules are normalized once per config change; `should_proxy` is then a
 //! handful of string comparisons per request.
 
+use crate::error::{AluviaError, Result};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pattern {
     Exact(String),
@@ -97,6 +99,26 @@ pub fn normalize_host(hostname: &str) -> String {
     h.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The most characters of an offending rule an error message shows.
+const SHOWN_RULE_CHARS: usize = 100;
+
+/// Refuses rules that hold a control character (C0, DEL or C1, tab and
+/// newlines included): the first such rule is an [`AluviaError::Invalid`]
+/// whose one-line message shows it escaped, cut after
+/// [`SHOWN_RULE_CHARS`] characters. Every way of setting rules (the API
+/// client, `updateRules`, `session set-rules`) checks with this before
+/// anything is sent or changed.
+pub fn validate_rules<S: AsRef<str>>(rules: &[S]) -> Result<()> {
+    let Some(rule) = rules.iter().map(AsRef::as_ref).find(|r| r.chars().any(char::is_control)) else {
+        return Ok(());
+    };
+    let mut shown: String = rule.chars().take(SHOWN_RULE_CHARS).flat_map(char::escape_debug).collect();
+    if rule.chars().nth(SHOWN_RULE_CHARS).is_some() {
+        shown.push('…');
+    }
+    Err(AluviaError::Invalid(format!("Invalid rule '{shown}': rules cannot contain control characters.")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +159,63 @@ mod tests {
         assert!(proxied(&["::1"], "[::1]:8080"));
         assert!(proxied(&["::1"], "::1"));
         assert!(!proxied(&["*"], ""));
+    }
+
+    fn refusal(rules: &[&str]) -> String {
+        match validate_rules(rules) {
+            Err(AluviaError::Invalid(message)) => message,
+            other => panic!("{rules:?} not refused as invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validate_rules_refuses_control_characters() {
+        let cases = [
+            ("\u{7}bad.com", r"\u{7}bad.com"),
+            ("a\tb.com", r"a\tb.com"),
+            ("a.com\n", r"a.com\n"),
+            ("\ra.com", r"\ra.com"),
+            ("\u{0}", r"\0"),
+            ("\u{1b}[31mred.com", r"\u{1b}[31mred.com"),
+            ("del\u{7f}.com", r"del\u{7f}.com"),
+            ("nel\u{85}.com", r"nel\u{85}.com"),
+            ("csi\u{9b}31m.com", r"csi\u{9b}31m.com"),
+            ("\u{1f}", r"\u{1f}"),
+            ("\u{9f}", r"\u{9f}"),
+        ];
+        for (rule, shown) in cases {
+            let message = refusal(&["ok.com", rule, "\u{7}later.com"]);
+            assert_eq!(message, format!("Invalid rule '{shown}': rules cannot contain control characters."));
+            assert!(!message.chars().any(char::is_control), "{message:?}");
+        }
+        // A quote in the rule cannot end the quoted part early.
+        assert_eq!(refusal(&["it's\u{7}"]), r"Invalid rule 'it\'s\u{7}': rules cannot contain control characters.");
+        // A long rule is shown cut.
+        let long = format!("\u{7}{}", "a".repeat(500));
+        let message = refusal(&[long.as_str()]);
+        assert!(message.starts_with(&format!(r"Invalid rule '\u{{7}}{}…': ", "a".repeat(99))), "{message}");
+    }
+
+    #[test]
+    fn validate_rules_allows_ordinary_rules() {
+        let ok: [&str; 0] = [];
+        assert_eq!(validate_rules(&ok), Ok(()));
+        let rules = [
+            "*",
+            "-example.com",
+            "*.example.com",
+            "google.*",
+            "AUTO",
+            "",
+            "  spaced.com  ",
+            "bücher.de",
+            "*.例え.jp",
+            "::1",
+            "a\u{a0}b",
+            "🙂.ws",
+            r"back\slash",
+        ];
+        assert_eq!(validate_rules(&rules), Ok(()));
+        assert_eq!(validate_rules(&rules.map(String::from)), Ok(()));
     }
 }
