@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{AluviaError, Result};
+use crate::rules::validate_rules;
 use crate::text::{redact_userinfo, sanitize};
 
 pub const DEFAULT_API_BASE_URL: &str = "https://api.aluvia.io/v1";
@@ -225,7 +226,7 @@ impl ApiClient {
 
     /// Run one documented helper call.
     pub async fn call(&self, call: &Call) -> Result<Option<Value>> {
-        let response = self.send(&call.request()).await?;
+        let response = self.send(&call.try_request()?).await?;
         finish(call, &response)
     }
 }
@@ -354,6 +355,19 @@ fn id_segment(id: &Value) -> Result<String> {
     Ok(url::form_urlencoded::byte_serialize(s.as_bytes()).collect())
 }
 
+/// The body of a connection create or patch (`{}` when there is none), its
+/// `rules` checked: a string, or any string in the list, holding a control
+/// character is refused.
+fn connection_body(body: &Option<Value>) -> Result<Value> {
+    let rules: Vec<&str> = match body.as_ref().and_then(|b| b.get("rules")) {
+        Some(Value::String(rule)) => vec![rule],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    validate_rules(&rules)?;
+    Ok(body.clone().unwrap_or_else(|| Value::Object(Map::new())))
+}
+
 fn range_query(start: &Option<String>, end: &Option<String>) -> Option<Map<String, Value>> {
     let mut q = Map::new();
     if let Some(s) = start {
@@ -370,7 +384,8 @@ impl Call {
         self.try_request().unwrap_or_default()
     }
 
-    /// The request for this call; fails only on an unusable connection id.
+    /// The request for this call; fails on an unusable connection id, and on
+    /// rules in a create or patch body that [`validate_rules`] refuses.
     pub fn try_request(&self) -> Result<ApiRequest> {
         let req = |method: &str, path: String| ApiRequest { method: method.into(), path, ..Default::default() };
         Ok(match self {
@@ -382,15 +397,14 @@ impl Call {
                 ApiRequest { query: range_query(start, end), ..req("GET", "/account/payments".into()) }
             }
             Call::ConnectionsList => req("GET", "/account/connections".into()),
-            Call::ConnectionsCreate { body } => ApiRequest {
-                body: Some(body.clone().unwrap_or_else(|| Value::Object(Map::new()))),
-                ..req("POST", "/account/connections".into())
-            },
+            Call::ConnectionsCreate { body } => {
+                ApiRequest { body: Some(connection_body(body)?), ..req("POST", "/account/connections".into()) }
+            }
             Call::ConnectionsGet { id, etag } => {
                 ApiRequest { etag: etag.clone(), ..req("GET", format!("/account/connections/{}", id_segment(id)?)) }
             }
             Call::ConnectionsPatch { id, body } => ApiRequest {
-                body: Some(body.clone().unwrap_or_else(|| Value::Object(Map::new()))),
+                body: Some(connection_body(body)?),
                 ..req("PATCH", format!("/account/connections/{}", id_segment(id)?))
             },
             Call::ConnectionsDelete { id } => req("DELETE", format!("/account/connections/{}", id_segment(id)?)),
@@ -524,6 +538,29 @@ mod tests {
         assert_eq!(p.method, "PATCH");
         assert!(p.headers.contains(&("Content-Type".into(), "application/json".into())));
         assert_eq!(p.body.as_deref(), Some(r#"{"rules":["a"]}"#));
+    }
+
+    #[tokio::test]
+    async fn connection_bodies_with_control_characters_in_rules_are_refused() {
+        let refused = |call: Call| match call.try_request() {
+            Err(AluviaError::Invalid(message)) => message,
+            other => panic!("not refused: {other:?}"),
+        };
+        let bad = json!({"rules": ["ok.com", "f\u{1}.com"], "target_geo": "us"});
+        let message = refused(Call::ConnectionsPatch { id: json!(7), body: Some(bad.clone()) });
+        assert_eq!(message, r"Invalid rule 'f\u{1}.com': rules cannot contain control characters.");
+        assert_eq!(refused(Call::ConnectionsCreate { body: Some(bad) }), message);
+        assert!(refused(Call::ConnectionsCreate { body: Some(json!({"rules": "x\u{85}"})) }).contains(r"'x\u{85}'"));
+        // Refused before any request: nothing listens there, yet the error is not the network's.
+        let call = Call::ConnectionsPatch { id: json!(7), body: Some(json!({"rules": ["\u{7f}"]})) };
+        assert_eq!(client().call(&call).await.unwrap_err().code(), "InvalidArgument");
+
+        // Everything else in a body is the API's to judge.
+        for body in [None, Some(json!({})), Some(json!({"rules": ["bücher.de", 3, null]})), Some(json!({"x": "\u{7}"}))]
+        {
+            assert!(Call::ConnectionsCreate { body: body.clone() }.try_request().is_ok(), "{body:?}");
+            assert!(Call::ConnectionsPatch { id: json!(1), body }.try_request().is_ok());
+        }
     }
 
     #[test]

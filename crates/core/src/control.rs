@@ -14,7 +14,7 @@ use crate::config::{ConfigHandle, ConnectionConfig};
 use crate::error::{AluviaError, Result};
 use crate::log::{Logger, RepeatedFailure};
 use crate::proxy::RouteListener;
-use crate::rules::RuleSet;
+use crate::rules::{validate_rules, RuleSet};
 use crate::rules_edit::{edit_connection_rules, EditedRules, RulesEdit};
 use crate::store::LockDir;
 
@@ -251,7 +251,10 @@ impl ControlPlane {
         Ok(edited)
     }
 
+    /// PATCH the connection's rules, refused before anything is sent when
+    /// [`validate_rules`] refuses them.
     pub async fn update_rules(&self, rules: Vec<String>) -> Result<ConnectionConfig> {
+        validate_rules(&rules)?;
         self.set_config(json!({ "rules": rules })).await
     }
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::api::{finish, id_value, rules_of, ApiClient, Call};
 use crate::error::Result;
-use crate::rules::{normalize_host, RuleSet};
+use crate::rules::{normalize_host, validate_rules, RuleSet};
 use crate::store::LockDir;
 
 /// What to do to a connection's rules.
@@ -42,6 +42,13 @@ impl RulesEdit {
         let host = normalize_host(hostname);
         let add = if host.is_empty() { Vec::new() } else { vec![host] };
         RulesEdit { add, remove: Vec::new(), skip_covered: true }
+    }
+
+    /// Refuses an edit whose added or removed rules hold a control
+    /// character (see [`validate_rules`]).
+    pub fn validate(&self) -> Result<()> {
+        validate_rules(&self.add)?;
+        validate_rules(&self.remove)
     }
 
     /// The rules after this edit of `current`.
@@ -87,13 +94,16 @@ fn lock_wait(api: &ApiClient) -> Duration {
 /// connection's lock in `locks` (without it, when the lock directory cannot
 /// be used, the edit still reads fresh but is not serialized with other
 /// processes): GET the connection from the API, compute the
-/// new list, PATCH it only if it differs.
+/// new list, PATCH it only if it differs. An edit that
+/// [`RulesEdit::validate`] refuses fails before the lock is taken or the API
+/// is asked.
 pub async fn edit_connection_rules(
     api: &ApiClient,
     locks: Option<&LockDir>,
     connection_id: &str,
     edit: &RulesEdit,
 ) -> Result<EditedRules> {
+    edit.validate()?;
     let _lock = match locks {
         Some(locks) => Some(locks.lock_rules(connection_id, lock_wait(api)).await?),
         None => None,
@@ -338,6 +348,32 @@ mod tests {
         assert!(local.rules.should_proxy("blocked.com") && local.rules.should_proxy("img.cdn.net"));
         // A poll answered now finds nothing newer than what is in use.
         assert!(!control.poll_once().await.unwrap());
+        fx.emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn rules_with_control_characters_change_nothing() {
+        let fx = Fixture::new("rules-control").await;
+        fx.set(&["keep.com", "b.com"]).await;
+        let before = fx.get().await;
+        let api = fx.client();
+        let control = fx.control().await;
+        for edit in [
+            RulesEdit::new(strings(&["a.com", "bad\u{7}.com"]), vec![]),
+            RulesEdit::new(vec![], strings(&["b.com", "\u{1b}[31m"])),
+            RulesEdit::new(strings(&["nel\u{85}.com"]), vec![]),
+        ] {
+            let err = edit_connection_rules(&api, Some(&fx.locks), &fx.id, &edit).await.unwrap_err();
+            assert_eq!(err.code(), "InvalidArgument", "{err}");
+            assert!(err.to_string().ends_with("': rules cannot contain control characters."), "{err}");
+            assert_eq!(control.edit_rules(Some(&fx.locks), &edit).await.unwrap_err(), err);
+        }
+        let err = control.update_rules(strings(&["g\u{2}.com"])).await.unwrap_err();
+        assert_eq!(err.to_string(), r"Invalid rule 'g\u{2}.com': rules cannot contain control characters.");
+        // Nothing was PATCHed (same version), nothing changed locally, no lock left.
+        assert_eq!(fx.get().await, before);
+        assert_eq!(control.config().load().as_ref().unwrap().raw_rules, ["keep.com", "b.com"]);
+        assert_eq!(std::fs::read_dir(fx.locks.path()).unwrap().count(), 0);
         fx.emu.stop().await;
     }
 
