@@ -1,14 +1,23 @@
-//! Rule edits for the CLI's `session set-rules`: the same locked
+//! Rule checks and edits for the CLI's `session set-rules`: the same locked
 //! read-modify-write as auto-unblock (`aluvia_core::rules_edit`), so that
 //! neither undoes the other.
 
 use aluvia_core::api::ApiClient;
+use aluvia_core::rules::validate_rules as validate;
 use aluvia_core::rules_edit::{edit_connection_rules, RulesEdit};
 use aluvia_core::store::LockDir;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::errors::to_napi;
+
+/// Throws the engine's error for rules that no connection may hold (a
+/// control character in one), so that a command can refuse them before it
+/// looks for its session.
+#[napi]
+pub fn validate_rules(rules: Vec<String>) -> Result<()> {
+    validate(&rules).map_err(to_napi)
+}
 
 /// Removes `remove` from the rules of connection `connectionId`, then
 /// appends `add` (deduplicated, order kept), under the connection's lock in

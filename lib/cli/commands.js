@@ -273,6 +273,7 @@ function sessionSetRules(o = {}) {
     if (!add.length && !remove.length) {
       return { error: 'Rules are required. Usage: aluvia session set-rules <rules> [--browser-session <name>]' };
     }
+    mapped(() => native.validateRules(add.length ? add : remove));
     const lock = await resolve(o.browserSession, 'update');
     // Read, change and PATCH under the connection's lock, so that a
     // concurrent set-rules or auto-unblock on this machine is never undone.
