@@ -122,6 +122,55 @@ test('rules that are not an array of strings are a 422 ApiError', async () => {
   });
 });
 
+test('rules with control characters are refused as an Error before any request', async () => {
+  const created = await api.account.connections.create({ rules: ['keep.com'] });
+  const id = created.connection_id;
+  const { etag } = await api.request({ method: 'GET', path: `/account/connections/${id}` });
+  const listed = (await api.account.connections.list()).length;
+  const sent = rec.seen.length;
+  const refused = (shown) => (err) => {
+    assert.equal(err.constructor, Error);
+    assert.equal(err.message, `Invalid rule '${shown}': rules cannot contain control characters.`);
+    return true;
+  };
+  await assert.rejects(api.account.connections.patch(id, { rules: ['ok.com', 'f\x01.com'] }), refused('f\\u{1}.com'));
+  await assert.rejects(
+    api.account.connections.patch(String(id), { rules: ['\x1b[31mred.com'] }),
+    refused('\\u{1b}[31mred.com'),
+  );
+  await assert.rejects(
+    api.account.connections.patch(id, { rules: ['del\x7f.com'], target_geo: 'us' }),
+    refused('del\\u{7f}.com'),
+  );
+  await assert.rejects(api.account.connections.create({ rules: ['nel\u0085.com'] }), refused('nel\\u{85}.com'));
+  await assert.rejects(api.account.connections.create({ rules: ['a.com', 'b\tc.com'] }), refused('b\\tc.com'));
+  assert.equal(rec.seen.length, sent, 'nothing was sent');
+
+  // A caller's fetch is never called either.
+  const calls = [];
+  const viaFetch = new AluviaApi({
+    apiKey: emu.apiKey,
+    apiBaseUrl: emu.apiBaseUrl,
+    fetch: (url, init) => {
+      calls.push(url);
+      return fetch(url, init);
+    },
+  });
+  await assert.rejects(viaFetch.account.connections.patch(id, { rules: ['x\u009b31m'] }), refused('x\\u{9b}31m'));
+  await assert.rejects(viaFetch.account.connections.create({ rules: ['\x07'] }), refused('\\u{7}'));
+  assert.deepEqual(calls, []);
+
+  assert.equal(await api.account.connections.get(id, { etag }), null, 'the connection is unchanged');
+  assert.deepEqual((await api.account.connections.get(id)).rules, ['keep.com']);
+  assert.equal((await api.account.connections.list()).length, listed, 'no connection was created');
+  // Ordinary Unicode is the API's to judge, and it takes it.
+  assert.deepEqual((await api.account.connections.patch(id, { rules: ['bücher.de', '*.例え.jp'] })).rules, [
+    'bücher.de',
+    '*.例え.jp',
+  ]);
+  await api.account.connections.delete(id);
+});
+
 test('geos.list', async () => {
   const geos = await api.geos.list();
   assert.equal(last().url, '/v1/geos');

@@ -286,6 +286,24 @@ test('with no session running', async () => {
   assert.deepEqual(list.json, { sessions: [], count: 0 });
 });
 
+test('set-rules refuses rules with control characters, before looking for a session', async () => {
+  const cases = [
+    [['a\x07b.com'], 'a\\u{7}b.com'],
+    [['ok.com,\x1b[31mred.com'], '\\u{1b}[31mred.com'],
+    [['del\x7f.com'], 'del\\u{7f}.com'],
+    [['nel\u0085.com'], 'nel\\u{85}.com'],
+    [['a\tb.com'], 'a\\tb.com'],
+    [['--remove', 'x\u009b31m.com'], 'x\\u{9b}31m.com'],
+    [['--remove', 'ok.com,y\x01.com'], 'y\\u{1}.com'],
+  ];
+  for (const [args, shown] of cases) {
+    const r = await sb.cli(['session', 'set-rules', ...args]);
+    assert.equal(r.code, 1, JSON.stringify(args));
+    assert.deepEqual(r.json, { error: `Invalid rule '${shown}': rules cannot contain control characters.` });
+    assert.doesNotMatch(r.stdout.trimEnd(), /\p{Cc}/u, 'no raw control character is printed');
+  }
+});
+
 test('account, account usage, geos', async () => {
   const account = await sb.cli(['account']);
   assert.equal(account.code, 0);
@@ -393,6 +411,12 @@ test('a session: start, list, get, rotate-ip, set-geo, set-rules, name in use, a
   const removed = await sb.cli(['session', 'set-rules', '--remove', 'a.com,keep.com']);
   assert.deepEqual(removed.json, { browserSession: 'alpha', connectionId: s.connectionId, rules: ['b.com'], count: 1 });
   assert.deepEqual((await api.account.connections.get(s.connectionId)).rules, ['b.com']);
+  for (const args of [['x\x1b[31m.com'], ['--remove', 'b.com,\x07']]) {
+    const bad = await sb.cli(['session', 'set-rules', ...args, '--browser-session', 'alpha']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.json.error, /^Invalid rule '.+': rules cannot contain control characters\.$/);
+  }
+  assert.deepEqual((await api.account.connections.get(s.connectionId)).rules, ['b.com'], 'unchanged');
 
   // The name is taken.
   const again = await sb.cli(['session', 'start', site.url, '--browser-session', 'alpha']);

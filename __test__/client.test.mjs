@@ -89,6 +89,28 @@ test('routing is decided per hostname, for HTTP and CONNECT, and changes on the 
   });
 });
 
+test('updateRules refuses rules with control characters: nothing is sent, routing stays', async () => {
+  await withClient({}, async (client, connection) => {
+    await client.updateRules(['127.0.0.1']);
+    const exit = await exitAddressOf(client.connectionId);
+    assert.equal(await seenVia(connection), exit);
+    const { etag } = await api.request({ method: 'GET', path: `/account/connections/${client.connectionId}` });
+    for (const [rules, shown] of [
+      [['g\x02.com'], 'g\\u{2}.com'],
+      [['*', '-127.0.0.1\u0085'], '-127.0.0.1\\u{85}'],
+      [['127.0.0.1\n'], '127.0.0.1\\n'],
+    ]) {
+      await assert.rejects(client.updateRules(rules), (err) => {
+        assert.equal(err.constructor, Error);
+        assert.equal(err.message, `Invalid rule '${shown}': rules cannot contain control characters.`);
+        return true;
+      });
+    }
+    assert.equal(await api.account.connections.get(client.connectionId, { etag }), null, 'not PATCHed');
+    assert.equal(await seenVia(connection), exit, 'the rules in use are unchanged');
+  });
+});
+
 test('session id and geo updates change the exit address; an empty geo clears it', async () => {
   await withClient({}, async (client, connection) => {
     await client.updateRules(['*']);

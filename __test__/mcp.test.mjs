@@ -258,6 +258,27 @@ test("arguments are checked against each tool's schema; errors name parameters, 
   }
 });
 
+test('session_set_rules refuses rules with control characters as invalid rules', async () => {
+  const { client } = await connectClient();
+  try {
+    for (const [args, shown] of [
+      [{ rules: 'a.com,b\x07.com' }, 'b\\u{7}.com'],
+      [{ rules: '\x1b[31mred.com', browserSession: 'ghost' }, '\\u{1b}[31mred.com'],
+      [{ rules: 'nel\u0085.com' }, 'nel\\u{85}.com'],
+      [{ remove: 'del\x7f.com' }, 'del\\u{7f}.com'],
+    ]) {
+      const r = await call(client, 'session_set_rules', args);
+      assert.deepEqual(r, {
+        isError: true,
+        json: { error: `Invalid rule '${shown}': rules cannot contain control characters.` },
+      });
+    }
+    assert.deepEqual(box.locks(), [], 'nothing was started');
+  } finally {
+    await client.close();
+  }
+});
+
 test('two parallel session_start calls, the session tools, ambiguity, close all: no Chromium remains', async () => {
   const { client } = await connectClient();
   try {
