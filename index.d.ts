@@ -166,6 +166,7 @@ export declare class AluviaClient {
   readonly connectionId: number | undefined;
   start(): Promise<AluviaClientConnection>;
   stop(): Promise<void>;
+  /** Rejects with an `Error` (nothing sent) when a rule holds a control character. */
   updateRules(rules: string[]): Promise<void>;
   updateSessionId(sessionId: string): Promise<void>;
   updateTargetGeo(targetGeo: string | null): Promise<void>;
