@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::netns::Netns;
 use crate::log::{Level, Logger};
-use crate::proxy::same_user;
+use crate::proxy::owner_check;
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -55,6 +55,7 @@ impl Isolation {
     pub async fn serve_cdp(&self, chromium_port: u16) -> io::Result<u16> {
         let listener = TcpListener::bind((LOOPBACK, 0)).await?;
         let port = listener.local_addr()?.port();
+        crate::proxy::log_owner_check_off(&self.logger, "cdp");
         self.serve(listener, true, Dial::Inside(SocketAddr::V4(SocketAddrV4::new(LOOPBACK, chromium_port))));
         Ok(port)
     }
@@ -74,12 +75,16 @@ impl Isolation {
                         Err(_) => { tokio::time::sleep(std::time::Duration::from_millis(10)).await; continue }
                     },
                 };
-                // Another user's process is closed unanswered.
-                if owner_only && same_user(peer, local) == Some(false) {
-                    if logger.enabled(Level::Debug) {
-                        logger.debug(format!("cdp: refused a connection from {peer}: another user's process"));
+                // Another user's process, or one whose owner cannot be
+                // established, is closed unanswered, before a byte is read.
+                if owner_only {
+                    let verdict = owner_check(peer, local);
+                    if !verdict.admits() {
+                        if logger.enabled(Level::Debug) {
+                            logger.debug(format!("cdp: refused a connection from {peer}: {}", verdict.reason()));
+                        }
+                        continue;
                     }
-                    continue;
                 }
                 let (netns, cancel) = (Arc::clone(&netns), cancel.clone());
                 tracker.spawn(async move {

@@ -8,6 +8,8 @@
 //! `Proxy-Authorization: Basic …` (a sensitive header) and, for tunnels, its
 //! own `CONNECT`.
 
+mod endpoints;
+mod failures;
 mod handler;
 mod peer;
 mod routes;
@@ -42,9 +44,11 @@ use handler::{pooled_client, Shared};
 use routes::Routes;
 use upstream::Dialer;
 
+pub use endpoints::ControlPort;
+pub use failures::ProxyFailure;
 pub use peer::measure_same_user_check;
 // The browser's CDP endpoint serves the same owner as the proxy.
-pub(crate) use peer::same_user;
+pub(crate) use peer::check as owner_check;
 pub use traffic::{Route, TrafficEntry};
 
 /// What the proxy needs to start.
@@ -69,6 +73,9 @@ pub(crate) struct Limits {
     pub(crate) grace: Duration,
     /// A tunnel with no byte either way for this long is closed.
     pub(crate) tunnel_idle: Duration,
+    /// A tunnel one side of which has ended is closed once the other side
+    /// has been quiet this long.
+    pub(crate) half_close: Duration,
     /// Open client connections; past it new ones are closed at once.
     pub(crate) max_connections: usize,
 }
@@ -98,6 +105,7 @@ impl Default for Limits {
             response: Duration::from_secs(60),
             grace: Duration::from_secs(1),
             tunnel_idle: Duration::from_secs(300),
+            half_close: Duration::from_secs(10),
             max_connections: connection_bound(),
         }
     }
@@ -154,8 +162,13 @@ impl ProxyServer {
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
             local_addr,
+            failures: Default::default(),
         });
 
+        // Decide how owners are looked up before the first connection.
+        // (A loopback connection of our own and one netlink request, once.)
+        let _ = peer::lookup();
+        log_owner_check_off(&shared.logger, "proxy");
         tracker.spawn(accept_loop(shared.clone(), listener));
         if shared.logger.enabled(Level::Debug) {
             shared.logger.debug(format!("proxy listening on {local_addr}"));
@@ -176,6 +189,11 @@ impl ProxyServer {
     /// Counters per (hostname, route), sorted by hostname then route.
     pub fn traffic(&self) -> Vec<TrafficEntry> {
         self.shared.traffic.snapshot()
+    }
+
+    /// The gateway's last failure since start, if any.
+    pub fn last_failure(&self) -> Option<ProxyFailure> {
+        self.shared.failures.last()
     }
 
     /// What the control plane calls after each config change: tunnels and
@@ -243,8 +261,21 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     // The listener drops here: the port refuses from now on.
 }
 
-/// The missing same-user check is logged once per process.
-static UNKNOWN_PEER_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// A system without any owner lookup is logged once per process.
+static NO_OWNER_LOOKUP_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says once per process, on a system with no way to tell which user a
+/// connection comes from, that the owner check is off.
+pub(crate) fn log_owner_check_off(logger: &Logger, what: &str) {
+    if peer::lookup() == Some(peer::Lookup::Off)
+        && cfg!(target_os = "linux")
+        && !NO_OWNER_LOOKUP_LOGGED.swap(true, Ordering::Relaxed)
+    {
+        logger.warn(format!(
+            "{what}: this system offers no way to tell which user a connection comes from (no sock_diag, no /proc/net/tcp); the owner-only check is off"
+        ));
+    }
+}
 
 /// Counts one open client connection for as long as it lives (a tunnel
 /// takes one of its own when its connection is handed over).
@@ -271,21 +302,15 @@ fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, op
     let tracker = shared.tracker.clone();
     tracker.spawn(async move {
         let _open = open;
-        // Only the owner's processes: another local user's connection is
-        // closed unanswered.
-        match peer::same_user(peer, shared.local_addr) {
-            Some(true) => {}
-            Some(false) => {
-                if logger.enabled(Level::Debug) {
-                    logger.debug(format!("proxy: refused a connection from {peer}: another user's process"));
-                }
-                return;
+        // Only the owner's processes, decided before a byte is read: another
+        // local user's connection, and one whose owner cannot be established,
+        // is closed unanswered.
+        let verdict = peer::check(peer, shared.local_addr);
+        if !verdict.admits() {
+            if logger.enabled(Level::Debug) {
+                logger.debug(format!("proxy: refused a connection from {peer}: {}", verdict.reason()));
             }
-            None => {
-                if !UNKNOWN_PEER_LOGGED.swap(true, Ordering::Relaxed) && cfg!(target_os = "linux") {
-                    logger.warn("proxy: cannot tell which user a connection comes from (no sock_diag, no /proc/net/tcp); serving every local user");
-                }
-            }
+            return;
         }
         let service = service_fn(move |req| shared.clone().handle(req));
         let conn = http1::Builder::new()
