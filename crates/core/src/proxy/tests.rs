@@ -1128,3 +1128,77 @@ async fn an_upgrade_in_absolute_form_is_relayed_and_counted_as_a_tunnel() {
     assert!(closed(&mut tcp).await, "the upgraded connection survived its route change");
     h.proxy.stop().await;
 }
+
+/// A server that ends its sending side at once and then holds the socket
+/// open, reading nothing.
+async fn start_half_closing() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.shutdown().await;
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// A server that, once its client has ended its side, sends a byte every
+/// 100 ms for `ticks` ticks, then holds the socket open.
+async fn start_late_talker(ticks: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                for _ in 0..ticks {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if stream.write_all(b".").await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_tunnel_ends_once_the_other_side_is_quiet() {
+    let gateway = Gateway::start().await;
+    // The idle limit is the default 5 minutes: only the half-close limit can
+    // end these tunnels within the test.
+    let limits = Limits { half_close: Duration::from_millis(400), ..Limits::default() };
+    let h = start_proxy_with(gateway.config(), limits).await;
+
+    // The client ends its side; the target keeps its own open and says nothing.
+    let mut client_closed = open_tunnel(h.proxy.local_addr(), start_silent().await).await.unwrap();
+    client_closed.shutdown().await.unwrap();
+    // The target ends its side; the client keeps its own open and says nothing.
+    let mut target_closed = open_tunnel(h.proxy.local_addr(), start_half_closing().await).await.unwrap();
+    // The client ends its side, and the target goes on talking for a while
+    // (1.2 s, three times the limit): the tunnel carries all of it.
+    let mut talking = open_tunnel(h.proxy.local_addr(), start_late_talker(12).await).await.unwrap();
+    talking.shutdown().await.unwrap();
+
+    let started = std::time::Instant::now();
+    assert!(closed(&mut client_closed).await, "a tunnel whose client closed stayed open");
+    assert!(closed(&mut target_closed).await, "a tunnel whose target closed stayed open");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(STEP, talking.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the talking tunnel did not end once its target went quiet"),
+        }
+    }
+    assert_eq!(got, b"............", "every byte the target sent after the client's end arrived");
+    h.proxy.stop().await;
+}

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
@@ -65,6 +65,9 @@ pub(crate) struct Counters {
     /// The hostname's counters, when these are one tunnel's own (which its
     /// idle timer reads): bytes count in both.
     parent: Option<Arc<Counters>>,
+    /// One tunnel's ends that have closed (a bit per [`Direction`]); not
+    /// passed on to the parent.
+    ended: AtomicU8,
 }
 
 /// Which byte counter a wrapper feeds.
@@ -94,6 +97,20 @@ impl Counters {
         if let Some(parent) = &self.parent {
             parent.add_bytes(dir, n);
         }
+    }
+
+    /// The side that sends `dir`'s bytes has closed (end of stream).
+    pub(crate) fn mark_ended(&self, dir: Direction) {
+        let bit = match dir {
+            Direction::Sent => 1,
+            Direction::Received => 2,
+        };
+        self.ended.fetch_or(bit, Ordering::Relaxed);
+    }
+
+    /// Whether one side of this tunnel has closed.
+    pub(crate) fn half_closed(&self) -> bool {
+        self.ended.load(Ordering::Relaxed) != 0
     }
 
     /// Bytes moved either way so far.
@@ -148,21 +165,31 @@ impl Traffic {
 /// A stream that counts the bytes read from it as `dir` (a tunnel's two
 /// ends), or, made with [`CountingIo::upstream`], also the bytes written to it
 /// (an upstream connection: writes are sent, reads received).
+///
+/// Either way, reaching the end of what it reads marks `dir` as ended on the
+/// counters (the half-close timer reads that).
 pub(crate) struct CountingIo<S> {
     inner: S,
     counters: Arc<Counters>,
     dir: Direction,
+    count_reads: bool,
     count_writes: bool,
 }
 
 impl<S> CountingIo<S> {
     pub(crate) fn new(inner: S, counters: Arc<Counters>, dir: Direction) -> Self {
-        CountingIo { inner, counters, dir, count_writes: false }
+        CountingIo { inner, counters, dir, count_reads: true, count_writes: false }
     }
 
     /// Both ways, as the upstream hop's wire bytes.
     pub(crate) fn upstream(inner: S, counters: Arc<Counters>) -> Self {
-        CountingIo { inner, counters, dir: Direction::Received, count_writes: true }
+        CountingIo { inner, counters, dir: Direction::Received, count_reads: true, count_writes: true }
+    }
+
+    /// Counts nothing (the other end counts these bytes), only marks the
+    /// end of what is read from it.
+    pub(crate) fn end_only(inner: S, counters: Arc<Counters>, dir: Direction) -> Self {
+        CountingIo { inner, counters, dir, count_reads: false, count_writes: false }
     }
 
     pub(crate) fn get_ref(&self) -> &S {
@@ -180,9 +207,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for CountingIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
+        let room = buf.remaining() > 0;
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &polled {
-            this.counters.add_bytes(this.dir, (buf.filled().len() - before) as u64);
+            let n = buf.filled().len() - before;
+            if n == 0 && room {
+                this.counters.mark_ended(this.dir);
+            } else if this.count_reads {
+                this.counters.add_bytes(this.dir, n as u64);
+            }
         }
         polled
     }

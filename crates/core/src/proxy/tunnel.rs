@@ -109,13 +109,14 @@ pub(crate) async fn relay(client: End, upstream: End, counters: Arc<Counters>) -
 }
 
 /// Relay between the client and an upstream stream that counts its own
-/// bytes (an upgraded connection over a counting stream).
-pub(crate) async fn relay_uncounted(client: End, mut upstream: impl Io) -> io::Result<()> {
+/// bytes (an upgraded connection over a counting stream); the client's end
+/// of stream still marks `counters`.
+pub(crate) async fn relay_uncounted(client: End, mut upstream: impl Io, counters: Arc<Counters>) -> io::Result<()> {
     let (client, to_upstream) = (client.stream, client.pending);
     if !to_upstream.is_empty() {
         upstream.write_all(&to_upstream).await?;
     }
-    let mut client = client.boxed();
+    let mut client = CountingIo::end_only(client.boxed(), counters, Direction::Sent);
     tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await.map(|_| ())
 }
 
@@ -230,6 +231,7 @@ mod splice {
                 }
             };
             if n == 0 {
+                counters.mark_ended(dir);
                 // SAFETY: `to` is an open socket for as long as it is borrowed.
                 unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
                 return Ok(());
