@@ -15,6 +15,7 @@ pub use super::isolated::Isolation;
 use super::netns::Prepared;
 use crate::error::{AluviaError, Result};
 use crate::log::Logger;
+use crate::proxy::ControlPort;
 
 /// Where we look for Chromium, in order. Each entry names the place as the
 /// error message will show it.
@@ -112,6 +113,8 @@ pub struct Launched {
     pub isolation: Option<Isolation>,
     /// Why Chromium runs on the host's network, when it does.
     pub not_isolated: Option<String>,
+    /// Proxied requests to `cdp_port` are refused while this lives.
+    pub control_port: ControlPort,
 }
 
 /// The variable that turns the namespace off (`none`); `namespace`, the
@@ -185,7 +188,8 @@ pub async fn spawn(opts: &LaunchOptions, logger: &Arc<Logger>) -> Result<Launche
     };
     let (child, ready) = start_process(opts, &args, None)?;
     let (child, ws_url, cdp_port) = wait_devtools(child, ready).await.map_err(AluviaError::Internal)?;
-    Ok(Launched { child, ws_url, cdp_port, isolation: None, not_isolated: Some(not_isolated) })
+    let control_port = ControlPort::register(cdp_port);
+    Ok(Launched { child, ws_url, cdp_port, isolation: None, not_isolated: Some(not_isolated), control_port })
 }
 
 /// Chromium in a namespace of its own, with the engine's relays; or why it
@@ -221,7 +225,8 @@ async fn spawn_isolated(
     };
     // The engine itself goes through the gate too (it is the owner).
     let ws_url = ws_url.replacen(&format!("127.0.0.1:{inner_port}/"), &format!("127.0.0.1:{gate}/"), 1);
-    Ok(Launched { child, ws_url, cdp_port: gate, isolation: Some(iso), not_isolated: None })
+    let control_port = ControlPort::register(gate);
+    Ok(Launched { child, ws_url, cdp_port: gate, isolation: Some(iso), not_isolated: None, control_port })
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -62,6 +62,8 @@ pub struct BrowserSession {
     cdp_url: String,
     user_data_dir: PathBuf,
     detector: Arc<Detector>,
+    /// Proxied requests to the DevTools endpoint are refused while it runs.
+    _control_port: crate::proxy::ControlPort,
 }
 
 pub use crate::store::PROFILE_DIR_PREFIX;
@@ -176,6 +178,7 @@ impl BrowserSession {
             cdp_url: format!("http://127.0.0.1:{}", launched.cdp_port),
             user_data_dir,
             detector,
+            _control_port: launched.control_port,
         })
     }
 

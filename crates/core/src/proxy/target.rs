@@ -48,9 +48,20 @@ impl Target {
 
     /// True when this target is the proxy listening on `local`.
     pub(crate) async fn is_proxy(&self, local: SocketAddr) -> bool {
-        if self.port != local.port() {
-            return false;
-        }
+        self.port == local.port() && self.reaches_this_machine().await
+    }
+
+    /// True when this target is a browser session's DevTools endpoint (see
+    /// [`super::endpoints`]).
+    pub(crate) async fn is_control_endpoint(&self) -> bool {
+        // A mutex and one stat of the lock directory; its files are read
+        // again only when it changed.
+        super::endpoints::is_control_port(self.port) && self.reaches_this_machine().await
+    }
+
+    /// A loopback or unspecified address in any spelling, or a name that
+    /// resolves to one.
+    async fn reaches_this_machine(&self) -> bool {
         if let Some(ip) = parse_ip_loose(&self.hostname) {
             return reaches_local(ip);
         }
