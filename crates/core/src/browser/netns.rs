@@ -93,11 +93,15 @@ impl Prepared {
                         // A non-dumpable parent (a session daemon) leaves this
                         // child's /proc files to root, so it could not write its
                         // own maps; the exec that follows makes it dumpable anyway.
+                        // It is undumpable again as soon as they are written,
+                        // so the factory forked below is born undumpable.
                         check(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
-                        check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))?;
-                        write_file(c"/proc/self/setgroups", b"deny")?;
-                        write_file(c"/proc/self/uid_map", uid_map)?;
-                        write_file(c"/proc/self/gid_map", gid_map)?;
+                        let mapped = check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))
+                            .and_then(|()| write_file(c"/proc/self/setgroups", b"deny"))
+                            .and_then(|()| write_file(c"/proc/self/uid_map", uid_map))
+                            .and_then(|()| write_file(c"/proc/self/gid_map", gid_map));
+                        check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
+                        mapped?;
                     }
                 }
                 loopback_up()?;
@@ -173,6 +177,14 @@ unsafe fn loopback_up() -> io::Result<()> {
 /// Runs in a forked child of a multi-threaded process: async-signal-safe
 /// calls only, no allocation.
 unsafe fn factory(ctrl: RawFd, [cmdline, environ]: [Option<(usize, usize)>; 2]) -> ! {
+    // As undumpable as the daemon (its memory is no other process's to
+    // read), and holding none of the engine's memory: the copy of the
+    // engine's heap that came with the fork (API key, gateway password) is
+    // dropped before anything else.
+    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if !scrub_memory() {
+        libc::_exit(1);
+    }
     // Dies with Chromium (its parent), whatever happens to the engine's end.
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     // Named for what it is, with no environment: the areas are this
@@ -222,6 +234,92 @@ unsafe fn factory(ctrl: RawFd, [cmdline, environ]: [Option<(usize, usize)>; 2]) 
             libc::close(sock);
         }
     }
+}
+
+/// Drops every private writable page of this (forked) process that no file
+/// backs: the heaps, every thread stack but this one's, and this one's below
+/// the frames in use. They read as zeros from then on. False when
+/// `/proc/self/maps` cannot be read.
+///
+/// # Safety
+/// Async-signal-safe, no allocation; only for a forked child that from now
+/// on touches nothing but its own stack frame, its descriptors and
+/// syscalls.
+unsafe fn scrub_memory() -> bool {
+    /// What the frames of this function and the syscalls it makes may use
+    /// below its own locals: kept.
+    const IN_USE: usize = 64 * 1024;
+    let fd = libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    let mut line = [0u8; 512];
+    let sp = std::ptr::addr_of!(buf) as usize;
+    let mut len = 0;
+    let mut ok = true;
+    'read: loop {
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        if n < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        if n < 0 {
+            ok = false;
+            break;
+        }
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n as usize] {
+            if b != b'\n' {
+                if len < line.len() {
+                    line[len] = b;
+                    len += 1;
+                }
+                continue;
+            }
+            if let Some((start, end)) = anonymous_writable(&line[..len]) {
+                let (start, end) =
+                    if (start..end).contains(&sp) { (start, sp.saturating_sub(IN_USE) & !4095) } else { (start, end) };
+                if end > start && libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) != 0 {
+                    ok = false;
+                    break 'read;
+                }
+            }
+            len = 0;
+        }
+    }
+    libc::close(fd);
+    ok
+}
+
+/// The address range of a `/proc/self/maps` line that is private, writable
+/// and backed by no file (inode 0; unnamed, `[heap]`, `[stack]` or a named
+/// anonymous region); `None` for any other line.
+fn anonymous_writable(line: &[u8]) -> Option<(usize, usize)> {
+    let mut fields = line.split(|b| *b == b' ').filter(|f| !f.is_empty());
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let _offset = fields.next()?;
+    let _device = fields.next()?;
+    let inode = fields.next()?;
+    let name = fields.next().unwrap_or(b"");
+    let anonymous =
+        inode == b"0" && (name.is_empty() || name == b"[heap]" || name == b"[stack]" || name.starts_with(b"[anon:"));
+    if perms.len() < 4 || perms[1] != b'w' || perms[3] != b'p' || !anonymous {
+        return None;
+    }
+    let dash = range.iter().position(|b| *b == b'-')?;
+    Some((hex(&range[..dash])?, hex(&range[dash + 1..])?))
+}
+
+fn hex(digits: &[u8]) -> Option<usize> {
+    let mut v: usize = 0;
+    for &d in digits {
+        let x = (d as char).to_digit(16)? as usize;
+        v = v.checked_mul(16)?.checked_add(x)?;
+    }
+    Some(v)
 }
 
 /// Sends one byte, with `fd` attached when it is valid (a byte alone says the
