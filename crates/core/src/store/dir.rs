@@ -43,10 +43,51 @@ pub struct LockDir {
     path: PathBuf,
 }
 
+/// This user's lock directory: `{os tmpdir}/aluvia-sdk`, unless another user
+/// holds that name first (on a shared temp directory anyone may create it,
+/// and in a sticky `/tmp` its victim could not remove it): then
+/// `{os tmpdir}/aluvia-sdk-{uid}`. Every reader resolves it this way.
+pub fn default_path() -> PathBuf {
+    default_path_in(&os_tmpdir())
+}
+
+fn default_path_in(tmp: &Path) -> PathBuf {
+    let shared = tmp.join(LOCK_DIR_NAME);
+    match fs::symlink_metadata(&shared) {
+        Ok(meta) if meta.uid() != euid() => fallback_path(tmp),
+        _ => shared,
+    }
+}
+
+fn fallback_path(tmp: &Path) -> PathBuf {
+    tmp.join(format!("{LOCK_DIR_NAME}-{}", euid()))
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 impl LockDir {
-    /// `{os tmpdir}/aluvia-sdk`, created and verified as in [`LockDir::open_at`].
+    /// This user's lock directory ([`default_path`]), created and verified
+    /// as in [`LockDir::open_at`].
     pub fn open_default() -> Result<LockDir> {
-        LockDir::open_at(os_tmpdir().join(LOCK_DIR_NAME))
+        let path = default_path();
+        match LockDir::open_at(path.clone()) {
+            // Another user made the shared name between our look and our
+            // mkdir: this user's own name then.
+            Err(_) if path.file_name() == Some(LOCK_DIR_NAME.as_ref()) && default_path() != path => {
+                LockDir::open_at(default_path())
+            }
+            opened => opened,
+        }
+    }
+
+    /// This user's lock directory when it exists and passes the checks;
+    /// nothing is created.
+    pub fn existing_default() -> Option<LockDir> {
+        let path = default_path();
+        verify(&path).ok().map(|()| LockDir { path })
     }
 
     /// [`LockDir::open_default`] on a blocking thread, for async callers.
@@ -122,6 +163,31 @@ fn verify(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another user's `aluvia-sdk` (a folder, or a symlink they made) sends
+    /// this user to `aluvia-sdk-{uid}`; this user's own stays in use.
+    #[test]
+    fn another_users_lock_dir_name_leads_to_this_users_own() {
+        let tmp = std::env::temp_dir().join(format!("aluvia-dir-test-{}", uuid::Uuid::new_v4().simple()));
+        fs::create_dir(&tmp).unwrap();
+        let shared = tmp.join(LOCK_DIR_NAME);
+        assert_eq!(default_path_in(&tmp), shared, "nothing there yet");
+        fs::DirBuilder::new().mode(0o700).create(&shared).unwrap();
+        assert_eq!(default_path_in(&tmp), shared, "this user's own");
+        if euid() == 0 {
+            std::os::unix::fs::lchown(&shared, Some(65534), Some(65534)).unwrap();
+            assert_eq!(default_path_in(&tmp), tmp.join(format!("aluvia-sdk-{}", euid())));
+            fs::remove_dir(&shared).unwrap();
+            std::os::unix::fs::symlink("/", &shared).unwrap();
+            std::os::unix::fs::lchown(&shared, Some(65534), Some(65534)).unwrap();
+            assert_eq!(default_path_in(&tmp), tmp.join(format!("aluvia-sdk-{}", euid())));
+            let own = LockDir::open_at(default_path_in(&tmp)).unwrap();
+            assert_eq!(fs::metadata(own.path()).unwrap().mode() & 0o7777, 0o700);
+        } else {
+            eprintln!("skipped the other-user half: needs root to chown");
+        }
+        fs::remove_dir_all(&tmp).unwrap();
+    }
     use crate::store::testutil::TempDir;
 
     fn mode_of(path: &Path) -> u32 {

@@ -35,7 +35,7 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use dir::{os_tmpdir, LockDir, LOCK_DIR_NAME};
+pub use dir::{default_path, os_tmpdir, LockDir, LOCK_DIR_NAME};
 pub use logs::{KEEP_LOGS, MAX_LOG_AGE};
 pub use naming::{
     generate_name, validate_session_name, NameState, ADJECTIVES, INVALID_NAME_MESSAGE, MAX_NAME_ATTEMPTS, MAX_NAME_LEN,
