@@ -218,6 +218,8 @@ function sessionGet(o = {}) {
       }
     }
     out.traffic = lock.traffic ?? [];
+    // Ours: the gateway's last failure since the session started.
+    out.lastProxyError = lock.lastProxyError ?? null;
     // Ours: how the browser is kept apart ("namespace" or "none").
     out.browserIsolation = lock.browserIsolation ?? null;
     return out;

@@ -449,6 +449,11 @@ impl Client {
         }
     }
 
+    /// The gateway's last failure since start (`lastProxyError`).
+    pub fn last_proxy_failure(&self) -> Option<crate::proxy::ProxyFailure> {
+        self.running.lock().ok().and_then(|r| r.as_ref().and_then(|p| p.last_failure()))
+    }
+
     /// The traffic carried so far, per hostname and route.
     pub fn traffic(&self) -> Vec<TrafficEntry> {
         self.running.lock().ok().and_then(|r| r.as_ref().map(|p| p.traffic())).unwrap_or_default()

@@ -22,4 +22,4 @@ pub use close::{close_session, Closed, HANDOVER_WAIT};
 pub use launcher::{spawn_daemon, DaemonReady, DaemonSpawn, LaunchError, API_KEY_ENV, DEFAULT_READY_TIMEOUT};
 pub use ready::{prepare_ready_fd, signal_failed, signal_ready, take_secret, READY_FD_ENV};
 pub use run::{run_daemon, stop_on_signals, DaemonExit, DaemonRun, DaemonStop, Script, DAEMON_POLL_INTERVAL_MS};
-pub use sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
+pub use sync::{start_lock_sync, LockSync, Status, TRAFFIC_INTERVAL};

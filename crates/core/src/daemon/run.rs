@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::ready::{prepare_ready_fd, signal_failed, signal_ready};
-use super::sync::{start_lock_sync, LockSync, TRAFFIC_INTERVAL};
+use super::sync::{start_lock_sync, LockSync, Status, TRAFFIC_INTERVAL};
 use crate::api::id_value;
 use crate::client::{Client, ClientOptions, ProxyInfo, RawClientOptions};
 use crate::error::{AluviaError, Result};
@@ -314,7 +314,11 @@ pub async fn run_daemon(spec: DaemonRun, script: Option<Script>, stop: DaemonSto
     };
     let weak = Arc::downgrade(&client);
     let (sink, sync) = start_lock_sync(spec.dir.clone(), spec.name.clone(), pid, TRAFFIC_INTERVAL, move || {
-        weak.upgrade().and_then(|c| serde_json::to_value(c.traffic()).ok())
+        let client = weak.upgrade()?;
+        Some(Status {
+            traffic: serde_json::to_value(client.traffic()).ok()?,
+            last_proxy_error: client.last_proxy_failure().and_then(|f| serde_json::to_value(f).ok()),
+        })
     });
     client.set_detection_sink(Some(sink));
     let daemon = Daemon { dir: spec.dir.clone(), name: spec.name.clone(), pid, client, sync };

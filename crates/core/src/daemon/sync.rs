@@ -20,7 +20,17 @@ pub const TRAFFIC_INTERVAL: Duration = Duration::from_secs(1);
 
 enum Write {
     Detection(Value),
-    Traffic(Value),
+    Traffic(Status),
+}
+
+/// What the daemon's lock file shows of its running proxy, refreshed at most
+/// once per interval when it changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// The traffic counters (`traffic`).
+    pub traffic: Value,
+    /// The gateway's last failure (`lastProxyError`).
+    pub last_proxy_error: Option<Value>,
 }
 
 /// The writer task; dropping it (or calling [`LockSync::stop`]) ends it.
@@ -58,7 +68,7 @@ pub fn start_lock_sync(
     name: String,
     pid: u32,
     interval: Duration,
-    traffic: impl Fn() -> Option<Value> + Send + 'static,
+    traffic: impl Fn() -> Option<Status> + Send + 'static,
 ) -> (DetectionSink, LockSync) {
     let report = |line: String| crate::log::write_line(&format!("lock sync: {line}"));
     start_reporting(dir, name, pid, interval, traffic, report)
@@ -71,7 +81,7 @@ fn start_reporting(
     name: String,
     pid: u32,
     interval: Duration,
-    traffic: impl Fn() -> Option<Value> + Send + 'static,
+    traffic: impl Fn() -> Option<Status> + Send + 'static,
     report: impl Fn(String) + Send + 'static,
 ) -> (DetectionSink, LockSync) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
@@ -85,7 +95,7 @@ fn start_reporting(
     task.spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_traffic: Option<Value> = None;
+        let mut last_traffic: Option<Status> = None;
         let mut failures = RepeatedFailure::once("lock file update");
         loop {
             let write = tokio::select! {
@@ -107,7 +117,10 @@ fn start_reporting(
             let written = off_thread(move || {
                 dir.update_owned(&name, pid, |lock| match write {
                     Write::Detection(d) => lock.last_detection = Some(d),
-                    Write::Traffic(t) => lock.traffic = Some(t),
+                    Write::Traffic(t) => {
+                        lock.traffic = Some(t.traffic);
+                        lock.last_proxy_error = t.last_proxy_error;
+                    }
                 })
             })
             .await;
@@ -128,6 +141,10 @@ fn start_reporting(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(traffic: Value) -> Status {
+        Status { traffic, last_proxy_error: None }
+    }
     use crate::store::testutil::TempDir;
     use crate::store::LockData;
     use crate::store::LockRead;
@@ -143,7 +160,7 @@ mod tests {
         let counter = Arc::new(AtomicU64::new(1));
         let c = Arc::clone(&counter);
         let (_sink, sync) = start_lock_sync(dir.clone(), "s".into(), pid, Duration::from_millis(20), move || {
-            Some(serde_json::json!({ "bytes": c.load(Ordering::Relaxed) }))
+            Some(status(serde_json::json!({ "bytes": c.load(Ordering::Relaxed) })))
         });
         let read = |dir: &LockDir| match dir.read("s").unwrap() {
             Some(LockRead::Valid(d)) => d,
@@ -171,7 +188,7 @@ mod tests {
         let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.lock_path("s")).unwrap());
         let before = inode();
         let (_sink, _sync) =
-            start_lock_sync(dir.clone(), "s".into(), pid, Duration::from_millis(5), || Some(Value::from(1)));
+            start_lock_sync(dir.clone(), "s".into(), pid, Duration::from_millis(5), || Some(status(Value::from(1))));
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(read(&dir).traffic, None);
         assert_eq!(inode(), before);
@@ -195,7 +212,7 @@ mod tests {
             pid,
             Duration::from_millis(5),
             // Always new traffic, so that every tick writes.
-            move || Some(Value::from(t.fetch_add(1, Ordering::SeqCst))),
+            move || Some(status(Value::from(t.fetch_add(1, Ordering::SeqCst)))),
             move |line| l.lock().unwrap().push(line),
         );
         while ticks.load(Ordering::SeqCst) < 20 {

@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::failures::Failures;
 use super::routes::{gateway_fingerprint, Kind, Registration, RouteKey, Routes};
 use super::target::Target;
 use super::traffic::{Counters, CountingIo, Route, Traffic};
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) local_addr: SocketAddr,
+    /// The gateway's failures: the last one, and their log lines.
+    pub(crate) failures: Failures,
 }
 
 /// The gateway route of one config: its `Proxy-Authorization` value and the
@@ -346,6 +349,13 @@ impl Shared {
         }
     }
 
+    /// A failure on `route` to `hostname`, answered with `detail`; the
+    /// gateway's are recorded (see [`Failures`]).
+    fn failed(&self, hostname: &str, route: Route, status: StatusCode, detail: String) -> Response<ProxyBody> {
+        self.failures.record(&self.logger, hostname, route, &detail);
+        plain(status, detail)
+    }
+
     fn reject(&self, what: &str, status: StatusCode, detail: impl Display) -> Response<ProxyBody> {
         let res = plain(status, &detail);
         if self.logger.enabled(Level::Debug) {
@@ -389,6 +399,9 @@ impl Shared {
             .map_err(|_| self.reject(method, StatusCode::BAD_REQUEST, "malformed request target"))?;
         if target.is_proxy(self.local_addr).await {
             return Err(self.reject(method, StatusCode::BAD_REQUEST, "the request targets the proxy itself"));
+        }
+        if target.is_control_endpoint().await {
+            return Err(self.reject(method, StatusCode::FORBIDDEN, CONTROL_ENDPOINT));
         }
         Ok((target, uri))
     }
@@ -437,22 +450,23 @@ impl Shared {
                 let res = if failed.load(Ordering::Relaxed) {
                     plain(StatusCode::BAD_REQUEST, format!("malformed request body ({})", root_cause(&e)))
                 } else {
-                    match find_dial_error(&e) {
-                        Some(dial) => dial_failure(dial),
-                        None => plain(
-                            StatusCode::BAD_GATEWAY,
-                            format!("request to {upstream_label} failed ({})", root_cause(&e)),
-                        ),
-                    }
+                    let (res, detail) = match find_dial_error(&e) {
+                        Some(dial) => (dial_failure(dial), dial.to_string()),
+                        None => {
+                            let detail = format!("request to {upstream_label} failed ({})", root_cause(&e));
+                            (plain(StatusCode::BAD_GATEWAY, &detail), detail)
+                        }
+                    };
+                    self.failures.record(&self.logger, &target.hostname, route, &detail);
+                    res
                 };
                 self.log(method.as_str(), &target.hostname, route, res.status(), Some(&root_cause(&e)));
                 return res;
             }
             Err(_) => {
-                let res = plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("no response from {upstream_label} within {}", secs(self.limits.response)),
-                );
+                let detail = format!("no response from {upstream_label} within {}", secs(self.limits.response));
+                self.failures.record(&self.logger, &target.hostname, route, &detail);
+                let res = plain(StatusCode::GATEWAY_TIMEOUT, detail);
                 self.log(method.as_str(), &target.hostname, route, res.status(), Some("timed out"));
                 return res;
             }
@@ -461,7 +475,9 @@ impl Shared {
         if route == Route::Gateway && res.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             // Our credentials were refused: the client can do nothing about
             // it, so do not ask it to authenticate.
-            let res = plain(StatusCode::BAD_GATEWAY, "gateway rejected the proxy credentials (HTTP 407)");
+            let detail = "gateway rejected the proxy credentials (HTTP 407)";
+            self.failures.record(&self.logger, &target.hostname, route, detail);
+            let res = plain(StatusCode::BAD_GATEWAY, detail);
             self.log(method.as_str(), &target.hostname, route, res.status(), Some("gateway answered 407"));
             return res;
         }
@@ -498,7 +514,14 @@ impl Shared {
         let (mut sender, conn) = match hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io)).await
         {
             Ok(pair) => pair,
-            Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))),
+            Err(e) => {
+                return self.failed(
+                    &target.hostname,
+                    route,
+                    StatusCode::BAD_GATEWAY,
+                    format!("{label} failed ({})", root_cause(&e)),
+                )
+            }
         };
         self.tracker.spawn(async move {
             let _ = conn.with_upgrades().await;
@@ -523,10 +546,17 @@ impl Shared {
         let mut res = match tokio::time::timeout(self.limits.response, sender.send_request(upstream_req)).await {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => {
-                return plain(StatusCode::BAD_GATEWAY, format!("request to {label} failed ({})", root_cause(&e)))
+                return self.failed(
+                    &target.hostname,
+                    route,
+                    StatusCode::BAD_GATEWAY,
+                    format!("request to {label} failed ({})", root_cause(&e)),
+                )
             }
             Err(_) => {
-                return plain(
+                return self.failed(
+                    &target.hostname,
+                    route,
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("no response from {label} within {}", secs(self.limits.response)),
                 )
@@ -539,10 +569,11 @@ impl Shared {
             return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
         }
         let upstream_side = hyper::upgrade::on(&mut res);
+        let relay_counters = counters.clone();
         let relay = async move {
             let (Ok(client), Ok(upstream)) = tokio::join!(client_side, upstream_side) else { return };
             // The upstream side counts its own bytes (it is a CountingIo).
-            let _ = tunnel::relay_uncounted(End::client(client), TokioIo::new(upstream)).await;
+            let _ = tunnel::relay_uncounted(End::client(client), TokioIo::new(upstream), relay_counters).await;
         };
         self.spawn_tunnel(relay, registration, counters);
         let (mut parts, _) = res.into_parts();
@@ -580,6 +611,7 @@ impl Shared {
                 Err(e) => {
                     let res = dial_failure(&e);
                     self.log(what, &target.hostname, route, res.status(), Some(&e.reason));
+                    self.failures.record(&self.logger, &target.hostname, route, &e.to_string());
                     Err(res)
                 }
             };
@@ -607,6 +639,9 @@ impl Shared {
         if target.is_proxy(self.local_addr).await {
             return self.reject("CONNECT", StatusCode::BAD_REQUEST, "the tunnel targets the proxy itself");
         }
+        if target.is_control_endpoint().await {
+            return self.reject("CONNECT", StatusCode::FORBIDDEN, CONTROL_ENDPOINT);
+        }
 
         let Dialled { decision, io, registration, counters: host_counters } =
             match self.dial_registered(&target, "CONNECT", |c| &c.tunnels).await {
@@ -620,7 +655,8 @@ impl Shared {
                 other => End::other(other),
             },
             Decision::Gateway(pool) => {
-                match self.gateway_tunnel(io, &format!("{}:{}", target.host, target.port), pool.auth.clone()).await {
+                let authority = format!("{}:{}", target.host, target.port);
+                match self.gateway_tunnel(io, &target.hostname, &authority, pool.auth.clone()).await {
                     Ok(end) => end,
                     Err(res) => {
                         self.log("CONNECT", &target.hostname, route, res.status(), Some("gateway tunnel failed"));
@@ -646,13 +682,15 @@ impl Shared {
     async fn gateway_tunnel(
         &self,
         io: MaybeTls,
+        hostname: &str,
         authority: &str,
         auth: HeaderValue,
     ) -> Result<End, Response<ProxyBody>> {
         let label = self.dialer.gateway_label();
+        let failed = |status, detail: String| self.failed(hostname, Route::Gateway, status, detail);
         let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
             .await
-            .map_err(|e| plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))))?;
+            .map_err(|e| failed(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))))?;
         let mut req = Request::new(Empty::<Bytes>::new());
         *req.method_mut() = Method::CONNECT;
         *req.uri_mut() =
@@ -674,7 +712,7 @@ impl Shared {
                 answer = send.as_mut() => break answer,
                 closed = conn.as_mut(), if !conn_done => {
                     if let Err(e) = closed {
-                        return Err(plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))));
+                        return Err(failed(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))));
                     }
                     conn_done = true;
                 }
@@ -682,16 +720,16 @@ impl Shared {
         };
         let res = match answer {
             Ok(Ok(res)) => res,
-            Ok(Err(e)) => return Err(plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e)))),
+            Ok(Err(e)) => return Err(failed(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e)))),
             Err(_) => {
-                return Err(plain(
+                return Err(failed(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("no answer from {label} within {}", secs(self.limits.response)),
                 ))
             }
         };
         if !res.status().is_success() {
-            return Err(plain(
+            return Err(failed(
                 StatusCode::BAD_GATEWAY,
                 format!("gateway refused tunnel (HTTP {})", res.status().as_u16()),
             ));
@@ -700,11 +738,12 @@ impl Shared {
             if conn_done { hyper::upgrade::on(res).await } else { tokio::join!(conn, hyper::upgrade::on(res)).1 };
         upgraded
             .map(End::gateway)
-            .map_err(|e| plain(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))))
+            .map_err(|e| failed(StatusCode::BAD_GATEWAY, format!("{label} failed ({})", root_cause(&e))))
     }
 
     /// Run a tunnel's relay until it ends, the proxy stops, a route change
-    /// cancels it, or no byte moved either way for the idle limit. The
+    /// cancels it, no byte moved either way for the idle limit, or one side
+    /// has closed and the other has been quiet for the half-close limit. The
     /// registration goes only after the relay (and its sockets) are dropped.
     fn spawn_tunnel(
         &self,
@@ -714,7 +753,7 @@ impl Shared {
     ) {
         let open = OpenGuard::new(&self.open);
         let shutdown = self.shutdown.clone();
-        let idle = self.limits.tunnel_idle;
+        let (idle, half_close) = (self.limits.tunnel_idle, self.limits.half_close);
         let token = registration.token().clone();
         self.tracker.spawn(async move {
             let _open = open;
@@ -723,16 +762,20 @@ impl Shared {
                 _ = relay => {}
                 _ = shutdown.cancelled() => {}
                 _ = token.cancelled() => {}
-                _ = idle_for(idle, &counters) => {}
+                _ = idle_for(idle, half_close, &counters) => {}
             }
         });
     }
 }
 
-/// Resolves once `counters` have not moved for `limit` (checked a few times
-/// per limit, so it ends between `limit` and 1.25 × `limit` of silence).
-async fn idle_for(limit: Duration, counters: &Counters) {
-    let tick = limit / 4;
+/// Why a request to a browser session's DevTools endpoint is a 403.
+const CONTROL_ENDPOINT: &str = "the target is a browser session's control endpoint";
+
+/// Resolves once `counters` have not moved for `limit`, or for `half_close`
+/// once one side has ended (checked four times per the shorter limit, so it
+/// ends within a quarter of it past the limit).
+async fn idle_for(limit: Duration, half_close: Duration, counters: &Counters) {
+    let tick = limit.min(half_close) / 4;
     let mut last = counters.bytes_moved();
     let mut quiet = Duration::ZERO;
     loop {
@@ -740,7 +783,7 @@ async fn idle_for(limit: Duration, counters: &Counters) {
         let now = counters.bytes_moved();
         if now == last {
             quiet += tick;
-            if quiet >= limit {
+            if quiet >= limit || (quiet >= half_close && counters.half_closed()) {
                 return;
             }
         } else {

@@ -41,6 +41,9 @@ pub struct LockData {
     /// Ours: the session's traffic counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Value>,
+    /// Ours: the gateway's last failure since the session started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_proxy_error: Option<Value>,
     /// Ours: the daemon's Chromium profile, which stale cleanup removes when
     /// the daemon was killed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
