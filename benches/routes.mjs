@@ -119,10 +119,13 @@ export async function run({ res, log }) {
         ],
       },
       {
-        title: 'The same-user check per accepted connection',
+        title: 'The owner check per accepted connection (made before its first byte is read; fails closed)',
         head: ['what', 'time'],
         rows: [
-          ['one check (sock_diag query of the peer socket)', `${(checkNs / 1000).toFixed(2)} µs`],
+          [
+            'one check (sock_diag query of the peer socket: uid, inode, state)',
+            `${(checkNs / 1000).toFixed(2)} µs per accepted connection`,
+          ],
           ['a fresh connection: connect + GET through the proxy (baseline, median)', `${freshMedianUs.toFixed(1)} µs`],
           ['check / fresh connection', `${(checkShare * 100).toFixed(2)} %`],
         ],
