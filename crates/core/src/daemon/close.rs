@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 use crate::error::Result;
-use crate::store::LockDir;
+use crate::store::{sweep_orphaned_dirs, LockDir};
 use crate::store::{terminate, Termination};
 use crate::store::{LockData, LockRead};
 use crate::task::off_thread;
@@ -50,7 +50,13 @@ async fn stop(dir: &LockDir, name: &str, lock: &LockData, grace: Duration) -> Re
     let pid = lock.pid;
     let termination = terminate(pid, lock.process_start.as_deref(), grace).await?;
     let (dir, name) = (dir.clone(), name.to_string());
-    let removed = off_thread(move || dir.remove_if_owned(&name, pid)).await?;
+    let removed = off_thread(move || {
+        let removed = dir.remove_if_owned(&name, pid);
+        // What a killed daemon left in the temp folder (named after it).
+        sweep_orphaned_dirs();
+        removed
+    })
+    .await?;
     Ok((termination, removed))
 }
 
