@@ -47,7 +47,8 @@ pub use naming::{
 };
 pub use owned::{create_owned_dir, sweep_orphaned_dirs, RUN_DIR_PREFIX};
 pub use process::{
-    is_process_alive, is_recorded_process, process_start, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL,
+    is_process_alive, is_recorded_process, is_session_daemon, process_start, terminate, Termination, DEFAULT_GRACE,
+    POLL_INTERVAL,
 };
 pub use record::{parse_lock, LockData, LockRead, PROFILE_DIR_PREFIX};
 pub use resolve::{resolve_session, Purpose};
