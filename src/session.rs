@@ -87,7 +87,9 @@ pub struct BindingDaemonSpawn {
     pub cwd: String,
     /// Default 60000.
     pub ready_timeout_ms: Option<u32>,
-    /// The API key, handed over on the daemon's stdin (`sessionDaemonSecret`).
+    /// Handed over on the daemon's stdin (`sessionDaemonSecret`), never on
+    /// its command line or in its environment: the API key, and what the
+    /// session was started with.
     pub secret: Option<String>,
 }
 
@@ -180,12 +182,13 @@ pub async fn session_daemon_run(spec: BindingSessionDaemon) -> Result<i32> {
 }
 
 /// For the session daemon, first thing: makes it non-dumpable, stamps its log
-/// lines with the time, and reads the API key `daemonSpawn` wrote to its stdin
-/// (empty when none came).
+/// lines with the time, and reads what `daemonSpawn` wrote to its stdin (the
+/// CLI sends one JSON line with the API key and the session's spec, which
+/// stay off the daemon's command line and environment; empty when none came).
 #[napi]
 pub fn session_daemon_secret() -> Result<String> {
     aluvia_core::log::stamp_lines();
-    daemon::take_secret().map_err(|e| to_napi(AluviaError::Internal(format!("could not read the API key: {e}"))))
+    daemon::take_secret().map_err(|e| to_napi(AluviaError::Internal(format!("could not read the daemon's input: {e}"))))
 }
 
 /// One line of the session daemon's log, written as the engine writes its own.

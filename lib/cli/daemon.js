@@ -1,13 +1,15 @@
 'use strict';
 
-// The background process of one CLI session, spawned by `session start`
-// (argv[2] is its JSON spec; fd 3 is the ready pipe). Its stdout and stderr
-// are the session's log file. Its whole life is the engine's
-// (sessionDaemonRun: proxy, Chromium, detection, the lock file, the ready
-// signal, SIGTERM/SIGINT, a `--run` script's child process, shutdown).
+// The background process of one CLI session, spawned by `session start` (fd 3
+// is the ready pipe). Its stdout and stderr are the session's log file. Its
+// whole life is the engine's (sessionDaemonRun: proxy, Chromium, detection,
+// the lock file, the ready signal, SIGTERM/SIGINT, a `--run` script's child
+// process, shutdown).
 //
-// The API key comes on stdin (sessionDaemonSecret, which first makes this
-// process non-dumpable), never from the environment: never log it.
+// What it runs comes on stdin, never on its command line (which every user
+// sees in `ps`) nor in its environment: one JSON line `{ apiKey, spec }`
+// (sessionDaemonSecret, which first makes this process non-dumpable). Never
+// log the key.
 
 const path = require('node:path');
 const native = require('../native.js');
@@ -21,8 +23,7 @@ const RUNNER = path.join(__dirname, 'script.js');
 const log = (msg) => native.sessionDaemonLog(String(msg));
 
 async function main() {
-  const apiKey = native.sessionDaemonSecret();
-  const spec = JSON.parse(process.argv[2]);
+  const { apiKey, spec } = JSON.parse(native.sessionDaemonSecret());
   // Without a key, settings() is `{ error }` and the client gets an empty key.
   // The engine takes the API and gateway addresses from the environment.
   const { apiKey: key = '' } = settings({ ...process.env, ALUVIA_API_KEY: apiKey ?? '' });
