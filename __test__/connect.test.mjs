@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { sdk, serve, root, runNode } from './helpers.mjs';
-import { Sandbox, alive, deadPid, pageHandler } from './sessions.mjs';
+import { Sandbox, alive, deadPid, pageHandler, startOf } from './sessions.mjs';
 
 let emu;
 let site;
@@ -72,11 +72,11 @@ test('connect() errors: none, unknown, dead, starting, no CDP URL, CDP failure, 
   assert.equal(sb.readLock('dead'), null);
 
   // Planted with this test runner's pid: alive.
-  sb.plant('starting', { pid: process.pid, session: 'starting' });
+  sb.plant('starting', { pid: process.pid, processStart: startOf(process.pid), session: 'starting' });
   assert.equal((await connectAndRead('starting')).error, "Session 'starting' is still starting up. Try again shortly.");
   assert.equal((await connectAndRead()).error, "Session 'starting' is still starting up. Try again shortly.");
 
-  sb.plant('nocdp', { pid: process.pid, session: 'nocdp', ready: true });
+  sb.plant('nocdp', { pid: process.pid, processStart: startOf(process.pid), session: 'nocdp', ready: true });
   assert.equal((await connectAndRead('nocdp')).error, "Session 'nocdp' has no CDP URL.");
 
   const several = await connectAndRead();
@@ -86,7 +86,13 @@ test('connect() errors: none, unknown, dead, starting, no CDP URL, CDP failure, 
   );
 
   const url = `http://127.0.0.1:${closedPort}`;
-  sb.plant('nocdp', { pid: process.pid, session: 'nocdp', ready: true, cdpUrl: url });
+  sb.plant('nocdp', {
+    pid: process.pid,
+    processStart: startOf(process.pid),
+    session: 'nocdp',
+    ready: true,
+    cdpUrl: url,
+  });
   const failed = await connectAndRead('nocdp');
   assert.ok(failed.error.startsWith(`Failed to connect to session 'nocdp' at ${url}: `), failed.error);
   assert.equal(failed.name, 'ConnectError');

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { sdk, serve, root, runNode, require } from './helpers.mjs';
-import { Sandbox, pageHandler } from './sessions.mjs';
+import { Sandbox, pageHandler, startOf } from './sessions.mjs';
 
 const { AluviaApi, AluviaClient, ApiError } = sdk;
 
@@ -263,7 +263,7 @@ test('connect(): a refused lock directory is a ConnectError; a CDP failure messa
 
     chmodSync(sb.lockDir, 0o700);
     const cdpUrl = `http://127.0.0.1:${closedPort}`;
-    sb.plant('gone', { pid: process.pid, session: 'gone', ready: true, cdpUrl });
+    sb.plant('gone', { pid: process.pid, processStart: startOf(process.pid), session: 'gone', ready: true, cdpUrl });
     const failed = await connectInChild("await connect('gone');", sb.env);
     assert.equal(failed.name, 'ConnectError');
     assert.ok(failed.error.startsWith(`Failed to connect to session 'gone' at ${cdpUrl}: `), failed.error);

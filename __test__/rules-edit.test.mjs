@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readdirSync } from 'node:fs';
 import { sdk, admin } from './helpers.mjs';
-import { Sandbox, alive } from './sessions.mjs';
+import { Sandbox, alive, startOf } from './sessions.mjs';
 
 const API_DELAY_MS = 500;
 
@@ -26,7 +26,13 @@ before(async () => {
   // A session as the daemon leaves it: a live process and its connection.
   holder = spawn('sleep', ['300'], { stdio: 'ignore' });
   mkdirSync(sb.lockDir, { recursive: true, mode: 0o700 });
-  sb.plant('editor', { pid: holder.pid, session: 'editor', connectionId, ready: true });
+  sb.plant('editor', {
+    pid: holder.pid,
+    processStart: startOf(holder.pid),
+    session: 'editor',
+    connectionId,
+    ready: true,
+  });
 });
 
 afterEach(async () => {
@@ -115,7 +121,13 @@ test('set-rules output and errors are as before', async () => {
     () => assert.fail('the connection should not exist'),
     (e) => e,
   );
-  sb.plant('elsewhere', { pid: holder.pid, session: 'elsewhere', connectionId: missing, ready: true });
+  sb.plant('elsewhere', {
+    pid: holder.pid,
+    processStart: startOf(holder.pid),
+    session: 'elsewhere',
+    connectionId: missing,
+    ready: true,
+  });
   const failed = await sb.cli(['session', 'set-rules', 'x.com', '--browser-session', 'elsewhere']);
   assert.equal(failed.code, 1);
   assert.deepEqual(failed.json, { error: apiError.message });

@@ -208,5 +208,13 @@ test('an error that escapes a --run script stops the session with exit 1', async
     lines.some((l) => l.includes('stray error on purpose')),
     sb.log('stray'),
   );
-  for (const l of lines) assert.match(l, /^\[aluvia\] \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S/, l);
+  // The script's output too, line by line (a stack trace's lines keep their indent).
+  for (const l of lines) assert.match(l, /^\[aluvia\] \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z .*\S/, l);
+  assert.ok(
+    !sb
+      .log('stray')
+      .split('\n')
+      .some((l) => l.trim() && !l.startsWith('[aluvia]')),
+    sb.log('stray'),
+  );
 });

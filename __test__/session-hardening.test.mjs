@@ -12,6 +12,7 @@ import {
   chmodSync,
   chownSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   statSync,
@@ -21,7 +22,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { sdk, serve, admin, cliPath, root, throwawayUser, jsonAs } from './helpers.mjs';
-import { Sandbox, alive, eventually, pageHandler } from './sessions.mjs';
+import { Sandbox, alive, eventually, pageHandler, startOf } from './sessions.mjs';
 
 const INVALID_NAME = 'Invalid session name. Use only letters, numbers, hyphens, and underscores.';
 
@@ -48,13 +49,6 @@ after(async () => {
   await site?.close();
   await emu?.stop();
 });
-
-/** A process's start as the lock records it on Linux: boot id and field 22 of its stat. */
-function startOf(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return `${readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()}:${fields[19]}`;
-}
 
 /** Clock ticks since boot, in the unit of a stat's start time (USER_HZ, 100 on Linux). */
 const ticksNow = () => Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 100);
@@ -247,5 +241,194 @@ test("an ordinary user's daemon is not dumpable: its /proc files belong to root"
   } finally {
     user.remove();
     rmSync(home, { recursive: true, force: true });
+  }
+});
+
+/** `{ pid, args }` of the live processes in session `sid` (a daemon leads its own, with its Chromium and script). */
+function inSession(sid) {
+  const out = spawnSync('ps', ['-eo', 'pid=,sid=,args='], { encoding: 'utf8' }).stdout;
+  return out
+    .split('\n')
+    .map((l) => l.trim().match(/^(\d+)\s+(\d+)\s+(.*)$/))
+    .filter((m) => m && Number(m[2]) === sid && alive(Number(m[1])))
+    .map((m) => ({ pid: Number(m[1]), args: m[3] }));
+}
+
+/** What the engine leaves in the temp folder while a session runs (Chromium profiles, scripts' temp folders, Playwright's artifacts). */
+const leftovers = () =>
+  readdirSync(sb.tmp).filter((f) => /^(aluvia-chromium-|aluvia-run-|playwright-artifacts-)/.test(f));
+
+/** `session start` as a child process, not awaited: `{ child, done }` (done resolves its JSON output). */
+function startInBackground(args, cwd = root) {
+  const child = spawn(process.execPath, [cliPath, 'session', 'start', ...args], {
+    cwd,
+    env: { ...process.env, ...sb.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  child.stdout.on('data', (c) => (stdout += c));
+  const done = once(child, 'exit').then(() => JSON.parse(stdout || '{}'));
+  return { child, done };
+}
+
+test('a daemon SIGKILLed at any point of its start leaves no Chromium and nothing the next `session list` does not sweep', async (t) => {
+  if (process.platform !== 'linux') return t.skip('the test reads the process table');
+  const name = 'killed';
+  const handedOver = (cli) => {
+    const lock = sb.readLock(name);
+    return lock && lock.pid !== cli.pid ? lock.pid : null;
+  };
+  const points = [
+    ['once the lock names the daemon', (cli) => handedOver(cli)],
+    ['once its profile folder exists', (cli) => handedOver(cli) && leftovers().length > 0 && handedOver(cli)],
+    [
+      'once its Chromium runs',
+      (cli) => {
+        const pid = handedOver(cli);
+        return pid && inSession(pid).some((p) => /chrom/.test(p.args) && p.pid !== pid) ? pid : null;
+      },
+    ],
+    ['after the early lock write', (cli) => (sb.readLock(name)?.proxyUrl ? handedOver(cli) : null)],
+  ];
+  for (const [when, ready] of points) {
+    const { child, done } = startInBackground([`${site.url}/`, '--browser-session', name]);
+    let pid = null;
+    const deadline = Date.now() + 30_000;
+    while (!pid && Date.now() < deadline && child.exitCode === null) {
+      pid = ready(child);
+      if (!pid) await new Promise((r) => setTimeout(r, 2));
+    }
+    assert.ok(pid, `${when}: the point was reached`);
+    process.kill(pid, 'SIGKILL');
+    t.diagnostic(`${when}: killed with the profile ${sb.readLock(name)?.profileDir ? 'recorded' : 'not recorded'}`);
+    const out = await done;
+    assert.equal(out.error, 'Browser process exited unexpectedly.', `${when}: ${JSON.stringify(out)}`);
+    // Its Chromium dies with it.
+    await eventually(() => inSession(pid).length === 0, { what: `${when}: the daemon's processes to end` });
+    const listed = await sb.cli(['session', 'list']);
+    assert.deepEqual(listed.json, { sessions: [], count: 0 }, when);
+    assert.deepEqual(leftovers(), [], `${when}: swept`);
+    assert.equal(sb.readLock(name), null, when);
+  }
+});
+
+test('a --run script that takes SIGTERM or never yields still gets a graceful close, and leaves nothing behind', async () => {
+  const dir = mkdtempSync(join(sb.tmp, 'scripts-'));
+  const scripts = {
+    // Its own SIGTERM handler, then a loop that never yields.
+    spinning: `process.on('SIGTERM', () => {});\nawait page.title();\nconsole.log('script is running');\nwhile (true) {}\n`,
+    // Its own SIGTERM handler (and SIGINT), waiting forever.
+    waiting: `for (const s of ['SIGTERM', 'SIGINT']) process.on(s, () => console.log('script ignores', s));\nconsole.log('script is running');\nawait new Promise(() => setInterval(() => {}, 1000));\n`,
+  };
+  for (const [name, text] of Object.entries(scripts)) {
+    writeFileSync(join(dir, `${name}.mjs`), text);
+    const started = await sb.cli(
+      ['session', 'start', `${site.url}/`, '--browser-session', name, '--run', `${name}.mjs`],
+      {
+        cwd: dir,
+      },
+    );
+    assert.equal(started.code, 0, started.stdout + started.stderr);
+    const { pid } = started.json;
+    await eventually(() => sb.log(name).includes('script is running'), { what: `the ${name} script to run` });
+    const began = Date.now();
+    const closed = await sb.cli(['session', 'close', '--browser-session', name]);
+    const took = Date.now() - began;
+    assert.equal(closed.json.message, 'Browser session closed.', `${name}: ${closed.stdout}`);
+    assert.ok(took < 5000, `${name}: closed in ${took} ms`);
+    assert.ok(!alive(pid));
+    assert.match(sb.log(name), /stopping \(SIGTERM\)[\s\S]*stopped, exit 0/, name);
+    assert.equal(sb.readLock(name), null, name);
+    await eventually(() => inSession(pid).length === 0, { what: `${name}: its processes to end` });
+    assert.deepEqual(leftovers(), [], name);
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('a lock without processStart (an older version) counts only while its pid is a session daemon', async (t) => {
+  if (process.platform !== 'linux') return t.skip('the test reads /proc');
+  const other = await sleeper();
+  try {
+    const lock = { pid: other.pid, session: 'older', url: `${site.url}/`, cdpUrl: 'http://127.0.0.1:9', ready: true };
+    sb.plant('older', lock);
+    const listed = await sb.cli(['session', 'list']);
+    assert.deepEqual(listed.json, { sessions: [], count: 0 });
+    assert.equal(sb.readLock('older'), null, 'removed as stale');
+
+    sb.plant('older', lock);
+    const closed = await sb.cli(['session', 'close', '--browser-session', 'older']);
+    assert.deepEqual(closed.json, {
+      browserSession: 'older',
+      message: 'Browser process was not running. Lock file cleaned up.',
+    });
+    assert.equal(sb.readLock('older'), null);
+    sb.plant('older', lock);
+    const all = await sb.cli(['session', 'close', '--all']);
+    assert.equal(all.json.error, 'No running browser sessions found.', all.stdout);
+    assert.ok(alive(other.pid), 'the unrelated process was never signalled');
+  } finally {
+    await stop(other);
+  }
+
+  // A real daemon's lock, as an older version wrote it: still its session.
+  const started = await sb.cli(['session', 'start', `${site.url}/`, '--browser-session', 'stripped']);
+  assert.equal(started.code, 0, started.stdout);
+  const { processStart, ...old } = sb.readLock('stripped');
+  assert.ok(processStart);
+  sb.plant('stripped', old);
+  const listed = await sb.cli(['session', 'list']);
+  assert.deepEqual(
+    listed.json.sessions.map((s) => [s.browserSession, s.pid]),
+    [['stripped', started.json.pid]],
+  );
+  const closed = await sb.cli(['session', 'close', '--browser-session', 'stripped']);
+  assert.equal(closed.json.message, 'Browser session closed.', closed.stdout);
+  assert.ok(!alive(started.json.pid));
+  assert.equal(sb.readLock('stripped'), null);
+});
+
+test('what a session was started with is on no command line: URL, name and script reach the daemon on stdin', async (t) => {
+  if (process.platform !== 'linux') return t.skip('the test reads /proc');
+  const marker = `m${Math.random().toString(36).slice(2, 10)}`;
+  const url = `${site.url}/two?token=${marker}url`;
+  const name = `${marker}name`;
+  const dir = mkdtempSync(join(sb.tmp, 'scripts-'));
+  writeFileSync(
+    join(dir, `${marker}script.mjs`),
+    `console.log('script sees', await page.title());\nawait new Promise(() => setInterval(() => {}, 1000));\n`,
+  );
+  const started = await sb.cli(['session', 'start', url, '--browser-session', name, '--run', `${marker}script.mjs`], {
+    cwd: dir,
+  });
+  assert.equal(started.code, 0, started.stdout + started.stderr);
+  const { pid } = started.json;
+  try {
+    await eventually(() => sb.log(name).includes('script sees Second Page'), { what: 'the script to run' });
+    const tree = inSession(pid);
+    assert.ok(tree.length > 2, 'the daemon, its Chromium and its script');
+    for (const p of tree) {
+      const cmdline = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8');
+      assert.ok(!cmdline.includes(marker), `${p.pid}: ${cmdline}`);
+    }
+    const table = spawnSync('ps', ['-eo', 'args='], { encoding: 'utf8' }).stdout;
+    assert.ok(
+      !table.includes(marker),
+      table
+        .split('\n')
+        .filter((l) => l.includes(marker))
+        .join('\n'),
+    );
+    // The session still knows them.
+    const got = await sb.cli(['session', 'get', '--browser-session', name]);
+    assert.equal(got.json.browserSession, name);
+    assert.equal(got.json.startUrl, url);
+    const listed = await sb.cli(['session', 'list']);
+    assert.deepEqual(
+      listed.json.sessions.map((s) => [s.browserSession, s.startUrl]),
+      [[name, url]],
+    );
+  } finally {
+    await sb.cli(['session', 'close', '--browser-session', name]);
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -106,6 +106,18 @@ export function alive(pid) {
   }
 }
 
+/**
+ * What a lock of this version records of process `pid` beyond its pid
+ * (`processStart`): on Linux the boot id and field 22 of its stat. A planted
+ * lock needs it to name a live process (without it, only a session daemon's
+ * command line counts).
+ */
+export function startOf(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return `${readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()}:${fields[19]}`;
+}
+
 /** A pid that is certainly not running. */
 export function deadPid() {
   const child = spawn('true');

@@ -6,7 +6,6 @@
 use aluvia_core::AluviaError;
 use aluvia_core::{daemon, store};
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunction;
 use napi_derive::napi;
 use serde_json::Value;
 
@@ -88,7 +87,9 @@ pub struct BindingDaemonSpawn {
     pub cwd: String,
     /// Default 60000.
     pub ready_timeout_ms: Option<u32>,
-    /// The API key, handed over on the daemon's stdin (`sessionDaemonSecret`).
+    /// Handed over on the daemon's stdin (`sessionDaemonSecret`), never on
+    /// its command line or in its environment: the API key, and what the
+    /// session was started with.
     pub secret: Option<String>,
 }
 
@@ -139,10 +140,19 @@ pub struct BindingSessionDaemon {
     /// here come from the daemon's `ALUVIA_*` environment, and the daemon sets
     /// the browser, polling and detection options itself.
     pub client: BindingClientOptions,
+    /// The `--run` script, if any.
+    pub run: Option<BindingScriptRun>,
 }
 
-/// Called with the CDP URL; resolves to the exit code.
-type ScriptCallback = ThreadsafeFunction<String, Promise<i32>, String, Status, false>;
+/// A `--run` script, run in a child process of the daemon (see `daemon::ScriptRun`).
+#[napi(object)]
+pub struct BindingScriptRun {
+    /// The runner: the program (Node) and its arguments.
+    pub program: String,
+    pub args: Vec<String>,
+    /// The script's absolute path; the runner gets it, and the CDP URL, on its stdin.
+    pub script: String,
+}
 
 /// Where a stop for this process's daemon is requested.
 fn daemon_stop() -> &'static daemon::DaemonStop {
@@ -152,10 +162,10 @@ fn daemon_stop() -> &'static daemon::DaemonStop {
 
 /// The session daemon's whole life (see `daemon::run_daemon`): resolves to
 /// its exit code once it has stopped and removed its lock. SIGTERM and SIGINT
-/// stop it. With `runScript`, that is called with the CDP URL once the
-/// session is ready, and the daemon ends with the code it resolves to.
+/// stop it. With `run`, the script runs in a child process once the session
+/// is ready, and the daemon ends with it (0 when it finished, 1 when it failed).
 #[napi]
-pub async fn session_daemon_run(spec: BindingSessionDaemon, run_script: Option<ScriptCallback>) -> Result<i32> {
+pub async fn session_daemon_run(spec: BindingSessionDaemon) -> Result<i32> {
     let dir = blocking(lock_dir).await?;
     let run = daemon::DaemonRun {
         dir,
@@ -167,26 +177,18 @@ pub async fn session_daemon_run(spec: BindingSessionDaemon, run_script: Option<S
         client: raw_client_options(spec.client),
         handle_signals: true,
     };
-    let script = run_script.map(|callback| -> daemon::Script {
-        Box::new(move |cdp_url| {
-            Box::pin(async move {
-                match callback.call_async(cdp_url).await {
-                    Ok(promise) => promise.await.unwrap_or(1),
-                    Err(_) => 1,
-                }
-            })
-        })
-    });
+    let script = spec.run.map(|r| daemon::ScriptRun { program: r.program.into(), args: r.args, script: r.script });
     Ok(daemon::run_daemon(run, script, daemon_stop().clone()).await)
 }
 
 /// For the session daemon, first thing: makes it non-dumpable, stamps its log
-/// lines with the time, and reads the API key `daemonSpawn` wrote to its stdin
-/// (empty when none came).
+/// lines with the time, and reads what `daemonSpawn` wrote to its stdin (the
+/// CLI sends one JSON line with the API key and the session's spec, which
+/// stay off the daemon's command line and environment; empty when none came).
 #[napi]
 pub fn session_daemon_secret() -> Result<String> {
     aluvia_core::log::stamp_lines();
-    daemon::take_secret().map_err(|e| to_napi(AluviaError::Internal(format!("could not read the API key: {e}"))))
+    daemon::take_secret().map_err(|e| to_napi(AluviaError::Internal(format!("could not read the daemon's input: {e}"))))
 }
 
 /// One line of the session daemon's log, written as the engine writes its own.

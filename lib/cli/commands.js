@@ -134,15 +134,16 @@ function sessionStart(o = {}) {
     for (const [k] of ENV_OPTIONS) if (source[k] !== undefined) env[k] = source[k];
     const spec = { name, url, blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run };
     // The daemon's lock as it was when it became ready (with --run it may be gone by now).
+    // The key and the spec go on its stdin: a command line is every user's to read.
     const { pid, lock } = await mapped(() =>
       native.daemonSpawn({
         name,
         program: process.execPath,
-        args: [DAEMON, JSON.stringify(spec)],
+        args: [DAEMON],
         env,
         cwd,
         readyTimeoutMs: o.readyTimeoutMs,
-        secret: s.apiKey,
+        secret: `${JSON.stringify({ apiKey: s.apiKey, spec })}\n`,
       }),
     );
     return {

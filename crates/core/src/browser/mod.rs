@@ -73,12 +73,17 @@ const PREFERENCES: &str = r#"{"webrtc":{"ip_handling_policy":"disable_non_proxie
 
 fn make_user_data_dir() -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    // Short: Chromium's singleton socket lives under it (in the `TMPDIR` it
-    // gets), and a socket's path has room for about 107 bytes. `create`
-    // fails on the (unlikely) clash of 48 random bits.
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let dir = std::env::temp_dir().join(format!("{PROFILE_DIR_PREFIX}{}", &id[..12]));
-    let made = std::fs::DirBuilder::new().mode(0o700).create(&dir).and_then(|()| {
+    // Named after this process, so that a sweep can tell it was left behind
+    // by a killed owner before any lock file recorded it; short, as
+    // Chromium's singleton socket lives under it (in the `TMPDIR` it gets),
+    // and a socket's path has room for about 107 bytes.
+    let dir = crate::store::create_owned_dir(PROFILE_DIR_PREFIX).map_err(|e| {
+        AluviaError::Internal(format!(
+            "cannot create a Chromium profile directory in {}: {e}",
+            std::env::temp_dir().display()
+        ))
+    })?;
+    let made = (|| -> std::io::Result<()> {
         // WebRTC may use UDP only through a proxy, which an HTTP proxy cannot
         // carry: no STUN or media packet goes around the proxy to reveal the
         // machine's own address. (Chromium takes this from the profile; the
@@ -86,7 +91,7 @@ fn make_user_data_dir() -> Result<PathBuf> {
         let default = dir.join("Default");
         std::fs::DirBuilder::new().mode(0o700).create(&default)?;
         std::fs::write(default.join("Preferences"), PREFERENCES)
-    });
+    })();
     made.map_err(|e| {
         let _ = std::fs::remove_dir_all(&dir);
         AluviaError::Internal(format!("cannot create a Chromium profile directory {}: {e}", dir.display()))

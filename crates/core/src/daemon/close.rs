@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 use crate::error::Result;
-use crate::store::LockDir;
-use crate::store::{terminate, Termination};
+use crate::store::{is_session_daemon, process_start, terminate, Termination};
+use crate::store::{sweep_orphaned_dirs, LockDir};
 use crate::store::{LockData, LockRead};
 use crate::task::off_thread;
 
@@ -45,12 +45,30 @@ async fn read_lock(dir: &LockDir, name: &str) -> Result<Option<LockData>> {
 }
 
 /// Stops the process `lock` names, only while it is that process (see
-/// [`terminate`]), then removes the lock if it still names that pid.
+/// [`terminate`]), then removes the lock if it still names that pid. A lock
+/// without `processStart` (an older version's) names a process only while
+/// its command line is a session daemon's; that process is then held to its
+/// start, so that a pid reused meanwhile is never signalled either.
 async fn stop(dir: &LockDir, name: &str, lock: &LockData, grace: Duration) -> Result<(Termination, bool)> {
     let pid = lock.pid;
-    let termination = terminate(pid, lock.process_start.as_deref(), grace).await?;
+    let start = match &lock.process_start {
+        Some(start) => Some(Some(start.clone())),
+        // The start read between two checks is a daemon's.
+        None if is_session_daemon(pid) => Some(process_start(pid)).filter(|_| is_session_daemon(pid)),
+        None => None,
+    };
+    let termination = match start {
+        Some(start) => terminate(pid, start.as_deref(), grace).await?,
+        None => Termination::NotRunning,
+    };
     let (dir, name) = (dir.clone(), name.to_string());
-    let removed = off_thread(move || dir.remove_if_owned(&name, pid)).await?;
+    let removed = off_thread(move || {
+        let removed = dir.remove_if_owned(&name, pid);
+        // What a killed daemon left in the temp folder (named after it).
+        sweep_orphaned_dirs();
+        removed
+    })
+    .await?;
     Ok((termination, removed))
 }
 
@@ -97,9 +115,10 @@ mod tests {
         let dir = tmp.lock_dir();
         let mut child = tokio::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id().unwrap();
-        dir.write("running", &lock(pid)).unwrap();
+        let running = LockData { process_start: process_start(pid), ..lock(pid) };
+        dir.write("running", &running).unwrap();
         let closed = close_session(&dir, "running", GRACE, HANDOVER_WAIT).await.unwrap();
-        assert_eq!(closed, Closed::Stopped { termination: Termination::Exited, lock: Box::new(lock(pid)) });
+        assert_eq!(closed, Closed::Stopped { termination: Termination::Exited, lock: Box::new(running) });
         assert!(child.wait().await.unwrap().code().is_none(), "ended by a signal");
         assert!(dir.read("running").unwrap().is_none());
 
@@ -127,6 +146,41 @@ mod tests {
         assert!(dir.read("reused").unwrap().is_none(), "the stale lock is removed");
         assert!(child.try_wait().unwrap().is_none(), "the process is left alone");
         child.kill().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lock_without_process_start_names_only_a_session_daemon() {
+        let tmp = TempDir::new("close-old");
+        let dir = tmp.lock_dir();
+        // An older version's lock, whose pid now names something else.
+        let mut other = tokio::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let old = lock(other.id().unwrap());
+        dir.write("old", &old).unwrap();
+        assert!(!old.is_live());
+        let closed = close_session(&dir, "old", GRACE, HANDOVER_WAIT).await.unwrap();
+        assert_eq!(closed, Closed::Stopped { termination: Termination::NotRunning, lock: Box::new(old) });
+        assert!(dir.read("old").unwrap().is_none(), "the stale lock is removed");
+        assert!(other.try_wait().unwrap().is_none(), "the process is left alone");
+        other.kill().await.unwrap();
+
+        // A daemon's command line: stopped.
+        let script = tmp.path().join("lib/cli/daemon.js");
+        std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+        let mut daemon = tokio::process::Command::new("sh")
+            .args(["-c", "sleep 30; true", &script.display().to_string()])
+            .spawn()
+            .unwrap();
+        let old = lock(daemon.id().unwrap());
+        // Once it has exec'd.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !crate::store::is_session_daemon(old.pid) && Instant::now() < deadline {
+            sleep(Duration::from_millis(10)).await;
+        }
+        assert!(old.is_live());
+        dir.write("daemon", &old).unwrap();
+        let closed = close_session(&dir, "daemon", GRACE, HANDOVER_WAIT).await.unwrap();
+        assert_eq!(closed, Closed::Stopped { termination: Termination::Exited, lock: Box::new(old) });
+        assert!(daemon.wait().await.unwrap().code().is_none(), "ended by a signal");
     }
 
     #[tokio::test]

@@ -199,8 +199,9 @@ pub fn prepare_ready_fd() -> io::Result<()> {
     Ok(())
 }
 
-/// The longest secret [`take_secret`] reads.
-const MAX_SECRET: u64 = 64 * 1024;
+/// The longest secret [`take_secret`] reads (the CLI sends the session's
+/// spec along, whose start URL can be as long as an argument can).
+const MAX_SECRET: u64 = 1024 * 1024;
 
 /// For the daemon, first thing: makes this process non-dumpable on Linux (no
 /// core dumps; `/proc/<pid>/environ`, `mem` and ptrace closed to other

@@ -9,11 +9,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::watch;
 
 use super::ready::{prepare_ready_fd, signal_failed, signal_ready};
+use super::script::{ScriptChild, ScriptRun};
 use super::sync::{start_lock_sync, LockSync, Status, TRAFFIC_INTERVAL};
 use crate::api::id_value;
 use crate::client::{Client, ClientOptions, ProxyInfo, RawClientOptions};
@@ -145,9 +145,6 @@ pub fn stop_on_signals(stop: &DaemonStop) -> std::io::Result<()> {
     }
     Ok(())
 }
-
-/// A `--run` script: given the CDP URL, resolves to the daemon's exit code.
-pub type Script = Box<dyn FnOnce(String) -> BoxFuture<'static, i32> + Send>;
 
 /// One line of the daemon's log. The environment holds the API key: never log it.
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -290,8 +287,11 @@ impl Daemon {
 /// that lock) to `session start`; `lastDetection` and `traffic` meanwhile.
 ///
 /// Without `script` it stays until a stop or until the browser disconnects;
-/// with one it runs the script once ready and ends with it.
-pub async fn run_daemon(spec: DaemonRun, script: Option<Script>, stop: DaemonStop) -> i32 {
+/// with one it runs the script once ready, in a child process of its own
+/// ([`ScriptRun`]), and ends with it: 0 when it finished, 1 when it failed.
+/// A stop ends the script (SIGTERM, then SIGKILL) before the browser is
+/// closed, whatever the script does with its signals.
+pub async fn run_daemon(spec: DaemonRun, script: Option<ScriptRun>, stop: DaemonStop) -> i32 {
     crate::log::stamp_lines();
     if let Err(e) = prepare_ready_fd() {
         log(format_args!("warning: {e}"));
@@ -344,9 +344,20 @@ pub async fn run_daemon(spec: DaemonRun, script: Option<Script>, stop: DaemonSto
     log(format_args!("ready: cdp {cdp_url}, proxy {}, connection {connection}", info.url));
 
     let exit = match script {
-        Some(script) => tokio::select! {
-            code = script(cdp_url) => DaemonExit::new(code, "script finished"),
-            exit = stop.requested() => exit,
+        Some(script) => match ScriptChild::start(&script, &cdp_url) {
+            Ok(mut child) => {
+                log(format_args!("running {}", script.script));
+                let exit = tokio::select! {
+                    exit = child.wait() => exit,
+                    exit = stop.requested() => exit,
+                };
+                child.stop().await;
+                exit
+            }
+            Err(e) => {
+                log(format_args!("script failed: could not start its process: {e}"));
+                DaemonExit::new(1, "script failed")
+            }
         },
         None => {
             let browser = daemon.client.browser();

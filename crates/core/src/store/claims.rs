@@ -3,6 +3,7 @@
 
 use super::dir::LockDir;
 use super::naming::{generate_name, validate_session_name, NameState};
+use super::owned::sweep_orphaned_dirs;
 use super::record::{LockData, LockRead};
 use super::session_error::SessionError;
 
@@ -16,11 +17,13 @@ impl LockDir {
     /// process → `NameInUse`, with that process's lock; a
     /// stale or corrupt lock file is replaced. `None` generates a name per the
     /// naming algorithm (a corrupt lock file counts as taken there; a stale one
-    /// is replaced).
+    /// is replaced). Temp folders whose owner is gone are swept first
+    /// ([`sweep_orphaned_dirs`]).
     pub fn claim(&self, requested: Option<&str>, mut initial: LockData) -> Result<String, SessionError> {
         if requested.is_some_and(|name| !validate_session_name(name)) {
             return Err(SessionError::InvalidName {});
         }
+        sweep_orphaned_dirs();
         let _guard = self.lock_exclusive()?;
         let name = match requested {
             Some(name) => name.to_string(),

@@ -89,7 +89,15 @@ mod tests {
         }
         log_aged(&dir, "ancient", MAX_LOG_AGE + minute);
         // A running session's log, older than every other: kept.
-        dir.write("running", &LockData { pid: std::process::id(), ..LockData::default() }).unwrap();
+        dir.write(
+            "running",
+            &LockData {
+                process_start: crate::store::process_start(std::process::id()),
+                pid: std::process::id(),
+                ..LockData::default()
+            },
+        )
+        .unwrap();
         log_aged(&dir, "running", MAX_LOG_AGE * 2);
         // A session whose process is gone counts as ended.
         dir.write("dead", &LockData { pid: dead_pid(), ..LockData::default() }).unwrap();

@@ -13,6 +13,9 @@
 //!   old logs; `rules_lock.rs`: [`LockDir::lock_rules`] takes the
 //!   per-connection `rules-{id}.lock` that serializes rule edits on this
 //!   machine.
+//! - `owned.rs`: temp folders named after their owner process (Chromium
+//!   profiles, `--run` scripts' temp folders), and the sweep of those whose
+//!   owner is gone.
 //! - [`generate_name`] and [`validate_session_name`] implement the naming rules.
 //! - [`is_process_alive`] and [`terminate`] deal with the processes a record
 //!   names; [`resolve_session`] finds the session a command means.
@@ -26,6 +29,7 @@ mod dir;
 mod io;
 mod logs;
 mod naming;
+mod owned;
 mod process;
 mod record;
 mod resolve;
@@ -41,8 +45,10 @@ pub use naming::{
     generate_name, validate_session_name, NameState, ADJECTIVES, INVALID_NAME_MESSAGE, MAX_NAME_ATTEMPTS, MAX_NAME_LEN,
     NOUNS,
 };
+pub use owned::{create_owned_dir, sweep_orphaned_dirs, RUN_DIR_PREFIX};
 pub use process::{
-    is_process_alive, is_recorded_process, process_start, terminate, Termination, DEFAULT_GRACE, POLL_INTERVAL,
+    is_process_alive, is_recorded_process, is_session_daemon, process_start, terminate, Termination, DEFAULT_GRACE,
+    POLL_INTERVAL,
 };
 pub use record::{parse_lock, LockData, LockRead, PROFILE_DIR_PREFIX};
 pub use resolve::{resolve_session, Purpose};

@@ -87,6 +87,38 @@ pub fn is_recorded_process(pid: u32, start: Option<&str>) -> bool {
     is_process_alive(pid) && start.is_none_or(|recorded| process_start(pid).as_deref() == Some(recorded))
 }
 
+/// How the session daemon's script is named on its command line (`node
+/// …/lib/cli/daemon.js`, in this version and the older ones).
+const DAEMON_SCRIPT: &str = "cli/daemon.js";
+
+/// Whether `pid`'s command line is an aluvia session daemon's: one of its
+/// arguments is the daemon's script. What counts for a lock written without
+/// [`process_start`] (an older version), whose pid alone may by now name any
+/// process. `false` when the command line cannot be read.
+pub fn is_session_daemon(pid: u32) -> bool {
+    let is_daemon_script = |arg: &str| arg == DAEMON_SCRIPT || arg.ends_with(&format!("/{DAEMON_SCRIPT}"));
+    command_line(pid).is_some_and(|args| args.iter().skip(1).any(|a| is_daemon_script(a)))
+}
+
+#[cfg(target_os = "linux")]
+fn command_line(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{}/cmdline", to_pid(pid)?)).ok()?;
+    Some(raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn command_line(pid: u32) -> Option<Vec<String>> {
+    // `ps` joins the arguments with spaces: good enough to find the script's path.
+    let out = std::process::Command::new("ps")
+        .args(["-ww", "-o", "command=", "-p", &to_pid(pid)?.to_string()])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let args: Vec<String> = text.split_whitespace().map(String::from).collect();
+    (!args.is_empty()).then_some(args)
+}
+
 /// How [`terminate`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Termination {

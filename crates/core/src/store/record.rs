@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::process::{is_recorded_process, process_start};
+use super::process::{is_recorded_process, is_session_daemon, process_start};
 
 /// How the name of every Chromium profile directory the engine creates starts
 /// (stale-session cleanup removes only directories named like this).
@@ -54,10 +54,12 @@ pub struct LockData {
 }
 
 impl LockData {
-    /// Whether the process this lock names is running: its pid is alive and,
-    /// when the lock records `processStart`, still that process.
+    /// Whether the process this lock names is running: its pid is alive and
+    /// still that process (`processStart`); a lock without `processStart` (an
+    /// older version's) only while the pid's command line is a session daemon's.
     pub fn is_live(&self) -> bool {
         is_recorded_process(self.pid, self.process_start.as_deref())
+            && (self.process_start.is_some() || is_session_daemon(self.pid))
     }
 
     /// Names this process, with its `processStart`.

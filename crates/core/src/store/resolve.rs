@@ -119,14 +119,24 @@ mod tests {
         );
         assert_eq!(r(Some("x"), Purpose::Get).unwrap_err(), r#"{"error":"No session found with name 'x'."}"#);
 
-        dir.write("a", &LockData { pid: me, session: Some("a".into()), ..LockData::default() }).unwrap();
+        dir.write(
+            "a",
+            &LockData {
+                pid: me,
+                process_start: crate::store::process_start(me),
+                session: Some("a".into()),
+                ..LockData::default()
+            },
+        )
+        .unwrap();
         assert_eq!(r(None, Purpose::Get).unwrap().pid, me);
         assert_eq!(r(None, Purpose::Connect).unwrap_err(), "Session 'a' is still starting up. Try again shortly.");
         assert!(r(Some("a"), Purpose::Update).unwrap_err().contains("has no connection ID"));
         dir.update_owned("a", me, |l| l.ready = Some(true)).unwrap();
         assert_eq!(r(Some("a"), Purpose::Connect).unwrap_err(), "Session 'a' has no CDP URL.");
 
-        dir.write("b", &LockData { pid: me, ..LockData::default() }).unwrap();
+        dir.write("b", &LockData { pid: me, process_start: crate::store::process_start(me), ..LockData::default() })
+            .unwrap();
         assert_eq!(
             r(None, Purpose::Close).unwrap_err(),
             r#"{"error":"Multiple sessions running. Specify --browser-session <name> or --all.","browserSessions":["a","b"]}"#

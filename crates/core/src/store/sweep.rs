@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::dir::LockDir;
 use super::io::{check_name, TMP_PREFIX, TMP_SUFFIX};
+use super::owned::sweep_orphaned_dirs;
 use super::process::is_process_alive;
 use super::record::{LockData, LockRead, PROFILE_DIR_PREFIX};
 use crate::error::Result;
@@ -54,12 +55,15 @@ impl LockDir {
     /// files are returned as `(name, reason)` and left in place.
     ///
     /// The Chromium profiles that dead daemons left behind are removed too,
-    /// after the directory lock is released (a large profile takes a while).
+    /// after the directory lock is released (a large profile takes a while),
+    /// and so are the temp folders of ours whose owner is gone
+    /// ([`sweep_orphaned_dirs`]).
     pub fn live_sessions(&self) -> Result<LiveSessions> {
         let (found, stale_profiles) = self.sweep()?;
         for profile in stale_profiles {
             let _ = fs::remove_dir_all(profile);
         }
+        sweep_orphaned_dirs();
         Ok(found)
     }
 

@@ -15,9 +15,11 @@ fn mode_of(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap().mode() & 0o7777
 }
 
+/// An early lock of this version (with `processStart` when `pid` runs).
 fn early(pid: u32) -> LockData {
     LockData {
         pid,
+        process_start: crate::store::process_start(pid),
         proxy_url: Some("http://127.0.0.1:54321".into()),
         block_detection: Some(true),
         auto_unblock: Some(false),
