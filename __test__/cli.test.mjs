@@ -3,7 +3,17 @@
 // private TMPDIR and is closed in after().
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, mkdirSync, chmodSync, chownSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  writeFileSync,
+  mkdirSync,
+  chmodSync,
+  chownSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { sdk, serve, admin, root, closedPort } from './helpers.mjs';
 import { Sandbox, processes, descendants, alive, eventually, deadPid, pageHandler, startOf } from './sessions.mjs';
@@ -350,7 +360,6 @@ test('a session: start, list, get, rotate-ip, set-geo, set-rules, name in use, a
   assert.equal(lock.ready, true);
   assert.equal(lock.url, `${site.url}/`);
   assert.match(lock.proxyUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
-  const { statSync } = await import('node:fs');
   assert.equal(statSync(sb.lockPath('alpha')).mode & 0o777, 0o600);
   assert.equal(statSync(sb.lockDir).mode & 0o777, 0o700);
   assert.equal(statSync(sb.logPath('alpha')).mode & 0o777, 0o600);
@@ -538,7 +547,7 @@ test('a lock directory with a wrong mode is refused', async () => {
   }
 });
 
-test('a lock directory owned by another user is refused', {
+test("another user's lock directory sends this user to its own; another user's at that name too is refused", {
   skip: process.getuid?.() !== 0 && 'needs root to give the lock directory to another user',
 }, async () => {
   const bad = new Sandbox(emu, 'cli-owner');
@@ -546,9 +555,16 @@ test('a lock directory owned by another user is refused', {
     mkdirSync(bad.lockDir, { mode: 0o700 });
     chmodSync(bad.lockDir, 0o700);
     chownSync(bad.lockDir, 65534, 65534);
+    const own = join(bad.tmp, `aluvia-sdk-${process.getuid()}`);
+    const listed = await bad.cli(['session', 'list']);
+    assert.equal(listed.code, 0, listed.stdout);
+    assert.deepEqual(listed.json, { sessions: [], count: 0 });
+    assert.equal(statSync(own).mode & 0o7777, 0o700);
+    chownSync(own, 65534, 65534);
     const r = await bad.cli(['session', 'list']);
     assert.equal(r.code, 1);
     assert.match(r.json.error, /owned by uid 65534/);
+    assert.ok(r.json.error.includes(own), r.json.error);
   } finally {
     rmSync(bad.tmp, { recursive: true, force: true });
   }
