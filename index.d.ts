@@ -6,6 +6,8 @@ import type { Agent as HttpsAgent } from 'node:https';
 // ------------------------------------------------------------------ options
 
 export type GatewayProtocol = 'http' | 'https';
+/** Ours: which Chromium a browser session runs. */
+export type BrowserKind = 'chromium' | 'headless-shell';
 export type LogLevel = 'silent' | 'info' | 'debug';
 
 /**
@@ -40,6 +42,14 @@ export type AluviaClientOptions = {
   startPlaywright?: boolean;
   /** Only with startPlaywright. Default true. */
   headless?: boolean;
+  /**
+   * Ours, only with startPlaywright: which Chromium. `'chromium'` (default) is
+   * the full browser in its new headless mode; `'headless-shell'` is
+   * Chromium's headless shell (about half the start time and memory, but
+   * the old headless mode, easier for fingerprinting scripts to tell apart;
+   * never headful). Default: `ALUVIA_BROWSER`, else `'chromium'`.
+   */
+  browser?: BrowserKind;
   /**
    * Ours, only with startPlaywright: public-key pins (base64 SHA-256 of a
    * certificate's SubjectPublicKeyInfo) whose certificates Chromium accepts
@@ -156,6 +166,8 @@ export type AluviaClientConnection = {
    * uses the host's network.
    */
   browserIsolation?: 'namespace' | 'none';
+  /** Ours, with startPlaywright: which browser runs (`browser` is Playwright's Browser). */
+  browserInfo?: { kind: BrowserKind; version: string };
   close(): Promise<void>;
   stop(): Promise<void>;
 };

@@ -295,7 +295,7 @@ test('a session daemon takes the key from the config file alone', { timeout: 60_
     ALUVIA_GATEWAY_HOST: emu.gatewayHost,
     ALUVIA_GATEWAY_PORT: String(emu.gatewayPort),
     // Chromium is found from the real HOME; the test's HOME is empty.
-    ALUVIA_CHROMIUM_PATH: native.chromiumPath(),
+    ALUVIA_CHROMIUM_PATH: native.sessionBrowser(null, null, false).path,
   });
   try {
     const started = await cli(['session', 'start', `${site.url}/`, '--browser-session', 'from-file'], env);

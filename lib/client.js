@@ -79,6 +79,8 @@ class AluviaClient {
         closePagesSurely(browser);
         connection.cdpUrl = info.cdpUrl;
         connection.browserIsolation = info.browserIsolation;
+        // Ours: which browser runs (`browser` is Playwright's Browser).
+        connection.browserInfo = info.browser;
       } catch (err) {
         await mapped(() => this._native.closeBrowser());
         await mapped(() => this._native.stop());

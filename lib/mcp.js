@@ -70,6 +70,10 @@ function schemaError(tool, args) {
       const list = known.length ? ` Known parameters: ${known.join(', ')}.` : ' This tool takes no parameters.';
       return `Unknown parameter: '${key}'.${list}`;
     }
+    if (schema.enum && !schema.enum.includes(value)) {
+      const allowed = schema.enum.map((v) => `'${v}'`).join(' or ');
+      return `Invalid parameter '${key}': expected ${allowed}, got ${JSON.stringify(value)}.`;
+    }
     const ok =
       schema.type === 'integer'
         ? Number.isSafeInteger(value) && (schema.minimum === undefined || value >= schema.minimum)

@@ -33,6 +33,7 @@ const CLIENT_OPTIONS = {
   logLevel: 'string',
   startPlaywright: 'boolean',
   headless: 'boolean',
+  browser: 'string',
   trustSpki: 'strings',
   blockDetection: 'object',
 };

@@ -197,7 +197,8 @@ async function cliStoryIn(home) {
     ...process.env,
     HOME: home,
     // Chromium is looked up before HOME changes.
-    ALUVIA_CHROMIUM_PATH: process.env.ALUVIA_CHROMIUM_PATH || require('../lib/native.js').chromiumPath(),
+    ALUVIA_CHROMIUM_PATH:
+      process.env.ALUVIA_CHROMIUM_PATH || require('../lib/native.js').sessionBrowser(null, null, false).path,
     ALUVIA_API_BASE_URL: emu.apiBaseUrl,
     ALUVIA_GATEWAY_HOST: emu.gatewayHost,
     ALUVIA_GATEWAY_PORT: String(emu.gatewayPort),

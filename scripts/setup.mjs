@@ -53,6 +53,14 @@ const chromiumKnown =
 if (!chromiumKnown && !aptInstall(['chromium'])) {
   log('Chromium not found; browser features need it (set ALUVIA_CHROMIUM_PATH or install chromium)');
 }
+// The second browser kind (`browser: 'headless-shell'`), from the same source.
+const shellKnown =
+  ['/usr/lib/chromium/chromium-headless-shell'].some((p) => existsSync(p)) || hasCommand('chromium-headless-shell');
+if (!shellKnown && !aptInstall(['chromium-headless-shell'])) {
+  log(
+    "Chromium's headless shell not found; the headless-shell browser kind needs it (apt-get install chromium-headless-shell)",
+  );
+}
 if (release) {
   const missing = ['wrk', 'curl'].filter((cmd) => !hasCommand(cmd));
   if (missing.length && !aptInstall(missing)) {

@@ -29,4 +29,31 @@ const files = only.length
       .sort()
       .map((f) => join('__test__', f));
 ok = run(process.execPath, ['--test', '--test-concurrency=1', ...files]) && ok;
+
+// The browser tests once more with the other browser kind (ALUVIA_BROWSER
+// reaches in-process clients, the CLI and its daemons alike).
+const SHELL_FILES = [
+  'browser.test.mjs',
+  'connect.test.mjs',
+  'detection-vendors.test.mjs',
+  'https.test.mjs',
+  'isolation.test.mjs',
+  'owner-only.test.mjs',
+  'session-daemon.test.mjs',
+];
+if (only.length === 0) {
+  const probe = spawnSync(
+    process.execPath,
+    ['-e', "require('./lib/native.js').sessionBrowser('headless-shell', null, false)"],
+    { cwd: root, stdio: 'ignore' },
+  );
+  if (probe.status === 0) {
+    process.env.ALUVIA_BROWSER = 'headless-shell';
+    process.stdout.write('\n# the browser tests again, with ALUVIA_BROWSER=headless-shell\n');
+    ok =
+      run(process.execPath, ['--test', '--test-concurrency=1', ...SHELL_FILES.map((f) => join('__test__', f))]) && ok;
+  } else {
+    process.stdout.write("\n# skipped: the headless-shell pass (Chromium's headless shell is not installed)\n");
+  }
+}
 process.exit(ok ? 0 : 1);

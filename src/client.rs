@@ -26,6 +26,8 @@ pub struct BindingClientOptions {
     pub log_level: Option<String>,
     pub start_playwright: Option<bool>,
     pub headless: Option<bool>,
+    /// `chromium` (default) or `headless-shell`.
+    pub browser: Option<String>,
     pub trust_spki: Option<Vec<String>>,
     /// `blockDetection` without `onDetection`.
     pub block_detection: Option<Value>,
@@ -38,6 +40,14 @@ pub struct BindingProxyInfo {
     pub url: String,
     pub cdp_url: Option<String>,
     pub browser_isolation: Option<String>,
+    pub browser: Option<BindingBrowserInfo>,
+}
+
+/// Which browser runs: `{ kind, version }`.
+#[napi(object)]
+pub struct BindingBrowserInfo {
+    pub kind: String,
+    pub version: String,
 }
 
 pub(crate) fn raw_client_options(options: BindingClientOptions) -> RawClientOptions {
@@ -58,6 +68,7 @@ pub(crate) fn raw_client_options(options: BindingClientOptions) -> RawClientOpti
         log_level: options.log_level,
         start_playwright: options.start_playwright,
         headless: options.headless,
+        browser: options.browser,
         trust_spki: options.trust_spki,
         block_detection: options.block_detection,
     }
@@ -88,6 +99,7 @@ impl BindingClient {
             url: info.url,
             cdp_url: info.cdp_url,
             browser_isolation: info.browser_isolation.map(str::to_string),
+            browser: info.browser.map(|b| BindingBrowserInfo { kind: b.kind.as_str().to_string(), version: b.version }),
         })
     }
 

@@ -70,11 +70,22 @@ pub async fn session_claim(name: Option<String>, initial: Value) -> Result<Strin
     .await
 }
 
-/// The Chromium a browser session would start (see
-/// `browser::launch::find_chromium`), or the error that session would fail with.
+/// The browser a `session start` would run: the kind its `--browser` flag (or
+/// `ALUVIA_BROWSER`, `env`) asks for and the executable found for it, or the
+/// error that session would fail with.
 #[napi]
-pub fn chromium_path() -> Result<String> {
-    aluvia_core::browser::launch::find_chromium().map(|p| p.display().to_string()).map_err(to_napi)
+pub fn session_browser(flag: Option<String>, env: Option<String>, headful: bool) -> Result<BindingBrowserChoice> {
+    use aluvia_core::browser::launch::{choose_kind, find_chromium};
+    let kind = choose_kind(flag.as_deref(), "--browser", env.as_deref(), headful).map_err(to_napi)?;
+    let path = find_chromium(kind).map_err(to_napi)?;
+    Ok(BindingBrowserChoice { kind: kind.as_str().to_string(), path: path.display().to_string() })
+}
+
+#[napi(object)]
+pub struct BindingBrowserChoice {
+    /// `chromium` or `headless-shell`.
+    pub kind: String,
+    pub path: String,
 }
 
 #[napi(object)]

@@ -71,6 +71,8 @@ function listFields(lock) {
     connectionId: lock.connectionId ?? null,
     blockDetection: lock.blockDetection ?? null,
     autoUnblock: lock.autoUnblock ?? null,
+    // Ours: which browser runs, `{kind, version}`.
+    browser: lock.browser ?? null,
   };
 }
 
@@ -126,13 +128,19 @@ function sessionStart(o = {}) {
     const cwd = o.cwd ?? process.cwd();
     const run = o.run === undefined ? undefined : scriptPath(String(o.run), cwd);
     // A Chromium that cannot be found fails here, not in the daemon.
-    mapped(() => native.chromiumPath());
+    const source = o.env ?? process.env;
+    const browser = mapped(() =>
+      native.sessionBrowser(
+        o.browser === undefined ? null : String(o.browser),
+        source.ALUVIA_BROWSER ?? null,
+        Boolean(o.headful),
+      ),
+    ).kind;
     const requested = o.browserSession === undefined ? null : String(o.browserSession);
     const name = await mapped(() => native.sessionClaim(requested, { pid: 0, blockDetection, autoUnblock }));
     const env = {};
-    const source = o.env ?? process.env;
     for (const [k] of ENV_OPTIONS) if (source[k] !== undefined) env[k] = source[k];
-    const spec = { name, url, blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run };
+    const spec = { name, url, blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run, browser };
     // The daemon's lock as it was when it became ready (with --run it may be gone by now).
     // The key and the spec go on its stdin: a command line is every user's to read.
     const { pid, lock } = await mapped(() =>

@@ -43,7 +43,7 @@ async function main() {
       headful: spec.headful,
       blockDetection: spec.blockDetection,
       autoUnblock: spec.autoUnblock,
-      client: { apiKey: key, connectionId: spec.connectionId },
+      client: { apiKey: key, connectionId: spec.connectionId, browser: spec.browser },
       run: spec.run ? { program: process.execPath, args: [RUNNER], script: spec.run } : undefined,
     }),
   );

@@ -51,6 +51,15 @@ const COMMANDS = [
         tool: false,
       }),
       flag('headful', 'Show the browser window (needs a display)'),
+      flag(
+        'browser',
+        'Which Chromium: chromium (default; the full browser, new headless) or headless-shell (half the memory, older headless mode)',
+        {
+          value: '<kind>',
+          schema: { type: 'string', enum: ['chromium', 'headless-shell'] },
+          tool: "Which Chromium: 'chromium' (default) or 'headless-shell' (lighter, easier to fingerprint)",
+        },
+      ),
       flag('browser-session', 'Name the session (default: a generated adjective-noun)', {
         value: '<name>',
         tool: 'Name for the session (letters, numbers, hyphens, underscores)',
@@ -240,6 +249,7 @@ const ENV_OPTIONS = [
   ['ALUVIA_GATEWAY_PORT', 'gatewayPort'],
   ['ALUVIA_GATEWAY_PROTOCOL', 'gatewayProtocol'],
   ['ALUVIA_TRUST_SPKI', 'trustSpki'],
+  ['ALUVIA_BROWSER', 'browser'],
 ];
 
 /** `session start <url>`: how a command is written in help. */

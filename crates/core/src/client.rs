@@ -7,7 +7,8 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::api::ApiClient;
-use crate::browser::{BrowserOptions, BrowserSession, DetectionSink, UnblockAction};
+use crate::browser::launch::{BrowserKind, BROWSER_VAR};
+use crate::browser::{BrowserInfo, BrowserOptions, BrowserSession, DetectionSink, UnblockAction};
 use crate::config::{new_handle, port_number, port_text, GatewayConfig, GatewayProtocol};
 use crate::control::ControlPlane;
 use crate::detection::DetectionConfig;
@@ -36,6 +37,8 @@ pub struct RawClientOptions {
     pub log_level: Option<String>,
     pub start_playwright: Option<bool>,
     pub headless: Option<bool>,
+    /// `chromium` or `headless-shell` (else [`BROWSER_VAR`], else `chromium`).
+    pub browser: Option<String>,
     /// Public-key pins (base64 SHA-256 of a SubjectPublicKeyInfo) whose
     /// certificates the browser accepts without a trusted CA.
     pub trust_spki: Option<Vec<String>>,
@@ -63,6 +66,7 @@ pub struct ClientOptions {
     pub log_level: Level,
     pub start_browser: bool,
     pub headless: bool,
+    pub browser: BrowserKind,
     pub trust_spki: Vec<String>,
     pub detection: DetectionConfig,
 }
@@ -81,6 +85,7 @@ debug_without_secrets!(RawClientOptions {
     log_level,
     start_playwright,
     headless,
+    browser,
     trust_spki,
     block_detection
 });
@@ -178,7 +183,14 @@ impl RawClientOptions {
             }
             (pins, _) => pins,
         };
-        Ok(RawClientOptions { api_base_url, gateway_host, gateway_protocol, gateway_port, trust_spki, ..self })
+        let browser = match (self.browser, var(BROWSER_VAR)) {
+            (None, Some(kind)) => {
+                BrowserKind::parse(&kind).ok_or_else(|| BrowserKind::invalid(BROWSER_VAR, &kind))?;
+                Some(kind)
+            }
+            (kind, _) => kind,
+        };
+        Ok(RawClientOptions { api_base_url, gateway_host, gateway_protocol, gateway_port, trust_spki, browser, ..self })
     }
 }
 
@@ -285,6 +297,13 @@ impl ClientOptions {
                 ))
             })?,
         };
+        // The option, else ALUVIA_BROWSER (for in-process clients too).
+        let env = std::env::var(BROWSER_VAR).ok();
+        let browser = crate::browser::launch::choose_kind(raw.browser.as_deref(), "browser", env.as_deref(), false)?;
+        let headless = raw.headless.unwrap_or(true);
+        if browser == BrowserKind::HeadlessShell && !headless {
+            return Err(crate::browser::launch::headful_shell());
+        }
         Ok(ClientOptions {
             api_key,
             connection_id,
@@ -298,7 +317,8 @@ impl ClientOptions {
             local_port: port("localPort", raw.local_port)?,
             log_level,
             start_browser: raw.start_playwright.unwrap_or(false),
-            headless: raw.headless.unwrap_or(true),
+            headless,
+            browser,
             trust_spki: spki_pins(raw.trust_spki)?,
             detection: match raw.block_detection {
                 None | Some(serde_json::Value::Null) => DetectionConfig::default(),
@@ -319,6 +339,8 @@ pub struct ProxyInfo {
     pub cdp_url: Option<String>,
     /// With a browser: `"namespace"` or `"none"` (see `BrowserSession::isolation`).
     pub browser_isolation: Option<&'static str>,
+    /// With a browser: its kind and version.
+    pub browser: Option<BrowserInfo>,
 }
 
 pub struct Client {
@@ -374,6 +396,7 @@ impl Client {
             let launched = BrowserSession::launch(BrowserOptions {
                 proxy_url: format!("http://{}", proxy.local_addr()),
                 headless: self.options.headless,
+                kind: self.options.browser,
                 trust_spki: self.options.trust_spki.clone(),
                 detection: self.options.detection.clone(),
                 sink: self.sink.lock().ok().and_then(|s| s.clone()),
@@ -468,6 +491,7 @@ fn info(proxy: &ProxyServer, browser: Option<&BrowserSession>) -> ProxyInfo {
         url: format!("http://127.0.0.1:{port}"),
         cdp_url: browser.map(|b| b.cdp_url().to_string()),
         browser_isolation: browser.map(BrowserSession::isolation),
+        browser: browser.map(|b| b.info().clone()),
     }
 }
 

@@ -17,9 +17,75 @@ use crate::error::{AluviaError, Result};
 use crate::log::Logger;
 use crate::proxy::ControlPort;
 
-/// Where we look for Chromium, in order. Each entry names the place as the
-/// error message will show it.
-pub fn candidates() -> Vec<(String, Option<PathBuf>)> {
+/// Which Chromium runs a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BrowserKind {
+    /// The full browser in its new headless mode: what sites see as Chrome.
+    #[default]
+    Chromium,
+    /// Chromium's headless shell (the old headless mode): half the start
+    /// time and memory, told apart more easily by fingerprinting scripts.
+    HeadlessShell,
+}
+
+/// The variable that chooses the kind where no option does.
+pub const BROWSER_VAR: &str = "ALUVIA_BROWSER";
+
+impl BrowserKind {
+    /// `chromium` or `headless-shell`.
+    pub fn parse(text: &str) -> Option<BrowserKind> {
+        match text.trim() {
+            "chromium" => Some(BrowserKind::Chromium),
+            "headless-shell" => Some(BrowserKind::HeadlessShell),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrowserKind::Chromium => "chromium",
+            BrowserKind::HeadlessShell => "headless-shell",
+        }
+    }
+
+    /// The error for a value that names no kind; `name` is the option, flag
+    /// or variable it came from.
+    pub fn invalid(name: &str, text: &str) -> AluviaError {
+        AluviaError::OutOfRange(format!(
+            "{name} must be 'chromium' or 'headless-shell', got '{}'",
+            crate::text::sanitize_to(text, 40)
+        ))
+    }
+}
+
+/// The kind a session asks for: `flag` (named `flag_name` in errors), else
+/// the value of [`BROWSER_VAR`], else `chromium`; refused with `headful` for
+/// the headless shell.
+pub fn choose_kind(flag: Option<&str>, flag_name: &str, env: Option<&str>, headful: bool) -> Result<BrowserKind> {
+    let kind = match (flag, env.filter(|v| !v.is_empty())) {
+        (Some(text), _) => BrowserKind::parse(text).ok_or_else(|| BrowserKind::invalid(flag_name, text))?,
+        (None, Some(text)) => BrowserKind::parse(text).ok_or_else(|| BrowserKind::invalid(BROWSER_VAR, text))?,
+        (None, None) => BrowserKind::default(),
+    };
+    if kind == BrowserKind::HeadlessShell && headful {
+        return Err(headful_shell());
+    }
+    Ok(kind)
+}
+
+/// The headless shell with a window asked for.
+pub fn headful_shell() -> AluviaError {
+    AluviaError::Invalid(
+        "The headless-shell browser has no window: it cannot run headful. Use browser 'chromium' for a visible browser."
+            .into(),
+    )
+}
+
+/// Where we look for a browser of `kind`, in order. Each entry names the
+/// place as the error message will show it. `ALUVIA_CHROMIUM_PATH` overrides
+/// either kind.
+pub fn candidates(kind: BrowserKind) -> Vec<(String, Option<PathBuf>)> {
     let mut out = Vec::new();
     let env = std::env::var_os("ALUVIA_CHROMIUM_PATH").filter(|v| !v.is_empty());
     out.push(("ALUVIA_CHROMIUM_PATH".to_string(), env.map(PathBuf::from)));
@@ -27,29 +93,60 @@ pub fn candidates() -> Vec<(String, Option<PathBuf>)> {
         .filter(|v| !v.is_empty() && v != "0")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ms-playwright")));
-    if let Some(root) = pw_root {
-        out.push((format!("Playwright's Chromium in {}", root.display()), playwright_chromium(&root)));
-    }
-    out.push(("/usr/bin/chromium".to_string(), Some(PathBuf::from("/usr/bin/chromium"))));
-    for name in ["chromium-browser", "google-chrome"] {
-        out.push((format!("{name} on PATH"), which(name)));
+    match kind {
+        BrowserKind::Chromium => {
+            if let Some(root) = pw_root {
+                out.push((format!("Playwright's Chromium in {}", root.display()), playwright_chromium(&root)));
+            }
+            out.push(("/usr/bin/chromium".to_string(), Some(PathBuf::from("/usr/bin/chromium"))));
+            for name in ["chromium-browser", "google-chrome"] {
+                out.push((format!("{name} on PATH"), which(name)));
+            }
+        }
+        BrowserKind::HeadlessShell => {
+            if let Some(root) = pw_root {
+                out.push((format!("Playwright's headless shell in {}", root.display()), playwright_shell(&root)));
+            }
+            let debian = "/usr/lib/chromium/chromium-headless-shell";
+            out.push((debian.to_string(), Some(PathBuf::from(debian))));
+            for name in ["chromium-headless-shell", "chrome-headless-shell"] {
+                out.push((format!("{name} on PATH"), which(name)));
+            }
+        }
     }
     out
 }
 
-fn playwright_chromium(root: &Path) -> Option<PathBuf> {
+/// The newest `{prefix}*` folder under `root` holding one of `paths`.
+fn playwright_browser(root: &Path, prefix: &str, paths: &[&str]) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("chromium-")))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
         .collect();
     dirs.sort();
-    dirs.into_iter().rev().find_map(|d| {
-        ["chrome-linux/chrome", "chrome-linux64/chrome", "chrome-mac/Chromium.app/Contents/MacOS/Chromium"]
-            .iter()
-            .map(|rel| d.join(rel))
-            .find(|p| is_executable(p))
-    })
+    dirs.into_iter().rev().find_map(|d| paths.iter().map(|rel| d.join(rel)).find(|p| is_executable(p)))
+}
+
+fn playwright_chromium(root: &Path) -> Option<PathBuf> {
+    playwright_browser(
+        root,
+        "chromium-",
+        &["chrome-linux/chrome", "chrome-linux64/chrome", "chrome-mac/Chromium.app/Contents/MacOS/Chromium"],
+    )
+}
+
+fn playwright_shell(root: &Path) -> Option<PathBuf> {
+    playwright_browser(
+        root,
+        "chromium_headless_shell-",
+        &[
+            "chrome-headless-shell-linux64/chrome-headless-shell",
+            "chrome-linux/headless_shell",
+            "chrome-headless-shell-mac-x64/chrome-headless-shell",
+            "chrome-headless-shell-mac-arm64/chrome-headless-shell",
+        ],
+    )
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -62,11 +159,11 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
-/// The first Chromium found, or one error naming every place looked at. An
-/// `ALUVIA_CHROMIUM_PATH` that is set must name an executable file: a wrong
-/// one is an error, never a silent fall-back to another Chromium.
-pub fn find_chromium() -> Result<PathBuf> {
-    let list = candidates();
+/// The first browser of `kind` found, or one error naming every place looked
+/// at. An `ALUVIA_CHROMIUM_PATH` that is set must name an executable file: a
+/// wrong one is an error, never a silent fall-back to another Chromium.
+pub fn find_chromium(kind: BrowserKind) -> Result<PathBuf> {
+    let list = candidates(kind);
     if let Some((_, Some(p))) = list.first() {
         if !is_executable(p) {
             let what = if p.exists() { "is not an executable file" } else { "does not exist" };
@@ -84,10 +181,16 @@ pub fn find_chromium() -> Result<PathBuf> {
         }
     }
     let looked: Vec<String> = list.into_iter().map(|(name, _)| name).collect();
-    Err(AluviaError::Internal(format!(
-        "Chromium was not found. Looked at: {}. Install Chromium (on Debian: apt-get install chromium) or set ALUVIA_CHROMIUM_PATH.",
-        looked.join(", ")
-    )))
+    Err(AluviaError::Internal(match kind {
+        BrowserKind::Chromium => format!(
+            "Chromium was not found. Looked at: {}. Install Chromium (on Debian: apt-get install chromium) or set ALUVIA_CHROMIUM_PATH.",
+            looked.join(", ")
+        ),
+        BrowserKind::HeadlessShell => format!(
+            "Chromium's headless shell was not found. Looked at: {}. Install it (on Debian: apt-get install chromium-headless-shell) or set ALUVIA_CHROMIUM_PATH.",
+            looked.join(", ")
+        ),
+    }))
 }
 
 pub struct LaunchOptions {
@@ -98,6 +201,7 @@ pub struct LaunchOptions {
     /// `http://127.0.0.1:PORT` of the local proxy.
     pub proxy_url: String,
     pub headless: bool,
+    pub kind: BrowserKind,
     /// base64 SHA-256 public-key pins whose certificates are accepted.
     pub trust_spki: Vec<String>,
     pub user_data_dir: PathBuf,
@@ -285,6 +389,11 @@ fn chromium_args(opts: &LaunchOptions) -> Vec<String> {
         args.push("--headless".into());
         args.push("--hide-scrollbars".into());
     }
+    if opts.kind == BrowserKind::HeadlessShell {
+        // The shell reads no profile preferences, so the WebRTC policy the
+        // full browser takes from its profile is a switch here.
+        args.push("--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into());
+    }
     if is_root() {
         args.push("--no-sandbox".into());
     }
@@ -439,7 +548,7 @@ mod tests {
 
     #[test]
     fn candidates_in_documented_order() {
-        let names: Vec<String> = candidates().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = candidates(BrowserKind::Chromium).into_iter().map(|(n, _)| n).collect();
         // Playwright's cache is a candidate only when HOME or
         // PLAYWRIGHT_BROWSERS_PATH says where it is.
         let playwright = names.iter().filter(|n| n.starts_with("Playwright's Chromium")).count();
@@ -455,5 +564,27 @@ mod tests {
         if pw_known {
             assert!(names[1].starts_with("Playwright's Chromium"), "{names:?}");
         }
+    }
+
+    #[test]
+    fn the_headless_shell_is_looked_for_where_its_packages_put_it() {
+        let names: Vec<String> = candidates(BrowserKind::HeadlessShell).into_iter().map(|(n, _)| n).collect();
+        let rest: Vec<&str> = names.iter().map(String::as_str).filter(|n| !n.starts_with("Playwright's")).collect();
+        assert_eq!(
+            rest,
+            [
+                "ALUVIA_CHROMIUM_PATH",
+                "/usr/lib/chromium/chromium-headless-shell",
+                "chromium-headless-shell on PATH",
+                "chrome-headless-shell on PATH"
+            ]
+        );
+        assert_eq!(BrowserKind::parse("headless-shell"), Some(BrowserKind::HeadlessShell));
+        assert_eq!(BrowserKind::parse("chromium"), Some(BrowserKind::Chromium));
+        assert_eq!(BrowserKind::parse("chrome"), None);
+        assert_eq!(
+            BrowserKind::invalid("browser", "chrome").to_string(),
+            "browser must be 'chromium' or 'headless-shell', got 'chrome'"
+        );
     }
 }

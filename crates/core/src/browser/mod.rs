@@ -45,6 +45,8 @@ type EarlyPage = (cdp::Attached, tokio::sync::mpsc::UnboundedReceiver<cdp::Event
 pub struct BrowserOptions {
     pub proxy_url: String,
     pub headless: bool,
+    /// Which Chromium.
+    pub kind: launch::BrowserKind,
     /// Certificates with these public keys are accepted without a trusted
     /// CA (the emulator's HTTPS site); empty for the real web.
     pub trust_spki: Vec<String>,
@@ -64,6 +66,15 @@ pub struct BrowserSession {
     detector: Arc<Detector>,
     /// Proxied requests to the DevTools endpoint are refused while it runs.
     _control_port: crate::proxy::ControlPort,
+    info: BrowserInfo,
+}
+
+/// Which browser a session runs, as `session get` and the connection say.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BrowserInfo {
+    pub kind: launch::BrowserKind,
+    /// As the browser reports it (`Browser.getVersion`), e.g. `156.0.8078.129`.
+    pub version: String,
 }
 
 pub use crate::store::PROFILE_DIR_PREFIX;
@@ -103,7 +114,7 @@ impl BrowserSession {
     /// Launch Chromium through the proxy, connect over CDP and start watching
     /// every page.
     pub async fn launch(opts: BrowserOptions) -> Result<BrowserSession> {
-        let executable = launch::find_chromium()?;
+        let executable = launch::find_chromium(opts.kind)?;
         let isolate = launch::isolation_wanted()?;
         let user_data_dir = make_user_data_dir()?;
         let launched = match launch::spawn(
@@ -112,6 +123,7 @@ impl BrowserSession {
                 isolate,
                 proxy_url: opts.proxy_url.clone(),
                 headless: opts.headless,
+                kind: opts.kind,
                 trust_spki: opts.trust_spki.clone(),
                 user_data_dir: user_data_dir.clone(),
             },
@@ -176,7 +188,16 @@ impl BrowserSession {
                 watch::on_attach(cdp.clone(), Arc::clone(&detector), attached, events);
             }
         }
+        // "Chrome/156.0.8078.129" or "HeadlessChrome/…": the number.
+        let product = cdp.call("Browser.getVersion", None, serde_json::json!({})).await.ok();
+        let version = product
+            .as_ref()
+            .and_then(|v| v.get("product"))
+            .and_then(|p| p.as_str())
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+            .unwrap_or_default();
         Ok(BrowserSession {
+            info: BrowserInfo { kind: opts.kind, version },
             cdp,
             child: Mutex::new(Some(child)),
             isolation,
@@ -189,6 +210,11 @@ impl BrowserSession {
 
     pub fn cdp_url(&self) -> &str {
         &self.cdp_url
+    }
+
+    /// The browser's kind and version.
+    pub fn info(&self) -> &BrowserInfo {
+        &self.info
     }
 
     /// How Chromium is kept apart: `"namespace"` (a network namespace of its

@@ -226,12 +226,18 @@ impl Daemon {
         let profile = self.client.browser().map(|b| b.user_data_dir().display().to_string());
         // `browserIsolation` (ours): `session get` says how the browser is kept apart.
         let isolation = self.client.browser().map(|b| b.isolation());
+        // `browser` (ours): its kind and version.
+        let browser = self.client.browser().and_then(|b| serde_json::to_value(b.info()).ok());
         self.write(move |lock| {
             lock.proxy_url = Some(proxy_url);
             lock.profile_dir = profile;
             match isolation {
                 Some(i) => lock.extra.insert("browserIsolation".into(), Value::from(i)),
                 None => lock.extra.remove("browserIsolation"),
+            };
+            match browser {
+                Some(b) => lock.extra.insert("browser".into(), b),
+                None => lock.extra.remove("browser"),
             };
         })
         .await?;
