@@ -73,6 +73,7 @@ test('help: text, --json with every command, --help/-h at any position, no key n
     start.options.map((o) => o.flag.split(' ')[0]).sort(),
     [
       '--auto-unblock',
+      '--browser',
       '--browser-session',
       '--connection-id',
       '--disable-block-detection',
@@ -372,7 +373,11 @@ test('a session: start, list, get, rotate-ip, set-geo, set-rules, name in use, a
   }
 
   const list = await sb.cli(['session', 'list']);
-  assert.deepEqual(list.json, { sessions: [s], count: 1 });
+  // Ours beside the documented fields: which browser runs.
+  const { browser, ...listed } = list.json.sessions[0];
+  assert.deepEqual({ ...list.json, sessions: [listed] }, { sessions: [s], count: 1 });
+  assert.equal(browser.kind, process.env.ALUVIA_BROWSER || 'chromium');
+  assert.match(browser.version, /^\d+\.\d+\.\d+\.\d+$/);
 
   // The first page's detection result reaches the lock shortly after the start.
   const get = await eventually(
@@ -683,7 +688,11 @@ test('eight parallel starts of one name: one wins, seven get name-in-use, one da
   // This checkout's daemons (what a session was started with is not on their command line).
   const daemonPids = () =>
     processes()
-      .filter((p) => p.args.includes(join(root, 'lib', 'cli', 'daemon.js')) && alive(p.pid))
+      .filter(
+        (p) =>
+          (p.args.startsWith(join(root, 'aluvia-daemon')) || p.args.includes(join(root, 'lib', 'cli', 'daemon.js'))) &&
+          alive(p.pid),
+      )
       .map((p) => p.pid);
   const earlier = new Set(daemonPids());
   const runs = await Promise.all(

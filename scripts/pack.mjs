@@ -10,7 +10,17 @@
 // Prints one JSON line: { version, platform, tarballs: [{ file, bytes }] }.
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -76,6 +86,15 @@ try {
   const stagedPlatform = join(staging, platform);
   cpSync(platformDir, stagedPlatform, { recursive: true });
   copyFileSync(join(root, nodeFile), join(stagedPlatform, nodeFile));
+  // The native session daemon ships beside the engine.
+  run('cargo', ['build', '-p', 'aluvia-daemon', ...(debug ? [] : ['--release'])]);
+  const daemonFrom = join(
+    process.env.CARGO_TARGET_DIR || join(root, 'target'),
+    debug ? 'debug' : 'release',
+    'aluvia-daemon',
+  );
+  copyFileSync(daemonFrom, join(stagedPlatform, 'aluvia-daemon'));
+  chmodSync(join(stagedPlatform, 'aluvia-daemon'), 0o755);
   const files = [
     run('npm', ['pack', '--silent', '--pack-destination', out], stagedPlatform).trim().split('\n').pop(),
     run('npm', ['pack', '--silent', '--pack-destination', out]).trim().split('\n').pop(),

@@ -6,7 +6,7 @@
 //   node scripts/setup.mjs            debug build (tests, demo)
 //   node scripts/setup.mjs --release  optimized build, plus wrk and curl (benchmarks)
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, renameSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -77,3 +77,18 @@ const args = ['build', '--platform', '--js', 'binding.js', '--dts', 'binding.d.t
 if (release) args.push('--release');
 run(napi, args, { stdio: ['ignore', 'ignore', 'inherit'] });
 execFileSync(process.execPath, ['-e', "require('./lib/native.js')"], { cwd: root, stdio: 'inherit' });
+
+// 4. The native session daemon, beside the engine (see lib/cli/commands.js).
+log(`building the session daemon (${release ? 'release' : 'debug'})`);
+run('cargo', ['build', '-p', 'aluvia-daemon', ...(release ? ['--release'] : [])], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
+installDaemon(join(process.env.CARGO_TARGET_DIR || join(root, 'target'), release ? 'release' : 'debug'), root);
+
+/** Copies `aluvia-daemon` from `from` into `to` by rename, so that a running one is never overwritten. */
+function installDaemon(from, to) {
+  const tmp = join(to, `.aluvia-daemon.${process.pid}.tmp`);
+  copyFileSync(join(from, 'aluvia-daemon'), tmp);
+  chmodSync(tmp, 0o755);
+  renameSync(tmp, join(to, 'aluvia-daemon'));
+}

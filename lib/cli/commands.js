@@ -16,6 +16,35 @@ const { mapped, CliError } = require('../errors.js');
 const { ENV_OPTIONS } = require('./table.js');
 
 const DAEMON = path.join(__dirname, 'daemon.js');
+// A `--run` script's process (run by either daemon).
+const RUNNER = path.join(__dirname, 'script.js');
+const NATIVE_DAEMON = 'aluvia-daemon';
+
+/**
+ * The session daemon's program: the native `aluvia-daemon` beside the engine
+ * (the package's root in a build from source, the platform package in an
+ * install), which weighs a fraction of a Node process; else Node running
+ * ./daemon.js (the same engine through the addon).
+ */
+function daemonProgram() {
+  const places = [path.join(__dirname, '..', '..', NATIVE_DAEMON)];
+  try {
+    const { platformName } = require('../platform.js');
+    const pkg = require.resolve(`@aluvia/sdk-${platformName()}/package.json`);
+    places.push(path.join(path.dirname(pkg), NATIVE_DAEMON));
+  } catch {
+    // No platform package: a build from source.
+  }
+  for (const place of places) {
+    try {
+      fs.accessSync(place, fs.constants.X_OK);
+      if (fs.statSync(place).isFile()) return { program: place, args: [] };
+    } catch {
+      // Not there.
+    }
+  }
+  return { program: process.execPath, args: [DAEMON] };
+}
 
 /** The home directory whose `.aluvia/config.json` holds the key of `aluvia auth`. */
 const homeOf = (env) => env.HOME || os.homedir();
@@ -140,14 +169,26 @@ function sessionStart(o = {}) {
     const name = await mapped(() => native.sessionClaim(requested, { pid: 0, blockDetection, autoUnblock }));
     const env = {};
     for (const [k] of ENV_OPTIONS) if (source[k] !== undefined) env[k] = source[k];
-    const spec = { name, url, blockDetection, autoUnblock, headful: Boolean(o.headful), connectionId, run, browser };
+    const runner = { program: process.execPath, args: [RUNNER] };
+    const spec = {
+      name,
+      url,
+      blockDetection,
+      autoUnblock,
+      headful: Boolean(o.headful),
+      connectionId,
+      run,
+      runner,
+      browser,
+    };
+    const { program, args } = daemonProgram();
     // The daemon's lock as it was when it became ready (with --run it may be gone by now).
     // The key and the spec go on its stdin: a command line is every user's to read.
     const { pid, lock } = await mapped(() =>
       native.daemonSpawn({
         name,
-        program: process.execPath,
-        args: [DAEMON],
+        program,
+        args,
         env,
         cwd,
         readyTimeoutMs: o.readyTimeoutMs,

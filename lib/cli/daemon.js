@@ -16,7 +16,8 @@ const native = require('../native.js');
 const { mapped } = require('../errors.js');
 const { settings } = require('./commands.js');
 
-// The `--run` script's process (./script.js).
+// The `--run` script's process (./script.js). (The native `aluvia-daemon`
+// is the usual daemon; this one runs where it is not built.)
 const RUNNER = path.join(__dirname, 'script.js');
 
 // One writer for the log: the engine's, so that lines never interleave.

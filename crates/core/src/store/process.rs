@@ -91,13 +91,20 @@ pub fn is_recorded_process(pid: u32, start: Option<&str>) -> bool {
 /// …/lib/cli/daemon.js`, in this version and the older ones).
 const DAEMON_SCRIPT: &str = "cli/daemon.js";
 
-/// Whether `pid`'s command line is an aluvia session daemon's: one of its
-/// arguments is the daemon's script. What counts for a lock written without
-/// [`process_start`] (an older version), whose pid alone may by now name any
-/// process. `false` when the command line cannot be read.
+/// The native session daemon's program name.
+const DAEMON_PROGRAM: &str = "aluvia-daemon";
+
+/// Whether `pid`'s command line is an aluvia session daemon's: the native
+/// daemon's program, or one of its arguments is the daemon's script. What
+/// counts for a lock written without [`process_start`] (an older version),
+/// whose pid alone may by now name any process. `false` when the command
+/// line cannot be read.
 pub fn is_session_daemon(pid: u32) -> bool {
     let is_daemon_script = |arg: &str| arg == DAEMON_SCRIPT || arg.ends_with(&format!("/{DAEMON_SCRIPT}"));
-    command_line(pid).is_some_and(|args| args.iter().skip(1).any(|a| is_daemon_script(a)))
+    let is_program = |arg: &str| arg == DAEMON_PROGRAM || arg.ends_with(&format!("/{DAEMON_PROGRAM}"));
+    command_line(pid).is_some_and(|args| {
+        args.first().is_some_and(|a| is_program(a)) || args.iter().skip(1).any(|a| is_daemon_script(a))
+    })
 }
 
 #[cfg(target_os = "linux")]
