@@ -13,8 +13,8 @@
 //   BENCH_DURATION_MS, BENCH_WARMUP_MS, BENCH_CONCURRENCY=1,32,
 //   BENCH_ROUNDS, BENCH_TUNNEL_TRIALS, BENCH_TUNNEL_BYTES   (proxy section knobs)
 //   BENCH_DETECTION_ROUNDS, BENCH_SDK                      (detection section knobs)
-//   BENCH_SESSIONS (default 15 per CPU)                      (scale section knobs)
-//   BENCH_BROWSERS=chromium,headless-shell, BENCH_IDLE_MS
+//   BENCH_SESSIONS (default 15 per CPU), BENCH_PEERS_ROUNDS  (scale, cli-peers section knobs)
+//   BENCH_BROWSERS=chromium,headless-shell, BENCH_IDLE_MS     (both)
 //   BENCH_BUDGET_MS                 abort (with cleanup) past this total time
 import { Resources, benchDir } from './lib/resources.mjs';
 import { table, environment } from './lib/report.mjs';
@@ -28,6 +28,7 @@ const SECTIONS = [
   () => import('./detection.mjs'),
   () => import('./cli.mjs'),
   () => import('./scale.mjs'),
+  () => import('./peers.mjs'),
 ];
 
 const root = join(benchDir, '..');
