@@ -15,7 +15,7 @@
 // agent-browser@<version>`, git-ignored; its npm package carries its Linux
 // binary). If it cannot be installed or run, the section says why and skips.
 import { createRequire } from 'node:module';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { arch, platform, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serveLoopback } from './lib/loopback.mjs';
@@ -83,6 +83,8 @@ async function installPeer(res, log) {
         skip: `npm install agent-browser@${PEER_VERSION} failed (${r.code}): ${(r.err || r.out || '').slice(-300)}`,
       };
   }
+  // Its npm wrapper (bin/agent-browser.js) makes the binary executable on first use; so do we.
+  if ((statSync(bin).mode & 0o111) === 0) chmodSync(bin, 0o755);
   const v = await timed(res, bin, ['--version'], process.env, { timeoutMs: 10_000 }).catch((e) => ({
     code: e.message,
   }));
@@ -175,6 +177,7 @@ async function runKind({ res, log, url, emu, peer, kind }) {
         closeMs: [],
         goneMs: [],
         pssKiB: [],
+        ussKiB: [],
         daemonPssKiB: [],
         daemonRssKiB: [],
         processes: [],
@@ -202,6 +205,7 @@ async function runKind({ res, log, url, emu, peer, kind }) {
       d.closeMs.push(closeMs);
       d.goneMs.push(goneMs);
       d.pssKiB.push(mem.treePssKiB);
+      d.ussKiB.push(mem.treeUssKiB);
       d.daemonPssKiB.push(mem.daemonPssKiB);
       d.daemonRssKiB.push(mem.daemonRssKiB);
       d.processes.push(mem.processes);
@@ -261,6 +265,7 @@ export async function run({ res, log }) {
       row(r, 'session close, ms (CLI returns)', 'closeMs'),
       row(r, 'close → every process gone, ms', 'goneMs'),
       row(r, 'idle session PSS (daemon and all under it), MiB', 'pssKiB', mib, 1),
+      row(r, 'idle session USS (private pages only), MiB', 'ussKiB', mib, 1),
       row(r, 'daemon alone PSS, MiB', 'daemonPssKiB', mib, 1),
       row(r, 'daemon alone RSS, MiB', 'daemonRssKiB', mib, 1),
       row(r, 'processes per session', 'processes', (x) => x, 0),
@@ -300,6 +305,7 @@ export async function run({ res, log }) {
       'aluvia runs `node bin/aluvia.js` (a Node start per command, and a Node daemon per session); its browser goes through its local proxy and the emulated gateway, with block detection on, in a network namespace where available. agent-browser opens the page directly.',
       nodeStartNote(),
       'Ratios are medians of this run, ours over theirs: below 1 means aluvia is faster or smaller.',
+      "PSS shares each page among every process that maps it, other Chromium processes on the machine included (another user's tests), so it moves with what else runs; USS counts only the session's private pages and does not.",
     ],
     data: results.map((r) => ({
       kind: r.kind,

@@ -118,6 +118,7 @@ async function runKind({ res, log, emu, url, kind }) {
     const mems = ready.map((s) => sessionMemory(s.json.pid));
     r.totalPssKiB = mems.reduce((a, m) => a + m.treePssKiB, 0);
     r.perSessionPssKiB = r.totalPssKiB / Math.max(1, mems.length);
+    r.perSessionUssKiB = mems.reduce((a, m) => a + m.treeUssKiB, 0) / Math.max(1, mems.length);
     r.daemonPssKiB = median(mems.map((m) => m.daemonPssKiB));
     r.daemonRssKiB = median(mems.map((m) => m.daemonRssKiB));
     r.processes = mems.reduce((a, m) => a + m.processes, 0);
@@ -184,6 +185,8 @@ export async function run({ res, log }) {
     ['PSS per session at once, MiB', ...col((r) => fmt(mib(r.perSessionPssKiB), 1))],
     ['baseline: PSS of one session alone, MiB', ...col((r) => fmt(mib(r.alone.treePssKiB), 1))],
     ['per session at once / alone', ...col((r) => fmt(r.perSessionPssKiB / r.alone.treePssKiB, 2))],
+    ['USS per session at once (private pages), MiB', ...col((r) => fmt(mib(r.perSessionUssKiB), 1))],
+    ['baseline: USS of one session alone, MiB', ...col((r) => fmt(mib(r.alone.treeUssKiB), 1))],
     ['sessions in 24 GiB (at the per-session PSS)', ...col((r) => fmt(Math.floor(GIB24_KIB / r.perSessionPssKiB)))],
     ['processes per session', ...col((r) => fmt(r.processes / Math.max(1, r.ready), 1))],
     ['daemon alone: RSS MiB (one session)', ...col((r) => fmt(mib(r.alone.daemonRssKiB), 1))],
@@ -268,7 +271,7 @@ export async function run({ res, log }) {
     notes: [
       ...skipped,
       `Sessions that fit in 24 GiB at the per-session PSS measured with ${N} at once: ${fits || 'n/a'} (browser and daemon memory only; the machine's own use and page content come on top).`,
-      'PSS is summed over each daemon (the pid `session start` prints) and every process under it; pages shared between processes and sessions are counted once. The daemon alone is the same pid without its descendants.',
+      "PSS is summed over each daemon (the pid `session start` prints) and every process under it; pages shared between processes and sessions are counted once (and split with any other process mapping them, another user's Chromium included). USS counts only each session's private pages. The daemon alone is the same pid without its descendants.",
       `Every start is its own \`aluvia session start\` process (Node start, name claim, daemon spawn, proxy, Chromium, first navigation); all sessions share one emulator connection (--connection-id) and one loopback page. The baseline is one session alone in the same run: its memory after a warm-up start, its start time the median of ${BASE_RUNS} starts after that.`,
       nodeStartNote(),
       'Chromium runs in the default isolation (network namespace where available); the lock logs (cli-*.log) stay by design and are not counted as left over.',

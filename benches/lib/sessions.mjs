@@ -108,15 +108,17 @@ function statusKiB(pid, field) {
   }
 }
 
-/** PSS of `pid` in KiB (0 when it is gone, a zombie or unreadable). */
-export function pssKiB(pid) {
+/** PSS and USS (private pages only) of `pid` in KiB, from smaps_rollup (0 when it is gone, a zombie or unreadable). */
+export function memKiB(pid) {
+  let text = '';
   try {
-    const m = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').match(/^Pss:\s+(\d+) kB/m);
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
+    text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  } catch {}
+  const field = (f) => Number(text.match(new RegExp(`^${f}:\\s+(\\d+) kB`, 'm'))?.[1] ?? 0);
+  return { pss: field('Pss'), uss: field('Private_Clean') + field('Private_Dirty') };
 }
+
+export const pssKiB = (pid) => memKiB(pid).pss;
 
 export const rssKiB = (pid) => statusKiB(pid, 'VmRSS');
 
@@ -145,7 +147,7 @@ function exeName(pid) {
 
 /**
  * Memory of one session: its daemon `pid` alone (RSS and PSS) and the daemon
- * with all its descendants (PSS summed, process count), the executables seen
+ * with all its descendants (PSS and USS summed, process count), the executables seen
  * in the tree, and every pid with its start time (to check later that they
  * are gone).
  */
@@ -154,10 +156,13 @@ export function sessionMemory(pid) {
   const exes = new Set();
   const procs = [];
   let treePss = 0;
+  let treeUss = 0;
   for (const p of pids) {
     const st = procStart(p);
     if (!st || st.state === 'Z') continue;
-    treePss += pssKiB(p);
+    const m = memKiB(p);
+    treePss += m.pss;
+    treeUss += m.uss;
     procs.push({ pid: p, start: st.start });
     if (p !== pid) exes.add(exeName(p));
   }
@@ -165,6 +170,7 @@ export function sessionMemory(pid) {
     daemonRssKiB: rssKiB(pid),
     daemonPssKiB: pssKiB(pid),
     treePssKiB: treePss,
+    treeUssKiB: treeUss,
     processes: procs.length,
     exes: [...exes].filter(Boolean),
     procs,
