@@ -305,7 +305,7 @@ export async function run({ res, log }) {
       'aluvia runs `node bin/aluvia.js` (a Node start per command, and a Node daemon per session); its browser goes through its local proxy and the emulated gateway, with block detection on, in a network namespace where available. agent-browser opens the page directly.',
       nodeStartNote(),
       'Ratios are medians of this run, ours over theirs: below 1 means aluvia is faster or smaller.',
-      "PSS shares each page among every process that maps it, other Chromium processes on the machine included (another user's tests), so it moves with what else runs; USS counts only the session's private pages and does not.",
+      "PSS shares each page among every process that maps it, other Chromium processes on the machine included (another user's tests), so it moves with what else runs; USS counts only the pages no other process maps, a lower bound.",
     ],
     data: results.map((r) => ({
       kind: r.kind,

@@ -271,7 +271,7 @@ export async function run({ res, log }) {
     notes: [
       ...skipped,
       `Sessions that fit in 24 GiB at the per-session PSS measured with ${N} at once: ${fits || 'n/a'} (browser and daemon memory only; the machine's own use and page content come on top).`,
-      "PSS is summed over each daemon (the pid `session start` prints) and every process under it; pages shared between processes and sessions are counted once (and split with any other process mapping them, another user's Chromium included). USS counts only each session's private pages. The daemon alone is the same pid without its descendants.",
+      "PSS is summed over each daemon (the pid `session start` prints) and every process under it; pages shared between processes and sessions are counted once (and split with any other process mapping them, another user's Chromium included). USS counts only the pages no other process maps, a lower bound that falls as more sessions share pages. The daemon alone is the same pid without its descendants.",
       `Every start is its own \`aluvia session start\` process (Node start, name claim, daemon spawn, proxy, Chromium, first navigation); all sessions share one emulator connection (--connection-id) and one loopback page. The baseline is one session alone in the same run: its memory after a warm-up start, its start time the median of ${BASE_RUNS} starts after that.`,
       nodeStartNote(),
       'Chromium runs in the default isolation (network namespace where available); the lock logs (cli-*.log) stay by design and are not counted as left over.',
