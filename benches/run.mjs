@@ -13,6 +13,8 @@
 //   BENCH_DURATION_MS, BENCH_WARMUP_MS, BENCH_CONCURRENCY=1,32,
 //   BENCH_ROUNDS, BENCH_TUNNEL_TRIALS, BENCH_TUNNEL_BYTES   (proxy section knobs)
 //   BENCH_DETECTION_ROUNDS, BENCH_SDK                      (detection section knobs)
+//   BENCH_SESSIONS (default 15 per CPU), BENCH_PEERS_ROUNDS  (scale, cli-peers section knobs)
+//   BENCH_BROWSERS=chromium,headless-shell, BENCH_IDLE_MS     (both)
 //   BENCH_BUDGET_MS                 abort (with cleanup) past this total time
 import { Resources, benchDir } from './lib/resources.mjs';
 import { table, environment } from './lib/report.mjs';
@@ -25,10 +27,12 @@ const SECTIONS = [
   () => import('./isolation.mjs'),
   () => import('./detection.mjs'),
   () => import('./cli.mjs'),
+  () => import('./scale.mjs'),
+  () => import('./peers.mjs'),
 ];
 
 const root = join(benchDir, '..');
-const TOTAL_BUDGET_MS = Number(process.env.BENCH_BUDGET_MS ?? 8 * 60_000);
+const TOTAL_BUDGET_MS = Number(process.env.BENCH_BUDGET_MS ?? 15 * 60_000);
 const log = (msg) => process.stderr.write(`[bench] ${msg}\n`);
 const out = (s = '') => process.stdout.write(`${s}\n`);
 
