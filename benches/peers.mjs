@@ -302,7 +302,7 @@ export async function run({ res, log }) {
     notes: [
       ...skipped,
       `agent-browser ${peer.version.replace(/^agent-browser\s*/, '')} runs as its native binary (what its global npm install links to), with a private HOME, TMPDIR and socket folder, its version check off, and its defaults otherwise; its daemon is the pid in <socket folder>/<session>.pid.`,
-      'aluvia runs `node bin/aluvia.js` (a Node start per command, and a Node daemon per session); its browser goes through its local proxy and the emulated gateway, with block detection on, in a network namespace where available. agent-browser opens the page directly.',
+      'aluvia runs `node bin/aluvia.js` (a Node start per command) and its native `aluvia-daemon` per session (Node and lib/cli/daemon.js where that is not built); its browser goes through its local proxy and the emulated gateway, with block detection on, in a network namespace where available. agent-browser opens the page directly.',
       nodeStartNote(),
       'Ratios are medians of this run, ours over theirs: below 1 means aluvia is faster or smaller.',
       "PSS shares each page among every process that maps it, other Chromium processes on the machine included (another user's tests), so it moves with what else runs; USS counts only the pages no other process maps, a lower bound.",

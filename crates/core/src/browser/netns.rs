@@ -238,7 +238,7 @@ unsafe fn factory(ctrl: RawFd, [cmdline, environ]: [Option<(usize, usize)>; 2]) 
 
 /// Drops every private writable page of this (forked) process that no file
 /// backs: the heaps, every thread stack but this one's, and this one's below
-/// the frames in use. They read as zeros from then on. False when
+/// the frames in use (this thread's TLS is kept). They read as zeros from then on. False when
 /// `/proc/self/maps` cannot be read.
 ///
 /// # Safety
@@ -256,6 +256,10 @@ unsafe fn scrub_memory() -> bool {
     let mut buf = [0u8; 4096];
     let mut line = [0u8; 512];
     let sp = std::ptr::addr_of!(buf) as usize;
+    // This thread's TLS and control block (errno, the stack-protector
+    // canary, the thread pointer): inside its stack mapping on a thread
+    // libc started, in a mapping of its own on the main thread. Kept.
+    let tls = libc::__errno_location() as usize;
     let mut len = 0;
     let mut ok = true;
     'read: loop {
@@ -278,7 +282,7 @@ unsafe fn scrub_memory() -> bool {
                 }
                 continue;
             }
-            if let Some((start, end)) = anonymous_writable(&line[..len]) {
+            if let Some((start, end)) = anonymous_writable(&line[..len]).filter(|(a, b)| !(*a..*b).contains(&tls)) {
                 let (start, end) =
                     if (start..end).contains(&sp) { (start, sp.saturating_sub(IN_USE) & !4095) } else { (start, end) };
                 if end > start && libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) != 0 {
