@@ -207,6 +207,27 @@ impl Daemon {
         })
     }
 
+    /// `session start` claims the name under its own pid and hands the lock
+    /// to the daemon right after spawning it: a daemon that gets this far
+    /// first waits for that (10 s at most) rather than take the lock for
+    /// someone else's.
+    async fn await_handover(&self) {
+        // SAFETY: getppid has no preconditions and cannot fail.
+        let parent = unsafe { libc::getppid() } as u32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (dir, name) = (self.dir.clone(), self.name.clone());
+            let holder = off_thread(move || dir.read(&name)).await.ok().flatten().and_then(|read| match read {
+                crate::store::LockRead::Valid(lock) => Some(lock.pid),
+                crate::store::LockRead::Corrupt { .. } => None,
+            });
+            if holder != Some(parent) || std::time::Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Proxy and browser, the early write, the first navigation, the final
     /// write: the lock as written, or how it ended when a stop came first.
     /// The engine's start is not cut short (a half-launched Chromium would be
@@ -220,6 +241,7 @@ impl Daemon {
         if let Some(exit) = stop.current() {
             return Ok(Err(exit));
         }
+        self.await_handover().await;
         // Early write: the proxy is up (no `ready` yet). `profileDir` (ours)
         // lets stale cleanup remove the profile of a killed daemon.
         let proxy_url = info.url.clone();
