@@ -95,6 +95,10 @@ async function recordingOrigin() {
 
 const ROUNDS = 40;
 
+/** ATTACK's arguments against 127.0.0.1:`port`, and what it reports when every connection got through. */
+const attackArgs = (port, request) => ['127.0.0.1', String(port), String(ROUNDS), request, 'reset', 'close'];
+const SENT = { reset: 2 * ROUNDS, close: 2 * ROUNDS };
+
 /** The requests an attacker sends: a DevTools `PUT /json/new?<url>` to the CDP endpoint, a pipelined pair of absolute-form GETs to the proxy. */
 const gateRequest = (url) => `PUT /json/new?${url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
 const proxyRequest = (url) => {
@@ -119,26 +123,16 @@ test("a root owner's proxy and CDP endpoint serve nothing to another user who re
           process.execPath,
           '-e',
           ATTACK,
-          '127.0.0.1',
-          gate.port,
-          String(ROUNDS),
-          gateRequest(`${origin.url}/via-gate`),
-          'reset',
-          'close',
+          ...attackArgs(gate.port, gateRequest(`${origin.url}/via-gate`)),
         ]);
         const proxyOut = await jsonAs(user.name, [
           process.execPath,
           '-e',
           ATTACK,
-          '127.0.0.1',
-          proxy.port,
-          String(ROUNDS),
-          proxyRequest(`${origin.url}/via-proxy`),
-          'reset',
-          'close',
+          ...attackArgs(proxy.port, proxyRequest(`${origin.url}/via-proxy`)),
         ]);
-        assert.deepEqual(gateOut.sent, { reset: 2 * ROUNDS, close: 2 * ROUNDS }, 'every attack reached the endpoint');
-        assert.deepEqual(proxyOut.sent, { reset: 2 * ROUNDS, close: 2 * ROUNDS }, 'every attack reached the proxy');
+        assert.deepEqual(gateOut.sent, SENT, 'every attack reached the endpoint');
+        assert.deepEqual(proxyOut.sent, SENT, 'every attack reached the proxy');
         // Give a served request time to land, then look: the browser opened
         // nothing and the origin saw nothing of the attacker's.
         await new Promise((r) => setTimeout(r, 1500));
@@ -214,25 +208,11 @@ test("an ordinary owner's proxy and CDP endpoint serve nothing to root resetting
     assert.equal(ready.error, undefined);
     const proxy = new URL(ready.proxyUrl);
     const gate = new URL(ready.cdpUrl);
-    const proxyOut = await attackAsMe([
-      '127.0.0.1',
-      proxy.port,
-      String(ROUNDS),
-      proxyRequest(`${origin.url}/via-proxy`),
-      'reset',
-      'close',
-    ]);
-    assert.deepEqual(proxyOut.sent, { reset: 2 * ROUNDS, close: 2 * ROUNDS });
+    const proxyOut = await attackAsMe(attackArgs(proxy.port, proxyRequest(`${origin.url}/via-proxy`)));
+    assert.deepEqual(proxyOut.sent, SENT);
     if (ready.isolation === 'namespace') {
-      const gateOut = await attackAsMe([
-        '127.0.0.1',
-        gate.port,
-        String(ROUNDS),
-        gateRequest(`${origin.url}/via-gate`),
-        'reset',
-        'close',
-      ]);
-      assert.deepEqual(gateOut.sent, { reset: 2 * ROUNDS, close: 2 * ROUNDS });
+      const gateOut = await attackAsMe(attackArgs(gate.port, gateRequest(`${origin.url}/via-gate`)));
+      assert.deepEqual(gateOut.sent, SENT);
     }
     if (ready.isolation === 'namespace') {
       // The socket factory of the owner's browser: undumpable (its /proc
