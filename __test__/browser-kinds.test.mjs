@@ -57,6 +57,24 @@ function oneOfKind(exes, kind) {
   return kind === 'headless-shell' ? exes[0] === shell : exes[0] !== shell && /chrom/i.test(exes[0]);
 }
 
+/** How each kind looks to a page (the README's table), the user agent aside. */
+const FINGERPRINTS = {
+  chromium: {
+    webdriver: true,
+    windowChrome: true,
+    plugins: 5,
+    webglVendor: 'Google Inc. (Google)',
+    languages: 'en-US,en',
+  },
+  'headless-shell': {
+    webdriver: true,
+    windowChrome: false,
+    plugins: 0,
+    webglVendor: 'Google Inc. (Google)',
+    languages: 'en-US',
+  },
+};
+
 /** The executable of the browser process under `pid` (a daemon or this process). */
 function browserExecutables(pid) {
   return descendants(pid)
@@ -96,6 +114,10 @@ for (const kind of KINDS) {
           const fp = await page.evaluate(() => window.fingerprint);
           t.diagnostic(`${kind} ${conn.browserInfo.version}: ${JSON.stringify(fp)}`);
           assert.ok(fp.userAgent.includes(conn.browserInfo.version.split('.')[0]), fp.userAgent);
+          // What the README's table says each kind shows a page: the flags
+          // that trim a session's processes must not change it.
+          const { userAgent: _, ...seen } = fp;
+          assert.deepEqual(seen, FINGERPRINTS[kind]);
           assert.ok(
             client.getTrafficStats().some((e) => e.hostname === '127.0.0.1'),
             'the page came through the proxy',

@@ -369,7 +369,17 @@ fn chromium_args(opts: &LaunchOptions) -> Vec<String> {
         "--disable-quic".into(),
         "--disable-gpu".into(),
         "--disable-dev-shm-usage".into(),
-        "--disable-features=Translate,MediaRouter,DialMediaRouteProvider,OptimizationHints,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,PrivacySandboxSettings4,NetworkTimeServiceQuerying".into(),
+        // One list: Chromium takes only the last of repeated feature switches.
+        // SpareRendererForSitePerProcess: no renderer kept warm for a next
+        // site (-1 process, -7 MiB PSS idle).
+        "--disable-features=Translate,MediaRouter,DialMediaRouteProvider,OptimizationHints,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,PrivacySandboxSettings4,NetworkTimeServiceQuerying,SpareRendererForSitePerProcess".into(),
+        // The network service in the browser process (-1 process; -17 MiB
+        // PSS idle for chromium, -10 MiB for the shell). It runs inside the
+        // same namespace and through the same proxy settings.
+        "--enable-features=NetworkServiceInProcess2".into(),
+        // No crash handler processes (-1 process, -37 MiB PSS idle):
+        // nothing would upload their reports anyway.
+        "--disable-crashpad-for-testing".into(),
         "--disable-client-side-phishing-detection".into(),
         "--disable-default-apps".into(),
         "--disable-domain-reliability".into(),
