@@ -383,7 +383,10 @@ impl Client {
         if let Some(proxy) = slot.as_ref() {
             return Ok(info(proxy, self.browser().as_deref()));
         }
-        self.control.init(self.options.strict).await?;
+        // The proxy first (a bind), holding requests until the config is
+        // known; then the API's connection and Chromium's launch at once: the
+        // browser's start no longer waits for the API's answer, and nothing
+        // it sends is routed before the rules are in.
         let proxy = ProxyServer::start(ProxyOptions {
             port: self.options.local_port,
             gateway: self.options.gateway.clone(),
@@ -391,9 +394,13 @@ impl Client {
             logger: Arc::clone(&self.logger),
         })
         .await?;
+        proxy.hold();
         self.control.set_route_listener(Some(proxy.route_listener()));
-        let browser = if self.options.start_browser {
-            let launched = BrowserSession::launch(BrowserOptions {
+        let launch = async {
+            if !self.options.start_browser {
+                return Ok(None);
+            }
+            BrowserSession::launch(BrowserOptions {
                 proxy_url: format!("http://{}", proxy.local_addr()),
                 headless: self.options.headless,
                 kind: self.options.browser,
@@ -403,17 +410,25 @@ impl Client {
                 unblock: unblock_action(&self.control, &self.logger),
                 logger: Arc::clone(&self.logger),
             })
-            .await;
-            match launched {
-                Ok(b) => Some(Arc::new(b)),
-                Err(e) => {
-                    self.control.set_route_listener(None);
-                    proxy.stop().await;
-                    return Err(e);
+            .await
+            .map(|b| Some(Arc::new(b)))
+        };
+        let (initialized, launched) = tokio::join!(self.control.init(self.options.strict), launch);
+        proxy.release();
+        let browser = match (initialized, launched) {
+            (Ok(()), Ok(browser)) => browser,
+            (initialized, launched) => {
+                if let Ok(Some(browser)) = &launched {
+                    browser.close().await;
                 }
+                self.control.set_route_listener(None);
+                proxy.stop().await;
+                // The API's error first, as when the two ran one after the other.
+                return Err(match (initialized, launched) {
+                    (Err(e), _) | (Ok(()), Err(e)) => e,
+                    (Ok(()), Ok(_)) => AluviaError::Internal("start failed".into()),
+                });
             }
-        } else {
-            None
         };
         self.control.start_polling(self.options.poll_interval_ms);
         let out = info(&proxy, browser.as_deref());

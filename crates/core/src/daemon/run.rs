@@ -237,7 +237,10 @@ impl Daemon {
         url: &str,
         stop: &DaemonStop,
     ) -> Result<std::result::Result<(ProxyInfo, LockData), DaemonExit>> {
+        // Where a start spends its time, in the log (one line once ready).
+        let began = std::time::Instant::now();
         let info = self.client.start().await?;
+        let engine_ms = began.elapsed().as_millis();
         if let Some(exit) = stop.current() {
             return Ok(Err(exit));
         }
@@ -270,6 +273,7 @@ impl Daemon {
                 None => Err(AluviaError::Internal("no browser was started".into())),
             }
         };
+        let navigation_began = std::time::Instant::now();
         tokio::select! {
             navigated = navigate => if let Err(e) = navigated {
                 // The session stays usable: a page that failed to load is the user's to handle.
@@ -278,6 +282,7 @@ impl Daemon {
             exit = stop.requested() => return Ok(Err(exit)),
         }
 
+        let navigation_ms = navigation_began.elapsed().as_millis();
         let connection_id = self.client.control().connection_id().map(|id| id_value(&id));
         let (cdp_url, url) = (info.cdp_url.clone(), url.to_string());
         let lock = self
@@ -288,6 +293,10 @@ impl Daemon {
                 lock.ready = Some(true);
             })
             .await?;
+        log(format_args!(
+            "started in {} ms: proxy, the API's connection and Chromium (at once) {engine_ms} ms, first navigation {navigation_ms} ms",
+            began.elapsed().as_millis()
+        ));
         Ok(Ok((info, lock)))
     }
 

@@ -60,6 +60,10 @@ pub(crate) struct Shared {
     pub(crate) local_addr: SocketAddr,
     /// The gateway's failures: the last one, and their log lines.
     pub(crate) failures: Failures,
+    /// Whether requests are served; while not, they wait (see
+    /// [`super::ProxyServer::hold`]).
+    pub(crate) open_gate: std::sync::atomic::AtomicBool,
+    pub(crate) gate: tokio::sync::Notify,
 }
 
 /// The gateway route of one config: its `Proxy-Authorization` value and the
@@ -268,6 +272,16 @@ const ROUTE_ATTEMPTS: usize = 3;
 
 impl Shared {
     pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+        if !self.open_gate.load(Ordering::Acquire) {
+            // Held until the config is known (at most the response limit):
+            // no request is routed by an empty config.
+            let opened = self.gate.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if !self.open_gate.load(Ordering::Acquire) {
+                let _ = tokio::time::timeout(self.limits.response, opened).await;
+            }
+        }
         if req.method() == Method::CONNECT {
             Ok(self.tunnel(req).await)
         } else if is_upgrade(req.headers()) {

@@ -163,6 +163,8 @@ impl ProxyServer {
             shutdown: shutdown.clone(),
             local_addr,
             failures: Default::default(),
+            open_gate: std::sync::atomic::AtomicBool::new(true),
+            gate: tokio::sync::Notify::new(),
         });
 
         // Decide how owners are looked up before the first connection.
@@ -189,6 +191,19 @@ impl ProxyServer {
     /// Counters per (hostname, route), sorted by hostname then route.
     pub fn traffic(&self) -> Vec<TrafficEntry> {
         self.shared.traffic.snapshot()
+    }
+
+    /// Hold every request and tunnel from now on until [`ProxyServer::release`]
+    /// (each waits at most the response limit): for a proxy started before
+    /// its config is known, so that nothing is routed by an empty one.
+    pub fn hold(&self) {
+        self.shared.open_gate.store(false, Ordering::Release);
+    }
+
+    /// Serve the requests held by [`ProxyServer::hold`], and every one after.
+    pub fn release(&self) {
+        self.shared.open_gate.store(true, Ordering::Release);
+        self.shared.gate.notify_waiters();
     }
 
     /// The gateway's last failure since start, if any.

@@ -1202,3 +1202,28 @@ async fn a_half_closed_tunnel_ends_once_the_other_side_is_quiet() {
     assert_eq!(got, b"............", "every byte the target sent after the client's end arrived");
     h.proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_proxy_answers_nothing_until_released_then_everything() {
+    let gateway = Gateway::start().await;
+    let h = start_proxy(gateway.config()).await;
+    let target = start_target("127.0.0.1").await;
+    h.proxy.hold();
+    let proxy = h.proxy.local_addr();
+    let waiting = tokio::spawn(async move {
+        let mut sender = client(proxy).await;
+        send(&mut sender, get(&format!("http://{target}/held"))).await
+    });
+    let tunnel = tokio::spawn(async move { open_tunnel(proxy, target).await.is_ok() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a request was answered while the proxy was held");
+    assert!(!tunnel.is_finished(), "a tunnel was opened while the proxy was held");
+    h.proxy.release();
+    let (status, _) = tokio::time::timeout(STEP, waiting).await.expect("answered once released").unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(tokio::time::timeout(STEP, tunnel).await.expect("tunnel once released").unwrap());
+    // And requests after the release are not held at all.
+    let mut sender = client(proxy).await;
+    assert_eq!(send(&mut sender, get(&format!("http://{target}/after"))).await.0, StatusCode::OK);
+    h.proxy.stop().await;
+}
