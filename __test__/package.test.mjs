@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import * as esm from '../index.mjs';
 import { require, root, runCli, cliPath, serve } from './helpers.mjs';
+const { platformName } = require('../lib/platform.js');
 
 const cjs = require('../lib/index.js');
 const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
@@ -296,6 +297,11 @@ test('installed from its tarballs into an empty project without cargo: bins, req
         assert.equal(started.status, 0, started.stdout);
         assert.equal(started.json.browserSession, 'installed');
         assert.match(started.json.cdpUrl, /^http:\/\/127\.0\.0\.1:\d+/);
+        // The session's daemon is the native one the platform package ships.
+        assert.equal(
+          realpathSync(`/proc/${started.json.pid}/exe`),
+          realpathSync(join(project, 'node_modules', '@aluvia', `sdk-${platformName()}`, 'aluvia-daemon')),
+        );
         const got = await cli(['session', 'get']);
         assert.equal(got.status, 0, got.stdout);
         assert.equal(got.json.startUrl, page.url);

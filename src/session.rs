@@ -70,6 +70,13 @@ pub async fn session_claim(name: Option<String>, initial: Value) -> Result<Strin
     .await
 }
 
+/// The native session daemon (`aluvia-daemon`) beside this addon, if it is
+/// there; `session start` runs Node with `lib/cli/daemon.js` otherwise.
+#[napi]
+pub fn native_daemon() -> Option<String> {
+    daemon::native_daemon_beside(native_daemon as fn() -> Option<String> as usize).map(|p| p.display().to_string())
+}
+
 /// The browser a `session start` would run: the kind its `--browser` flag (or
 /// `ALUVIA_BROWSER`, `env`) asks for and the executable found for it, or the
 /// error that session would fail with.

@@ -18,32 +18,15 @@ const { ENV_OPTIONS } = require('./table.js');
 const DAEMON = path.join(__dirname, 'daemon.js');
 // A `--run` script's process (run by either daemon).
 const RUNNER = path.join(__dirname, 'script.js');
-const NATIVE_DAEMON = 'aluvia-daemon';
 
 /**
  * The session daemon's program: the native `aluvia-daemon` beside the engine
- * (the package's root in a build from source, the platform package in an
- * install), which weighs a fraction of a Node process; else Node running
- * ./daemon.js (the same engine through the addon).
+ * (which weighs a fraction of a Node process), else Node running ./daemon.js
+ * (the same engine through the addon).
  */
 function daemonProgram() {
-  const places = [path.join(__dirname, '..', '..', NATIVE_DAEMON)];
-  try {
-    const { platformName } = require('../platform.js');
-    const pkg = require.resolve(`@aluvia/sdk-${platformName()}/package.json`);
-    places.push(path.join(path.dirname(pkg), NATIVE_DAEMON));
-  } catch {
-    // No platform package: a build from source.
-  }
-  for (const place of places) {
-    try {
-      fs.accessSync(place, fs.constants.X_OK);
-      if (fs.statSync(place).isFile()) return { program: place, args: [] };
-    } catch {
-      // Not there.
-    }
-  }
-  return { program: process.execPath, args: [DAEMON] };
+  const program = native.nativeDaemon();
+  return program ? { program, args: [] } : { program: process.execPath, args: [DAEMON] };
 }
 
 /** The home directory whose `.aluvia/config.json` holds the key of `aluvia auth`. */

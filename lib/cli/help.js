@@ -34,8 +34,9 @@ function helpText() {
     'API key: ALUVIA_API_KEY, else the key "aluvia auth" saved in ~/.aluvia/config.json (required but for help, version, auth and emulator).',
     'Environment: ALUVIA_API_KEY, ALUVIA_API_BASE_URL, ALUVIA_GATEWAY_HOST,',
     'ALUVIA_GATEWAY_PORT, ALUVIA_GATEWAY_PROTOCOL, ALUVIA_CHROMIUM_PATH, ALUVIA_TRUST_SPKI (comma-separated public-key',
-    "pins whose certificates session browsers accept, e.g. the emulator's siteSpki), ALUVIA_BROWSER_ISOLATION (namespace, the",
-    'default on Linux, or none). Sessions: lock files and logs in $TMPDIR/aluvia-sdk.',
+    "pins whose certificates session browsers accept, e.g. the emulator's siteSpki), ALUVIA_BROWSER (chromium, the default,",
+    'or headless-shell), ALUVIA_BROWSER_ISOLATION (namespace, the default on Linux, or none). Sessions: lock files and',
+    'logs in $TMPDIR/aluvia-sdk ($TMPDIR/aluvia-sdk-<uid> when another user holds that name).',
   );
   return lines.join('\n');
 }

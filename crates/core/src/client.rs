@@ -183,14 +183,9 @@ impl RawClientOptions {
             }
             (pins, _) => pins,
         };
-        let browser = match (self.browser, var(BROWSER_VAR)) {
-            (None, Some(kind)) => {
-                BrowserKind::parse(&kind).ok_or_else(|| BrowserKind::invalid(BROWSER_VAR, &kind))?;
-                Some(kind)
-            }
-            (kind, _) => kind,
-        };
-        Ok(RawClientOptions { api_base_url, gateway_host, gateway_protocol, gateway_port, trust_spki, browser, ..self })
+        // ALUVIA_BROWSER is read by `ClientOptions::validate` itself (in-process
+        // clients take it too).
+        Ok(RawClientOptions { api_base_url, gateway_host, gateway_protocol, gateway_port, trust_spki, ..self })
     }
 }
 

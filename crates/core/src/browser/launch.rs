@@ -461,22 +461,11 @@ fn start_process(opts: &LaunchOptions, args: &[String], ns: Option<&Prepared>) -
                 cmd.pre_exec(ns.entry());
             }
         }
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs here.
+        // Chromium dies with the thread that started it (a runtime worker,
+        // alive as long as the process).
+        // SAFETY: the closure is async-signal-safe (see `die_with_parent`).
         unsafe {
-            cmd.pre_exec(move || {
-                // Chromium dies with the thread that started it (a runtime
-                // worker, alive as long as the process).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect. (Not
-                // `getppid() == 1`: the parent may itself be PID 1, in a container.)
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("parent exited"));
-                }
-                Ok(())
-            });
+            cmd.pre_exec(crate::store::die_with_parent());
         }
     }
     #[cfg(not(target_os = "linux"))]

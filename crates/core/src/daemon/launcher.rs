@@ -25,6 +25,30 @@ pub const API_KEY_ENV: &str = "ALUVIA_API_KEY";
 /// How long `session start` waits for the daemon to be ready.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The native session daemon's file name.
+pub const NATIVE_DAEMON: &str = "aluvia-daemon";
+
+/// The native daemon beside the shared object that holds `code` (an address
+/// in the engine's addon): a build from source puts both in the package's
+/// root, an install in the platform package. `None` when there is no
+/// executable file of that name there.
+pub fn native_daemon_beside(code: usize) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: an all-zero Dl_info is a valid value for dladdr to fill.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only looks `code` up as an address (it never reads
+    // through it) and fills `info`.
+    if unsafe { libc::dladdr(code as *const libc::c_void, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dladdr set `dli_fname` to a NUL-terminated path it owns.
+    let object = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let object = PathBuf::from(std::ffi::OsStr::from_bytes(object.to_bytes()));
+    let program = object.parent()?.join(NATIVE_DAEMON);
+    let meta = std::fs::metadata(&program).ok()?;
+    (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(program)
+}
+
 /// How to start a session daemon.
 #[derive(Debug, Clone)]
 pub struct DaemonSpawn {

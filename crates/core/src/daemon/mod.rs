@@ -21,7 +21,10 @@ mod script;
 mod sync;
 
 pub use close::{close_session, Closed, HANDOVER_WAIT};
-pub use launcher::{spawn_daemon, DaemonReady, DaemonSpawn, LaunchError, API_KEY_ENV, DEFAULT_READY_TIMEOUT};
+pub use launcher::{
+    native_daemon_beside, spawn_daemon, DaemonReady, DaemonSpawn, LaunchError, API_KEY_ENV, DEFAULT_READY_TIMEOUT,
+    NATIVE_DAEMON,
+};
 pub use ready::{prepare_ready_fd, signal_failed, signal_ready, take_secret, READY_FD_ENV};
 pub use run::{run_daemon, stop_on_signals, DaemonExit, DaemonRun, DaemonStop, DAEMON_POLL_INTERVAL_MS};
 pub use script::{ScriptRun, SCRIPT_GRACE};

@@ -68,20 +68,9 @@ impl ScriptChild {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         #[cfg(target_os = "linux")]
-        {
-            let parent = std::process::id() as libc::pid_t;
-            // SAFETY: prctl and getppid are async-signal-safe; nothing else runs here.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::getppid() != parent {
-                        return Err(std::io::Error::other("parent exited"));
-                    }
-                    Ok(())
-                });
-            }
+        // SAFETY: the closure is async-signal-safe (see `die_with_parent`).
+        unsafe {
+            cmd.pre_exec(crate::store::die_with_parent());
         }
         let mut child = match cmd.spawn() {
             Ok(child) => child,

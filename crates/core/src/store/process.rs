@@ -87,11 +87,35 @@ pub fn is_recorded_process(pid: u32, start: Option<&str>) -> bool {
     is_process_alive(pid) && start.is_none_or(|recorded| process_start(pid).as_deref() == Some(recorded))
 }
 
+/// For a child's `pre_exec` (Linux): it dies with the thread that started it
+/// (SIGKILL as parent-death signal), and fails to start when that parent is
+/// already gone. Async-signal-safe: prctl and getppid only.
+#[cfg(target_os = "linux")]
+pub fn die_with_parent() -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+    let parent = std::process::id() as libc::pid_t;
+    move || {
+        // SAFETY: prctl and getppid have no memory effects and are
+        // async-signal-safe, as the time between fork and exec requires.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect. (Not
+            // `getppid() == 1`: the parent may itself be PID 1, in a container.)
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("parent exited"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How the session daemon's script is named on its command line (`node
 /// …/lib/cli/daemon.js`, in this version and the older ones).
 const DAEMON_SCRIPT: &str = "cli/daemon.js";
 
-/// The native session daemon's program name.
+/// The native session daemon's program name (`daemon::NATIVE_DAEMON`; the
+/// store sits below the daemon layer).
 const DAEMON_PROGRAM: &str = "aluvia-daemon";
 
 /// Whether `pid`'s command line is an aluvia session daemon's: the native
