@@ -59,6 +59,16 @@ export type AluviaClientOptions = {
   trustSpki?: string[];
   /** With startPlaywright and no value, detection is on with defaults. */
   blockDetection?: BlockDetectionConfig;
+  /**
+   * Ours, only with startPlaywright: a persistent profile,
+   * `~/.aluvia/profiles/<name>/` (letters, digits, `-`, `_`), kept after
+   * `stop()`: cookies, local storage and logins survive to the next client or
+   * CLI session with it. One browser per profile at a time: `start()` rejects
+   * with `Profile '<name>' is in use by session '<s>'.` (or `… by another
+   * program (pid N).`) while another holds it. Default: a private profile,
+   * removed with the browser.
+   */
+  profile?: string;
 };
 
 export type PlaywrightProxySettings = {

@@ -58,6 +58,8 @@ test('help: text, --json with every command, --help/-h at any position, no key n
     'auth',
     'auth status',
     'auth logout',
+    'profile list',
+    'profile delete <name>',
     'emulator',
     'version',
     'help',
@@ -78,6 +80,8 @@ test('help: text, --json with every command, --help/-h at any position, no key n
       '--connection-id',
       '--disable-block-detection',
       '--headful',
+      '--idle-timeout',
+      '--profile',
       '--run',
     ].sort(),
   );
@@ -373,9 +377,11 @@ test('a session: start, list, get, rotate-ip, set-geo, set-rules, name in use, a
   }
 
   const list = await sb.cli(['session', 'list']);
-  // Ours beside the documented fields: which browser runs.
-  const { browser, ...listed } = list.json.sessions[0];
+  // Ours beside the documented fields: which browser runs, and the idle clock.
+  const { browser, idleTimeoutMs, idleSince, ...listed } = list.json.sessions[0];
   assert.deepEqual({ ...list.json, sessions: [listed] }, { sessions: [s], count: 1 });
+  assert.equal(idleTimeoutMs, 3_600_000, 'a headless session closes after 1 h idle unless told otherwise');
+  assert.ok(!Number.isNaN(Date.parse(idleSince)), idleSince);
   assert.equal(browser.kind, process.env.ALUVIA_BROWSER || 'chromium');
   assert.match(browser.version, /^\d+\.\d+\.\d+\.\d+$/);
 

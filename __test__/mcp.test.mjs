@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { sdk, root, serve, require, eventually, admin } from './helpers.mjs';
@@ -22,6 +22,7 @@ const TOOL_NAMES = [
   'account_get',
   'account_usage',
   'geos_list',
+  'profile_list',
 ];
 
 let emu;
@@ -134,7 +135,7 @@ async function call(client, name, args = {}) {
   return { isError: Boolean(res.isError), json: JSON.parse(res.content[0].text) };
 }
 
-test('the server lists exactly the ten tools with their parameter schemas', async () => {
+test('the server lists exactly the eleven tools with their parameter schemas', async () => {
   const { client, stderr } = await connectClient();
   try {
     assert.equal(client.getServerVersion().name, 'aluvia');
@@ -144,7 +145,9 @@ test('the server lists exactly the ten tools with their parameter schemas', asyn
     const schema = (n) => tools.find((t) => t.name === n).inputSchema;
     assert.deepEqual(schema('session_start').required, ['url']);
     assert.equal(schema('session_start').properties.connectionId.type, 'integer');
-    for (const p of ['url', 'browserSession']) assert.equal(schema('session_start').properties[p].type, 'string');
+    for (const p of ['url', 'browserSession', 'idleTimeout', 'profile']) {
+      assert.equal(schema('session_start').properties[p].type, 'string');
+    }
     for (const p of ['headful', 'autoUnblock', 'disableBlockDetection']) {
       assert.equal(schema('session_start').properties[p].type, 'boolean');
     }
@@ -152,7 +155,9 @@ test('the server lists exactly the ten tools with their parameter schemas', asyn
     assert.deepEqual(Object.keys(schema('session_set_geo').properties).sort(), ['browserSession', 'clear', 'geo']);
     assert.deepEqual(Object.keys(schema('session_set_rules').properties).sort(), ['browserSession', 'remove', 'rules']);
     assert.deepEqual(Object.keys(schema('account_usage').properties).sort(), ['end', 'start']);
-    for (const n of ['session_list', 'account_get', 'geos_list']) assert.deepEqual(schema(n).properties, {});
+    for (const n of ['session_list', 'account_get', 'geos_list', 'profile_list']) {
+      assert.deepEqual(schema(n).properties, {});
+    }
     assert.match(stderr(), /Aluvia MCP server running on stdio/);
   } finally {
     await client.close();
@@ -194,7 +199,8 @@ test('account, usage and geos on the happy path; the documented errors', async (
 
 test("arguments are checked against each tool's schema; errors name parameters, never CLI flags", async () => {
   const { client } = await connectClient();
-  const known = 'url, autoUnblock, disableBlockDetection, headful, browser, browserSession, connectionId';
+  const known =
+    'url, autoUnblock, disableBlockDetection, headful, browser, browserSession, connectionId, idleTimeout, profile';
   try {
     const cases = [
       ['session_start', { url: 123 }, "Invalid parameter 'url': expected a string, got 123."],
@@ -509,6 +515,44 @@ test('session_get when the API fails: no connection, connectionError is the API 
     assert.equal(failing.json.browserSession, 'mcp-offline');
   } finally {
     await call(client, 'session_close', { all: true });
+    await client.close();
+  }
+});
+
+test("session_start takes idleTimeout and profile with the CLI's errors; profile_list lists the profiles", async () => {
+  const home = join(box.tmp, 'mcp-home');
+  mkdirSync(home, { mode: 0o700 });
+  const { client } = await connectClient({ HOME: home });
+  try {
+    const bad = await call(client, 'session_start', { url: site.url, idleTimeout: 'soon' });
+    assert.equal(bad.isError, true);
+    assert.equal(bad.json.error, "Invalid 'idleTimeout': 'soon'. Use a duration such as 30m, 2h or 0.");
+    const badProfile = await call(client, 'session_start', { url: site.url, profile: 'a/b' });
+    assert.equal(badProfile.json.error, 'Invalid profile name. Use only letters, numbers, hyphens, and underscores.');
+    assert.deepEqual((await call(client, 'profile_list')).json, { profiles: [], count: 0 });
+
+    const started = await call(client, 'session_start', {
+      url: site.url,
+      browserSession: 'mcp-profile',
+      profile: 'agent',
+      idleTimeout: '90s',
+    });
+    assert.equal(started.isError, false, JSON.stringify(started.json));
+    const got = await call(client, 'session_get', { browserSession: 'mcp-profile' });
+    assert.equal(got.json.profile, 'agent');
+    assert.equal(got.json.idleTimeoutMs, 90_000);
+    const listed = await call(client, 'profile_list');
+    assert.equal(listed.json.count, 1);
+    assert.equal(listed.json.profiles[0].name, 'agent');
+    assert.equal(listed.json.profiles[0].inUseBy, 'mcp-profile');
+    const again = await call(client, 'session_start', { url: site.url, profile: 'agent' });
+    assert.deepEqual(again.json, {
+      error: "Profile 'agent' is in use by session 'mcp-profile'.",
+      browserSession: 'mcp-profile',
+    });
+    assert.equal((await call(client, 'session_close', { browserSession: 'mcp-profile' })).isError, false);
+    assert.equal((await call(client, 'profile_list')).json.profiles[0].inUseBy, null);
+  } finally {
     await client.close();
   }
 });

@@ -330,8 +330,8 @@ test('installed from its tarballs into an empty project without cargo: bins, req
       await client.connect(transport);
       try {
         const { tools } = await client.listTools();
-        assert.equal(tools.length, 10);
-        assert.ok(tools.some((x) => x.name === 'session_start'));
+        assert.equal(tools.length, 11);
+        assert.ok(tools.some((x) => x.name === 'session_start') && tools.some((x) => x.name === 'profile_list'));
         assert.equal(client.getServerVersion().version, pkg.version);
       } finally {
         await client.close();

@@ -41,7 +41,7 @@ class ConnectError extends Error {
 
 // An error the CLI prints with context fields (`{ error, ...context }`):
 // the engine's session errors (with a stable `code` such as
-// `SessionNameInUse`) and the CLI's own checks. Internal to the CLI and the
+// `SessionNameInUse`, `ProfileInUse`) and the CLI's own checks. Internal to the CLI and the
 // MCP server.
 class CliError extends Error {
   constructor(message, context = {}, code = undefined) {
@@ -79,7 +79,7 @@ function fromNative(err) {
     case 'RangeError':
       return new RangeError(message);
     default: {
-      if (code.startsWith('Session')) return new CliError(message, context ? JSON.parse(context) : {}, code);
+      if (/^(Session|Profile)/.test(code)) return new CliError(message, context ? JSON.parse(context) : {}, code);
       const e = new Error(message);
       e.code = code;
       return e;

@@ -36,6 +36,7 @@ const CLIENT_OPTIONS = {
   browser: 'string',
   trustSpki: 'strings',
   blockDetection: 'object',
+  profile: 'string',
 };
 
 const kindOf = (v) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v);

@@ -31,6 +31,8 @@ pub struct BindingClientOptions {
     pub trust_spki: Option<Vec<String>>,
     /// `blockDetection` without `onDetection`.
     pub block_detection: Option<Value>,
+    /// Ours: a persistent profile of `~/.aluvia/profiles`.
+    pub profile: Option<String>,
 }
 
 #[napi(object)]
@@ -71,6 +73,9 @@ pub(crate) fn raw_client_options(options: BindingClientOptions) -> RawClientOpti
         browser: options.browser,
         trust_spki: options.trust_spki,
         block_detection: options.block_detection,
+        profile: options.profile,
+        profile_home: None,
+        profile_session: None,
     }
 }
 

@@ -53,7 +53,14 @@ pub async fn session_resolve(name: Option<String>, purpose: String) -> Result<Va
             Err(e) if purpose == store::Purpose::Connect => return Err(to_napi(AluviaError::Connect(e.to_string()))),
             Err(e) => return Err(to_napi(e)),
         };
-        store::resolve_session(&dir, name.as_deref(), purpose).map_err(session_err).and_then(|lock| lock_json(&lock))
+        let lock = store::resolve_session(&dir, name.as_deref(), purpose).map_err(session_err)?;
+        // A command on a session is a client of it: its idle clock starts again.
+        if matches!(purpose, store::Purpose::Get | store::Purpose::Update) {
+            if let Some(cdp_url) = &lock.cdp_url {
+                aluvia_core::browser::touch(cdp_url);
+            }
+        }
+        lock_json(&lock)
     })
     .await
 }
@@ -160,6 +167,11 @@ pub struct BindingSessionDaemon {
     pub client: BindingClientOptions,
     /// The `--run` script, if any.
     pub run: Option<BindingScriptRun>,
+    /// Ours: the idle timeout in ms (absent or null: never).
+    pub idle_timeout_ms: Option<f64>,
+    /// Ours: the persistent profile, and the home directory it lives in.
+    pub profile: Option<String>,
+    pub home: Option<String>,
 }
 
 /// A `--run` script, run in a child process of the daemon (see `daemon::ScriptRun`).
@@ -194,6 +206,9 @@ pub async fn session_daemon_run(spec: BindingSessionDaemon) -> Result<i32> {
         auto_unblock: spec.auto_unblock.unwrap_or(false),
         client: raw_client_options(spec.client),
         handle_signals: true,
+        idle_timeout: spec.idle_timeout_ms.filter(|ms| *ms > 0.0).map(|ms| std::time::Duration::from_millis(ms as u64)),
+        profile: spec.profile,
+        home: spec.home,
     };
     let script = spec.run.map(|r| daemon::ScriptRun { program: r.program.into(), args: r.args, script: r.script });
     Ok(daemon::run_daemon(run, script, daemon_stop().clone()).await)
@@ -235,6 +250,38 @@ pub async fn session_close(name: String) -> Result<Value> {
         daemon::Closed::Gone => Ok(serde_json::json!({ "outcome": "notRunning", "lock": null })),
         daemon::Closed::StillStarting => Err(session_err(store::SessionError::StillStarting { name })),
     }
+}
+
+/// The idle timeout of `session start` in ms (`null`: never): `given`
+/// (`--idle-timeout` / MCP `idleTimeout`), else 1 h for a headless session
+/// without a script.
+#[napi]
+pub fn session_idle_timeout(given: Option<String>, headful: bool, script: bool) -> Result<Option<f64>> {
+    let timeout = daemon::idle_timeout(given.as_deref(), headful, script).map_err(to_napi)?;
+    Ok(timeout.map(|d| d.as_millis() as f64))
+}
+
+/// `session start --profile`: the in-use error (with `browserSession`)
+/// when the profile is held now, or its name's error.
+#[napi]
+pub async fn profile_check(home: String, name: String) -> Result<()> {
+    blocking(move || aluvia_core::profile::check_free(std::path::Path::new(&home), &name).map_err(session_err)).await
+}
+
+/// `aluvia profile list`: `[{name, sizeBytes, lastUsed, inUseBy}]`.
+#[napi]
+pub async fn profile_list(home: String) -> Result<Value> {
+    blocking(move || {
+        let list = aluvia_core::profile::list(std::path::Path::new(&home)).map_err(session_err)?;
+        serde_json::to_value(list).map_err(json_err)
+    })
+    .await
+}
+
+/// `aluvia profile delete <name>`.
+#[napi]
+pub async fn profile_delete(home: String, name: String) -> Result<()> {
+    blocking(move || aluvia_core::profile::delete(std::path::Path::new(&home), &name).map_err(session_err)).await
 }
 
 /// `--connection-id` of `session start` (see `config::cli_connection_id`):

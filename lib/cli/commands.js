@@ -71,6 +71,15 @@ async function guarded(o, body) {
   }
 }
 
+/** Runs `body()` (a command that needs no key); any throw becomes `{ error }`. */
+async function local(body) {
+  try {
+    return await body();
+  } catch (err) {
+    return failure(err);
+  }
+}
+
 const resolve = (name, purpose) => mapped(() => native.sessionResolve(name ?? null, purpose));
 
 /** The fields `session list` shows for a lock file. */
@@ -85,6 +94,10 @@ function listFields(lock) {
     autoUnblock: lock.autoUnblock ?? null,
     // Ours: which browser runs, `{kind, version}`.
     browser: lock.browser ?? null,
+    // Ours: the idle timeout (null: never) and since when nothing used the
+    // session (null while a client is connected).
+    idleTimeoutMs: lock.idleTimeoutMs ?? null,
+    idleSince: lock.idleSince ?? null,
   };
 }
 
@@ -148,6 +161,14 @@ function sessionStart(o = {}) {
         Boolean(o.headful),
       ),
     ).kind;
+    const headful = Boolean(o.headful);
+    const idleTimeoutMs = mapped(() =>
+      native.sessionIdleTimeout(o.idleTimeout === undefined ? null : String(o.idleTimeout), headful, run !== undefined),
+    );
+    // A profile another session holds fails here, with that session's name.
+    const home = homeOf(source);
+    const profile = o.profile === undefined ? undefined : String(o.profile);
+    if (profile !== undefined) await mapped(() => native.profileCheck(home, profile));
     const requested = o.browserSession === undefined ? null : String(o.browserSession);
     const name = await mapped(() => native.sessionClaim(requested, { pid: 0, blockDetection, autoUnblock }));
     const env = {};
@@ -158,11 +179,14 @@ function sessionStart(o = {}) {
       url,
       blockDetection,
       autoUnblock,
-      headful: Boolean(o.headful),
+      headful,
       connectionId,
       run,
       runner,
       browser,
+      idleTimeoutMs,
+      profile,
+      home,
     };
     const { program, args } = daemonProgram();
     // The daemon's lock as it was when it became ready (with --run it may be gone by now).
@@ -255,7 +279,27 @@ function sessionGet(o = {}) {
     out.lastProxyError = lock.lastProxyError ?? null;
     // Ours: how the browser is kept apart ("namespace" or "none").
     out.browserIsolation = lock.browserIsolation ?? null;
+    // Ours: the persistent profile (null: a private one, removed at close).
+    out.profile = lock.profile ?? null;
     return out;
+  });
+}
+
+/** `profile list`: the persistent profiles of ~/.aluvia/profiles. */
+function profileList(o = {}) {
+  return local(async () => {
+    const profiles = await mapped(() => native.profileList(homeOf(o.env ?? process.env)));
+    return { profiles, count: profiles.length };
+  });
+}
+
+/** `profile delete <name>`: refused while a session uses it. */
+function profileDelete(o = {}) {
+  return local(async () => {
+    if (o.name === undefined) return { error: 'Profile name is required. Usage: aluvia profile delete <name>' };
+    const name = String(o.name);
+    await mapped(() => native.profileDelete(homeOf(o.env ?? process.env), name));
+    return { profile: name, message: 'Profile deleted.' };
   });
 }
 
@@ -354,6 +398,8 @@ module.exports = {
   sessionRotateIp,
   sessionSetGeo,
   sessionSetRules,
+  profileList,
+  profileDelete,
   account,
   accountUsage,
   geos,

@@ -46,6 +46,9 @@ async function main() {
       autoUnblock: spec.autoUnblock,
       client: { apiKey: key, connectionId: spec.connectionId, browser: spec.browser },
       run: spec.run ? { program: process.execPath, args: [RUNNER], script: spec.run } : undefined,
+      idleTimeoutMs: spec.idleTimeoutMs ?? undefined,
+      profile: spec.profile,
+      home: spec.home,
     }),
   );
   process.exit(code);

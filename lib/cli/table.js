@@ -69,6 +69,22 @@ const COMMANDS = [
         schema: { type: 'integer', minimum: 1 },
         tool: 'Reuse this account connection',
       }),
+      flag(
+        'idle-timeout',
+        'Close the session after this long without a CDP client or a command on it: 90s, 30m, 2h, milliseconds, or 0 for never (default: 1h; never with --headful or --run)',
+        {
+          value: '<d>',
+          tool: "Close the session after this long unused: '90s', '30m', '2h', or '0' for never (default: '1h')",
+        },
+      ),
+      flag(
+        'profile',
+        'Use the persistent profile ~/.aluvia/profiles/<name> (cookies, local storage and logins kept after close; one session at a time)',
+        {
+          value: '<name>',
+          tool: 'Persistent profile name: logins and cookies survive to the next session with it',
+        },
+      ),
     ],
     run: (o) => handlers().sessionStart(o),
     tool: {
@@ -153,6 +169,23 @@ const COMMANDS = [
       name: 'session_set_rules',
       description: "Append to or remove from the session's routing rules",
     },
+  },
+  {
+    path: ['profile', 'list'],
+    description:
+      'List the persistent profiles of ~/.aluvia/profiles: size, when last used, and the session using each (if any).',
+    example: 'aluvia profile list',
+    options: [],
+    run: (o) => handlers().profileList(o),
+    tool: { name: 'profile_list', description: 'List persistent browser profiles (kept logins and cookies)' },
+  },
+  {
+    path: ['profile', 'delete'],
+    args: [{ key: 'name', placeholder: '<name>' }],
+    description: 'Delete a persistent profile and everything it holds (refused while a session uses it).',
+    example: 'aluvia profile delete work',
+    options: [],
+    run: (o) => handlers().profileDelete(o),
   },
   {
     path: ['account'],

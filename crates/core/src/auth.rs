@@ -40,7 +40,7 @@ pub const LOGIN_CAP: Duration = Duration::from_secs(600);
 /// What a `slow_down` answer adds to the polling interval.
 pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 
-const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 
 /// `{home}/.aluvia/config.json`.
@@ -75,11 +75,11 @@ fn refused(path: &Path, why: &str) -> AluviaError {
 }
 
 /// The one-line error for a config folder or file that is not safe to use.
-fn unsafe_path(path: &Path, why: &str) -> AluviaError {
+pub(crate) fn unsafe_path(path: &Path, why: &str) -> AluviaError {
     AluviaError::Invalid(format!("Refusing to use {}: {why}", path.display()))
 }
 
-fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
@@ -105,7 +105,7 @@ fn kind_name(file_type: fs::FileType) -> &'static str {
 
 /// Checks what an open descriptor (or `lstat`) shows: the right type, owned
 /// by us, no group/other write bit. `dir` tells which type is wanted.
-fn check(path: &Path, meta: &fs::Metadata, dir: bool) -> Result<()> {
+pub(crate) fn check(path: &Path, meta: &fs::Metadata, dir: bool) -> Result<()> {
     let file_type = meta.file_type();
     if file_type.is_symlink() {
         return Err(unsafe_path(path, "it is a symlink."));
@@ -142,7 +142,7 @@ fn split(path: &Path) -> Result<(&Path, CString)> {
 /// Opens the config folder without following a link (`None` when it does
 /// not exist) and checks the open folder: a directory, ours, not writable
 /// by group or others.
-fn open_dir(dir: &Path) -> Result<Option<File>> {
+pub(crate) fn open_dir(dir: &Path) -> Result<Option<File>> {
     let opened = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -169,7 +169,7 @@ fn open_dir(dir: &Path) -> Result<Option<File>> {
 }
 
 /// `openat(dir, name, flags | O_CLOEXEC, mode)`.
-fn open_at(dir: &File, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<File> {
+pub(crate) fn open_at(dir: &File, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<File> {
     // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string,
     // both alive for the call.
     let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, libc::c_uint::from(mode)) };
@@ -244,6 +244,23 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
     }
 }
 
+/// [`open_dir`], creating the folder (0700, and its parents) when it does
+/// not exist; `cannot_create` words a failure to create it.
+pub(crate) fn open_or_create_dir(dir_path: &Path, cannot_create: impl Fn(io::Error) -> AluviaError) -> Result<File> {
+    if let Some(dir) = open_dir(dir_path)? {
+        return Ok(dir);
+    }
+    if let Some(home) = dir_path.parent() {
+        fs::create_dir_all(home).map_err(&cannot_create)?;
+    }
+    match fs::DirBuilder::new().mode(DIR_MODE).create(dir_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(cannot_create(e)),
+    }
+    open_dir(dir_path)?.ok_or_else(|| cannot_create(io::ErrorKind::NotFound.into()))
+}
+
 /// Saves `api_key` in the config file (keeping other fields of ours),
 /// atomically, with the directory at 0700 and the file at 0600. Refuses a
 /// file that is not ours, and a folder or file that is not safe to use,
@@ -252,20 +269,7 @@ pub fn save_key(path: &Path, api_key: &str) -> Result<()> {
     let (dir_path, name) = split(path)?;
     let cannot_write =
         |e: io::Error| AluviaError::Invalid(format!("Cannot write the config file {}: {e}", path.display()));
-    let dir = match open_dir(dir_path)? {
-        Some(dir) => dir,
-        None => {
-            if let Some(home) = dir_path.parent() {
-                fs::create_dir_all(home).map_err(cannot_write)?;
-            }
-            match fs::DirBuilder::new().mode(DIR_MODE).create(dir_path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(cannot_write(e)),
-            }
-            open_dir(dir_path)?.ok_or_else(|| cannot_write(io::ErrorKind::NotFound.into()))?
-        }
-    };
+    let dir = open_or_create_dir(dir_path, cannot_write)?;
     let mut object = match read_in(&dir, &name, path)? {
         ConfigFile::Missing => Map::new(),
         ConfigFile::Ours { object, .. } => object,

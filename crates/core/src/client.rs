@@ -17,6 +17,7 @@ use crate::log::{Level, Logger};
 use crate::proxy::{ProxyOptions, ProxyServer, TrafficEntry};
 use crate::rules_edit::RulesEdit;
 use crate::store::LockDir;
+use crate::task::off_thread;
 
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5000;
 
@@ -44,6 +45,12 @@ pub struct RawClientOptions {
     pub trust_spki: Option<Vec<String>>,
     /// `blockDetection` without its callback.
     pub block_detection: Option<serde_json::Value>,
+    /// Ours: the persistent profile of `~/.aluvia/profiles` the browser uses.
+    pub profile: Option<String>,
+    /// Whose profile: the home directory (else `HOME`) and, for a CLI
+    /// session's daemon, the session that holds it.
+    pub profile_home: Option<String>,
+    pub profile_session: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +76,16 @@ pub struct ClientOptions {
     pub browser: BrowserKind,
     pub trust_spki: Vec<String>,
     pub detection: DetectionConfig,
+    pub profile: Option<ProfileChoice>,
+}
+
+/// A persistent profile to take when the browser starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileChoice {
+    pub name: String,
+    pub home: std::path::PathBuf,
+    /// The CLI session that holds it (`None`: this program's client).
+    pub session: Option<String>,
 }
 
 // The API key stays out of every debug print.
@@ -87,7 +104,8 @@ debug_without_secrets!(RawClientOptions {
     headless,
     browser,
     trust_spki,
-    block_detection
+    block_detection,
+    profile
 });
 
 debug_without_secrets!(ClientOptions {
@@ -299,6 +317,20 @@ impl ClientOptions {
         if browser == BrowserKind::HeadlessShell && !headless {
             return Err(crate::browser::launch::headful_shell());
         }
+        let start_browser = raw.start_playwright.unwrap_or(false);
+        let profile = match raw.profile {
+            None => None,
+            Some(name) => {
+                crate::profile::validate_name(&name).map_err(|e| AluviaError::Invalid(e.to_string()))?;
+                if !start_browser {
+                    return Err(AluviaError::Invalid(
+                        "The profile option is for the browser: set startPlaywright: true with it.".into(),
+                    ));
+                }
+                let home = crate::auth::home_dir(raw.profile_home.as_deref())?;
+                Some(ProfileChoice { name, home, session: raw.profile_session })
+            }
+        };
         Ok(ClientOptions {
             api_key,
             connection_id,
@@ -311,7 +343,7 @@ impl ClientOptions {
             gateway: GatewayConfig { protocol, host: gateway_host, port: gateway_port },
             local_port: port("localPort", raw.local_port)?,
             log_level,
-            start_browser: raw.start_playwright.unwrap_or(false),
+            start_browser,
             headless,
             browser,
             trust_spki: spki_pins(raw.trust_spki)?,
@@ -320,6 +352,7 @@ impl ClientOptions {
                 Some(v) => serde_json::from_value(v)
                     .map_err(|e| AluviaError::InvalidType(format!("Invalid blockDetection option: {e}")))?,
             },
+            profile,
         })
     }
 }
@@ -395,6 +428,15 @@ impl Client {
             if !self.options.start_browser {
                 return Ok(None);
             }
+            let profile = match self.options.profile.clone() {
+                Some(p) => Some(
+                    off_thread(move || {
+                        crate::profile::take(&p.home, &p.name, p.session.as_deref()).map_err(AluviaError::from)
+                    })
+                    .await?,
+                ),
+                None => None,
+            };
             BrowserSession::launch(BrowserOptions {
                 proxy_url: format!("http://{}", proxy.local_addr()),
                 headless: self.options.headless,
@@ -404,6 +446,7 @@ impl Client {
                 sink: self.sink.lock().ok().and_then(|s| s.clone()),
                 unblock: unblock_action(&self.control, &self.logger),
                 logger: Arc::clone(&self.logger),
+                profile,
             })
             .await
             .map(|b| Some(Arc::new(b)))

@@ -12,7 +12,8 @@
 //!    engine, the shared connection config and the REST client (with the
 //!    device-code login on top of it).
 //! 2. `store`: the lock directory and its records, logs, names and the
-//!    identity of the process a record names; storage only.
+//!    identity of the process a record names; storage only. `profile`: the
+//!    persistent Chromium profiles of `~/.aluvia/profiles`.
 //! 3. `proxy`, `detection`: the data plane and the block-detection rules.
 //! 4. `rules_edit`, `control`: serialized rule edits and the control plane
 //!    that keeps the config fresh.
@@ -45,6 +46,7 @@ pub mod daemon;
 pub mod detection;
 pub mod error;
 pub mod log;
+pub mod profile;
 pub mod proxy;
 pub mod rules;
 pub mod rules_edit;

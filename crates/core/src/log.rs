@@ -34,7 +34,12 @@ fn write_raw(line: &str) {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, as JavaScript's `toISOString()`.
 pub fn iso_now() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    iso_time(SystemTime::now())
+}
+
+/// `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn iso_time(at: SystemTime) -> String {
+    let now = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = libc::time_t::try_from(now.as_secs()).unwrap_or(0);
     // SAFETY: an all-zero `tm` is a valid value; gmtime_r only writes into it.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "api",
     "auth",
     "store",
+    "profile",
     "proxy",
     "detection",
     "rules_edit",

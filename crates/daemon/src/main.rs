@@ -46,6 +46,14 @@ struct Spec {
     /// How to run a script: the program (Node) and its arguments.
     #[serde(default)]
     runner: Option<Runner>,
+    /// The idle timeout in ms (absent or null: never).
+    #[serde(default)]
+    idle_timeout_ms: Option<u64>,
+    /// The persistent profile, and the home directory it lives in.
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    home: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +131,9 @@ fn main() -> ExitCode {
                 ..RawClientOptions::default()
             },
             handle_signals: true,
+            idle_timeout: spec.idle_timeout_ms.filter(|ms| *ms > 0).map(std::time::Duration::from_millis),
+            profile: spec.profile,
+            home: spec.home,
         };
         daemon::run_daemon(run, script, DaemonStop::new()).await
     });

@@ -1,6 +1,8 @@
 //! A tiny "protected site" that challenges datacenter (direct) visitors the way
 //! Cloudflare does, and serves a normal page to visitors from a gateway exit
-//! address.
+//! address. Its `/login?user=<name>` page signs the visitor in (a `login` cookie and a
+//! `login` item of local storage), and every visit records the `login`
+//! cookie it came with: what a profile kept is what the site sees.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,7 +54,21 @@ fn challenge() -> Response<Body> {
     resp
 }
 
-fn shop_page(peer: IpAddr) -> Response<Body> {
+/// Who `/login?user=<name>` signs in (letters, digits and `-` only; else
+/// `emulated-user`).
+fn login_user(req: &Request<Incoming>) -> String {
+    let given = req.uri().query().unwrap_or_default().split('&').find_map(|p| p.strip_prefix("user="));
+    given
+        .filter(|u| !u.is_empty() && u.len() <= 40 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .unwrap_or("emulated-user")
+        .to_string()
+}
+
+fn shop_page(peer: IpAddr, login: Option<&str>) -> Response<Body> {
+    let script = match login {
+        Some(user) => format!("<script>localStorage.setItem('login', '{user}')</script>"),
+        None => String::new(),
+    };
     let html = format!(
         r#"<!DOCTYPE html>
 <html lang="en">
@@ -79,11 +95,29 @@ the same day, and every kettle comes with a two-year warranty.</p>
 </article>
 </main>
 <footer><p>Served by the Aluvia local emulator to {peer}.</p></footer>
+{script}
 </body>
 </html>
 "#
     );
-    respond(StatusCode::OK, "text/html", html)
+    let mut resp = respond(StatusCode::OK, "text/html", html);
+    if let Some(user) = login {
+        let cookie = format!("login={user}; Path=/; Max-Age=86400; Secure; HttpOnly; SameSite=Lax");
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().insert(hyper::header::SET_COOKIE, value);
+        }
+    }
+    resp
+}
+
+/// The `login` cookie a request came with.
+fn login_cookie(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("login=").map(str::to_string))
 }
 
 pub(crate) async fn handle(site: Arc<Site>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -122,7 +156,8 @@ pub(crate) async fn handle(site: Arc<Site>, req: Request<Incoming>, peer: Socket
         // /strict challenges everyone; other pages challenge direct visitors.
         challenge()
     } else {
-        shop_page(peer.ip())
+        let user = (path == "/login").then(|| login_user(&req));
+        shop_page(peer.ip(), user.as_deref())
     };
     let shown_path = req.uri().path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned());
     site.visits().push(json!({
@@ -130,6 +165,7 @@ pub(crate) async fn handle(site: Arc<Site>, req: Request<Incoming>, peer: Socket
         "peer": peer.ip().to_string(),
         "protocol": format!("{:?}", req.version()),
         "status": resp.status().as_u16(),
+        "login": login_cookie(&req),
         "time_ms": now_ms(),
     }));
     resp

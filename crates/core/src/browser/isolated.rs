@@ -6,13 +6,11 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::{TcpSocket, TcpStream};
 
+use super::gate::{loopback_listener, Activity, Dial, Relays};
 use super::netns::Netns;
-use crate::log::{Level, Logger};
-use crate::proxy::owner_check;
+use crate::log::Logger;
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -20,18 +18,7 @@ const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// cancelled when dropped.
 pub struct Isolation {
     netns: Arc<Netns>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    logger: Arc<Logger>,
-}
-
-/// Where an accepted connection is relayed to.
-#[derive(Clone, Copy)]
-enum Dial {
-    /// An address on the host (the local proxy).
-    Host(SocketAddr),
-    /// An address inside the namespace (Chromium's DevTools port).
-    Inside(SocketAddr),
+    relays: Relays,
 }
 
 impl Isolation {
@@ -40,80 +27,34 @@ impl Isolation {
     /// Chromium (and the factory) live in the namespace, so nobody else can
     /// connect there.
     pub fn start(netns: Netns, proxy_port: u16, logger: Arc<Logger>) -> io::Result<Isolation> {
-        let iso =
-            Isolation { netns: Arc::new(netns), cancel: CancellationToken::new(), tracker: TaskTracker::new(), logger };
+        let iso = Isolation { netns: Arc::new(netns), relays: Relays::new(logger) };
         let proxy = SocketAddr::V4(SocketAddrV4::new(LOOPBACK, proxy_port));
         let inside = socket_in(&iso.netns)?;
         inside.set_reuseaddr(true)?;
         inside.bind(proxy)?;
-        iso.serve(inside.listen(1024)?, false, Dial::Host(proxy));
+        let listener = inside.listen(1024)?;
+        iso.relays.serve(listener, false, Arc::new(move || Box::pin(TcpStream::connect(proxy))), None);
         Ok(iso)
     }
 
     /// Serve Chromium's DevTools port (inside) on a fresh port of the host's
-    /// 127.0.0.1, to processes of this user only. Returns that port.
-    pub async fn serve_cdp(&self, chromium_port: u16) -> io::Result<u16> {
-        let listener = TcpListener::bind((LOOPBACK, 0)).await?;
-        let port = listener.local_addr()?.port();
-        crate::proxy::log_owner_check_off(&self.logger, "cdp");
-        self.serve(listener, true, Dial::Inside(SocketAddr::V4(SocketAddrV4::new(LOOPBACK, chromium_port))));
-        Ok(port)
-    }
-
-    fn serve(&self, listener: TcpListener, owner_only: bool, dial: Dial) {
-        let (cancel, tracker) = (self.cancel.clone(), self.tracker.clone());
+    /// 127.0.0.1, to processes of this user only; its connections count as
+    /// clients' with `activity`. Returns that port.
+    pub async fn serve_cdp(&self, chromium_port: u16, activity: Option<Arc<Activity>>) -> io::Result<u16> {
+        let (listener, port) = loopback_listener().await?;
+        let to = SocketAddr::V4(SocketAddrV4::new(LOOPBACK, chromium_port));
         let netns = Arc::clone(&self.netns);
-        let logger = Arc::clone(&self.logger);
-        self.tracker.spawn(async move {
-            let Ok(local) = listener.local_addr() else { return };
-            loop {
-                let (stream, peer) = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        // EMFILE and the like: let the moment pass.
-                        Err(_) => { tokio::time::sleep(std::time::Duration::from_millis(10)).await; continue }
-                    },
-                };
-                // Another user's process, or one whose owner cannot be
-                // established, is closed unanswered, before a byte is read.
-                if owner_only {
-                    let verdict = owner_check(peer, local);
-                    if !verdict.admits() {
-                        if logger.enabled(Level::Debug) {
-                            logger.debug(format!("cdp: refused a connection from {peer}: {}", verdict.reason()));
-                        }
-                        continue;
-                    }
-                }
-                let (netns, cancel) = (Arc::clone(&netns), cancel.clone());
-                tracker.spawn(async move {
-                    let upstream = match dial {
-                        Dial::Host(to) => TcpStream::connect(to).await,
-                        Dial::Inside(to) => match socket_in(&netns) {
-                            Ok(socket) => socket.connect(to).await,
-                            Err(e) => Err(e),
-                        },
-                    };
-                    if let Ok(upstream) = upstream {
-                        relay(stream, upstream, cancel).await;
-                    }
-                });
-            }
+        let dial: Dial = Arc::new(move || {
+            let socket = socket_in(&netns);
+            Box::pin(async move { socket?.connect(to).await })
         });
+        self.relays.serve(listener, true, dial, activity);
+        Ok(port)
     }
 
     /// Stop listening, close every relayed connection, and wait for them.
     pub async fn stop(&self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-}
-
-impl Drop for Isolation {
-    fn drop(&mut self) {
-        self.cancel.cancel();
+        self.relays.stop().await;
     }
 }
 
@@ -123,20 +64,12 @@ fn socket_in(netns: &Netns) -> io::Result<TcpSocket> {
     Ok(TcpSocket::from_std_stream(std))
 }
 
-async fn relay(mut a: TcpStream, mut b: TcpStream, cancel: CancellationToken) {
-    let _ = a.set_nodelay(true);
-    let _ = b.set_nodelay(true);
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::process::{Command, Stdio};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
     use super::*;
     use crate::browser::netns::Prepared;
@@ -213,7 +146,7 @@ mod tests {
                 });
             }
         });
-        let gate = iso.serve_cdp(shared_port).await.unwrap();
+        let gate = iso.serve_cdp(shared_port, None).await.unwrap();
         let via_gate = TcpStream::connect((LOOPBACK, gate)).await.unwrap();
         assert_eq!(round_trip(via_gate).await, b"ping");
         let _direct = TcpStream::connect((LOOPBACK, shared_port)).await.unwrap();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use super::gate::{serve_host_cdp, Activity, Relays};
 #[cfg(target_os = "linux")]
 pub use super::isolated::Isolation;
 #[cfg(target_os = "linux")]
@@ -205,6 +206,10 @@ pub struct LaunchOptions {
     /// base64 SHA-256 public-key pins whose certificates are accepted.
     pub trust_spki: Vec<String>,
     pub user_data_dir: PathBuf,
+    /// A persistent profile's lock, which Chromium inherits (the profile
+    /// stays held while Chromium lives); Chromium then gets SIGTERM rather
+    /// than SIGKILL when its parent dies, so that it saves the profile.
+    pub profile_lock: Option<std::os::fd::RawFd>,
 }
 
 pub struct Launched {
@@ -217,8 +222,13 @@ pub struct Launched {
     pub isolation: Option<Isolation>,
     /// Why Chromium runs on the host's network, when it does.
     pub not_isolated: Option<String>,
-    /// Proxied requests to `cdp_port` are refused while this lives.
-    pub control_port: ControlPort,
+    /// The gate's relays on the host's network (when not isolated).
+    pub(super) relays: Option<Relays>,
+    /// Clients of the published gate (`cdp_port`).
+    pub activity: Arc<Activity>,
+    /// Proxied requests to the DevTools ports (the gate's, the engine's,
+    /// Chromium's own) are refused while these live.
+    pub control_ports: Vec<ControlPort>,
 }
 
 /// The variable that turns the namespace off (`none`); `namespace`, the
@@ -291,9 +301,28 @@ pub async fn spawn(opts: &LaunchOptions, logger: &Arc<Logger>) -> Result<Launche
         }
     };
     let (child, ready) = start_process(opts, &args, None)?;
-    let (child, ws_url, cdp_port) = wait_devtools(child, ready).await.map_err(AluviaError::Internal)?;
-    let control_port = ControlPort::register(cdp_port);
-    Ok(Launched { child, ws_url, cdp_port, isolation: None, not_isolated: Some(not_isolated), control_port })
+    let (mut child, ws_url, chromium_port) = wait_devtools(child, ready).await.map_err(AluviaError::Internal)?;
+    // Clients get a gate in front of Chromium's port, which keeps the idle
+    // clock (and serves the owner only); the engine uses the port itself.
+    let relays = Relays::new(Arc::clone(logger));
+    let activity = Activity::new();
+    let gate = match serve_host_cdp(&relays, chromium_port, Arc::clone(&activity)).await {
+        Ok(port) => port,
+        Err(e) => {
+            kill(&mut child);
+            return Err(AluviaError::Internal(format!("cannot serve Chromium's DevTools port: {e}")));
+        }
+    };
+    Ok(Launched {
+        child,
+        ws_url,
+        cdp_port: gate,
+        isolation: None,
+        not_isolated: Some(not_isolated),
+        relays: Some(relays),
+        activity,
+        control_ports: vec![ControlPort::register(gate), ControlPort::register(chromium_port)],
+    })
 }
 
 /// Chromium in a namespace of its own, with the engine's relays; or why it
@@ -320,17 +349,32 @@ async fn spawn_isolated(
     };
     let (mut child, ws_url, inner_port) =
         wait_devtools(child, ready).await.map_err(|e| format!("Chromium did not start in a network namespace: {e}"))?;
-    let gate = match iso.serve_cdp(inner_port).await {
-        Ok(port) => port,
+    // The clients' gate keeps the idle clock; the engine has a relay of its
+    // own, which does not count.
+    let activity = Activity::new();
+    let served = async {
+        let gate = iso.serve_cdp(inner_port, Some(Arc::clone(&activity))).await?;
+        let engine = iso.serve_cdp(inner_port, None).await?;
+        Ok::<_, std::io::Error>((gate, engine))
+    };
+    let (gate, engine) = match served.await {
+        Ok(ports) => ports,
         Err(e) => {
             kill(&mut child);
             return Err(format!("cannot serve Chromium's DevTools port: {e}"));
         }
     };
-    // The engine itself goes through the gate too (it is the owner).
-    let ws_url = ws_url.replacen(&format!("127.0.0.1:{inner_port}/"), &format!("127.0.0.1:{gate}/"), 1);
-    let control_port = ControlPort::register(gate);
-    Ok(Launched { child, ws_url, cdp_port: gate, isolation: Some(iso), not_isolated: None, control_port })
+    let ws_url = ws_url.replacen(&format!("127.0.0.1:{inner_port}/"), &format!("127.0.0.1:{engine}/"), 1);
+    Ok(Launched {
+        child,
+        ws_url,
+        cdp_port: gate,
+        isolation: Some(iso),
+        not_isolated: None,
+        relays: None,
+        activity,
+        control_ports: vec![ControlPort::register(gate), ControlPort::register(engine)],
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -463,9 +507,23 @@ fn start_process(opts: &LaunchOptions, args: &[String], ns: Option<&Prepared>) -
         }
         // Chromium dies with the thread that started it (a runtime worker,
         // alive as long as the process).
-        // SAFETY: the closure is async-signal-safe (see `die_with_parent`).
+        let death = if opts.profile_lock.is_some() { libc::SIGTERM } else { libc::SIGKILL };
+        // SAFETY: the closure is async-signal-safe (see `die_with_parent_by`).
         unsafe {
-            cmd.pre_exec(crate::store::die_with_parent());
+            cmd.pre_exec(crate::store::die_with_parent_by(death));
+        }
+        if let Some(fd) = opts.profile_lock {
+            // SAFETY: fcntl is async-signal-safe; `fd` stays open in the
+            // parent for the spawn, and the child's copy is its own.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -2,6 +2,7 @@
 //! block detection on every page target.
 
 mod cdp;
+mod gate;
 #[cfg(target_os = "linux")]
 mod isolated;
 pub mod launch;
@@ -23,6 +24,7 @@ use crate::error::{AluviaError, Result};
 use crate::log::Logger;
 use crate::task::off_thread;
 
+pub use gate::{touch, Activity};
 pub use watch::Detector;
 
 /// One detection result and the CDP target (page) it is about.
@@ -54,6 +56,9 @@ pub struct BrowserOptions {
     pub sink: Option<DetectionSink>,
     pub unblock: UnblockAction,
     pub logger: Arc<Logger>,
+    /// A persistent profile (ours), taken by the owner; `None` for a private
+    /// profile made for this browser and removed with it.
+    pub profile: Option<crate::profile::ProfileLock>,
 }
 
 pub struct BrowserSession {
@@ -64,9 +69,17 @@ pub struct BrowserSession {
     cdp_url: String,
     user_data_dir: PathBuf,
     detector: Arc<Detector>,
-    /// Proxied requests to the DevTools endpoint are refused while it runs.
-    _control_port: crate::proxy::ControlPort,
+    /// The gate's relays on the host's network (when not isolated).
+    relays: Option<gate::Relays>,
+    /// Clients of `cdp_url`: the idle clock.
+    activity: Arc<Activity>,
+    /// Proxied requests to the DevTools endpoints are refused while it runs.
+    _control_ports: Vec<crate::proxy::ControlPort>,
     info: BrowserInfo,
+    /// The persistent profile, held until Chromium is gone; kept on close.
+    profile: Mutex<Option<crate::profile::ProfileLock>>,
+    /// Whether `user_data_dir` is a persistent profile (kept) or private.
+    persistent: bool,
 }
 
 /// Which browser a session runs, as `session get` and the connection say.
@@ -82,8 +95,30 @@ pub use crate::store::PROFILE_DIR_PREFIX;
 /// The profile's preferences at the start.
 const PREFERENCES: &str = r#"{"webrtc":{"ip_handling_policy":"disable_non_proxied_udp","multiple_routes_enabled":false,"nonproxied_udp_enabled":false}}"#;
 
-fn make_user_data_dir() -> Result<PathBuf> {
+/// Sets the profile's WebRTC policy in `Default/Preferences` (keeping the
+/// rest of what a persistent profile's preferences hold), and clears what a
+/// Chromium that was killed leaves in a profile it used: its singleton
+/// files (the profile is ours alone now) and its temp folder.
+fn prepare_profile(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    for leftover in ["SingletonLock", "SingletonSocket", "SingletonCookie"] {
+        let _ = std::fs::remove_file(dir.join(leftover));
+    }
+    let _ = std::fs::remove_dir_all(dir.join("t"));
+    let default = dir.join("Default");
+    std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&default)?;
+    let path = default.join("Preferences");
+    let mut prefs = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    let ours: serde_json::Value = serde_json::from_str(PREFERENCES).unwrap_or_default();
+    prefs["webrtc"] = ours["webrtc"].clone();
+    std::fs::write(path, serde_json::to_vec(&prefs).unwrap_or_default())
+}
+
+fn make_user_data_dir() -> Result<PathBuf> {
     // Named after this process, so that a sweep can tell it was left behind
     // by a killed owner before any lock file recorded it; short, as
     // Chromium's singleton socket lives under it (in the `TMPDIR` it gets),
@@ -94,16 +129,11 @@ fn make_user_data_dir() -> Result<PathBuf> {
             std::env::temp_dir().display()
         ))
     })?;
-    let made = (|| -> std::io::Result<()> {
-        // WebRTC may use UDP only through a proxy, which an HTTP proxy cannot
-        // carry: no STUN or media packet goes around the proxy to reveal the
-        // machine's own address. (Chromium takes this from the profile; the
-        // command-line switch alone leaves UDP on.)
-        let default = dir.join("Default");
-        std::fs::DirBuilder::new().mode(0o700).create(&default)?;
-        std::fs::write(default.join("Preferences"), PREFERENCES)
-    })();
-    made.map_err(|e| {
+    // WebRTC may use UDP only through a proxy, which an HTTP proxy cannot
+    // carry: no STUN or media packet goes around the proxy to reveal the
+    // machine's own address. (Chromium takes this from the profile; the
+    // command-line switch alone leaves UDP on.)
+    prepare_profile(&dir).map_err(|e| {
         let _ = std::fs::remove_dir_all(&dir);
         AluviaError::Internal(format!("cannot create a Chromium profile directory {}: {e}", dir.display()))
     })?;
@@ -116,7 +146,22 @@ impl BrowserSession {
     pub async fn launch(opts: BrowserOptions) -> Result<BrowserSession> {
         let executable = launch::find_chromium(opts.kind)?;
         let isolate = launch::isolation_wanted()?;
-        let user_data_dir = make_user_data_dir()?;
+        let user_data_dir = match &opts.profile {
+            Some(profile) => {
+                let dir = profile.path().to_path_buf();
+                prepare_profile(&dir)
+                    .map_err(|e| AluviaError::Internal(format!("cannot prepare the profile {}: {e}", dir.display())))?;
+                dir
+            }
+            None => make_user_data_dir()?,
+        };
+        let keep_profile = opts.profile.is_some();
+        // A private profile goes with a failed launch; a persistent one stays.
+        let discard = |dir: &std::path::Path| {
+            if !keep_profile {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        };
         let launched = match launch::spawn(
             &launch::LaunchOptions {
                 executable,
@@ -126,6 +171,7 @@ impl BrowserSession {
                 kind: opts.kind,
                 trust_spki: opts.trust_spki.clone(),
                 user_data_dir: user_data_dir.clone(),
+                profile_lock: opts.profile.as_ref().map(crate::profile::ProfileLock::lock_fd),
             },
             &opts.logger,
         )
@@ -133,7 +179,7 @@ impl BrowserSession {
         {
             Ok(l) => l,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&user_data_dir);
+                discard(&user_data_dir);
                 return Err(e);
             }
         };
@@ -173,7 +219,7 @@ impl BrowserSession {
                 if let Some(iso) = &isolation {
                     iso.stop().await;
                 }
-                let _ = std::fs::remove_dir_all(&user_data_dir);
+                discard(&user_data_dir);
                 return Err(AluviaError::Internal(format!("Failed to connect to Chromium over CDP: {e}")));
             }
         };
@@ -204,12 +250,22 @@ impl BrowserSession {
             cdp_url: format!("http://127.0.0.1:{}", launched.cdp_port),
             user_data_dir,
             detector,
-            _control_port: launched.control_port,
+            relays: launched.relays,
+            activity: launched.activity,
+            _control_ports: launched.control_ports,
+            profile: Mutex::new(opts.profile),
+            persistent: keep_profile,
         })
     }
 
     pub fn cdp_url(&self) -> &str {
         &self.cdp_url
+    }
+
+    /// The clients of [`Self::cdp_url`]: whether one is connected, and since
+    /// when none has been (the idle clock).
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 
     /// The browser's kind and version.
@@ -337,12 +393,25 @@ impl BrowserSession {
         if let Some(iso) = &self.isolation {
             iso.stop().await;
         }
+        if let Some(relays) = &self.relays {
+            relays.stop().await;
+        }
+        // A persistent profile is kept, and let go now that Chromium is gone.
+        if self.persistent {
+            drop(self.profile.lock().ok().and_then(|mut p| p.take()));
+            return;
+        }
         let dir = self.user_data_dir.clone();
         let _ = off_thread(move || {
             let _ = std::fs::remove_dir_all(dir);
             Ok(())
         })
         .await;
+    }
+
+    /// The persistent profile's name, when the browser runs with one.
+    pub fn profile(&self) -> Option<String> {
+        self.profile.lock().ok().and_then(|p| p.as_ref().map(|p| p.name().to_string()))
     }
 }
 
@@ -352,6 +421,8 @@ impl Drop for BrowserSession {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.user_data_dir);
+        if !self.persistent {
+            let _ = std::fs::remove_dir_all(&self.user_data_dir);
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - `run.rs` (daemon): [`run_daemon`] is that daemon's life, from its first
 //!   lock write to the lock's removal; `sync.rs` keeps its lock file current.
 //! - `script.rs` (daemon): a `--run` script's child process.
+//! - `idle.rs` (both): the idle timeout, as given and as it runs out.
 //! - `ready.rs` (both): the pipe protocol between the two.
 //! - [`close_session`] (CLI process) is `session close`.
 //!
@@ -14,6 +15,7 @@
 #![cfg(unix)]
 
 mod close;
+mod idle;
 mod launcher;
 mod ready;
 mod run;
@@ -21,6 +23,7 @@ mod script;
 mod sync;
 
 pub use close::{close_session, Closed, HANDOVER_WAIT};
+pub use idle::{format_duration, idle_timeout, parse_idle_timeout, DEFAULT_IDLE_TIMEOUT};
 pub use launcher::{
     native_daemon_beside, spawn_daemon, DaemonReady, DaemonSpawn, LaunchError, API_KEY_ENV, DEFAULT_READY_TIMEOUT,
     NATIVE_DAEMON,

@@ -44,6 +44,12 @@ pub struct DaemonRun {
     pub client: RawClientOptions,
     /// Whether SIGTERM and SIGINT stop it ([`stop_on_signals`]).
     pub handle_signals: bool,
+    /// Ours: it closes itself once its CDP endpoint has had no client for
+    /// this long (`None`: never).
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Ours: the persistent profile, and the home directory it lives in.
+    pub profile: Option<String>,
+    pub home: Option<String>,
 }
 
 impl DaemonRun {
@@ -55,6 +61,9 @@ impl DaemonRun {
             block_detection: Some(
                 serde_json::json!({ "enabled": self.block_detection, "autoUnblock": self.auto_unblock }),
             ),
+            profile: self.profile.clone(),
+            profile_home: self.home.clone(),
+            profile_session: Some(self.name.clone()),
             ..self.client.clone().with_env(|name| std::env::var(name).ok())?
         })
     }
@@ -195,6 +204,7 @@ struct Daemon {
     pid: u32,
     client: Arc<Client>,
     sync: LockSync,
+    idle_timeout: Option<std::time::Duration>,
 }
 
 impl Daemon {
@@ -253,7 +263,19 @@ impl Daemon {
         let isolation = self.client.browser().map(|b| b.isolation());
         // `browser` (ours): its kind and version.
         let browser = self.client.browser().and_then(|b| serde_json::to_value(b.info()).ok());
+        // Ours: the idle timeout (null: never) and the persistent profile.
+        let idle_timeout = self.idle_timeout.map_or(Value::Null, |d| Value::from(d.as_millis() as u64));
+        let profile_name = self.client.browser().and_then(|b| b.profile()).map_or(Value::Null, Value::from);
+        // Ours: the browser's process, which stale cleanup ends if it outlives a killed daemon.
+        let browser_pid = self.client.browser().and_then(|b| b.pid());
+        let browser_start = browser_pid.and_then(crate::store::process_start);
         self.write(move |lock| {
+            if let (Some(pid), Some(start)) = (browser_pid, browser_start) {
+                lock.extra.insert("browserPid".into(), Value::from(pid));
+                lock.extra.insert("browserStart".into(), Value::from(start));
+            }
+            lock.extra.insert("idleTimeoutMs".into(), idle_timeout);
+            lock.extra.insert("profile".into(), profile_name);
             lock.proxy_url = Some(proxy_url);
             lock.profile_dir = profile;
             match isolation {
@@ -285,8 +307,15 @@ impl Daemon {
         let navigation_ms = navigation_began.elapsed().as_millis();
         let connection_id = self.client.control().connection_id().map(|id| id_value(&id));
         let (cdp_url, url) = (info.cdp_url.clone(), url.to_string());
+        // The idle clock starts now that the session is ready.
+        let activity = self.client.browser().map(|b| Arc::clone(b.activity()));
+        if let Some(activity) = &activity {
+            activity.touch();
+        }
+        let idle_since = activity.and_then(|a| a.idle_since()).map(crate::log::iso_time);
         let lock = self
             .write(move |lock| {
+                lock.extra.insert("idleSince".into(), idle_since.map_or(Value::Null, Value::from));
                 lock.connection_id = connection_id;
                 lock.cdp_url = cdp_url;
                 lock.url = Some(url);
@@ -355,10 +384,12 @@ pub async fn run_daemon(spec: DaemonRun, script: Option<ScriptRun>, stop: Daemon
         Some(Status {
             traffic: serde_json::to_value(client.traffic()).ok()?,
             last_proxy_error: client.last_proxy_failure().and_then(|f| serde_json::to_value(f).ok()),
+            idle_since: client.browser()?.activity().idle_since().map(crate::log::iso_time),
         })
     });
     client.set_detection_sink(Some(sink));
-    let daemon = Daemon { dir: spec.dir.clone(), name: spec.name.clone(), pid, client, sync };
+    let daemon =
+        Daemon { dir: spec.dir.clone(), name: spec.name.clone(), pid, client, sync, idle_timeout: spec.idle_timeout };
 
     let (info, lock) = match daemon.start(&spec.url, &stop).await {
         Ok(Ok(started)) => started,
@@ -380,6 +411,15 @@ pub async fn run_daemon(spec: DaemonRun, script: Option<ScriptRun>, stop: Daemon
     let cdp_url = info.cdp_url.clone().unwrap_or_default();
     log(format_args!("ready: cdp {cdp_url}, proxy {}, connection {connection}", info.url));
 
+    // Ours: a session nobody uses closes itself (its clock started at ready).
+    let activity = daemon.client.browser().map(|b| Arc::clone(b.activity()));
+    let idle = async move {
+        match (activity, spec.idle_timeout) {
+            (Some(activity), Some(timeout)) => super::idle::expired(activity, timeout).await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(idle);
     let exit = match script {
         Some(script) => match ScriptChild::start(&script, &cdp_url) {
             Ok(mut child) => {
@@ -387,6 +427,7 @@ pub async fn run_daemon(spec: DaemonRun, script: Option<ScriptRun>, stop: Daemon
                 let exit = tokio::select! {
                     exit = child.wait() => exit,
                     exit = stop.requested() => exit,
+                    exit = &mut idle => exit,
                 };
                 child.stop().await;
                 exit
@@ -406,6 +447,7 @@ pub async fn run_daemon(spec: DaemonRun, script: Option<ScriptRun>, stop: Daemon
             tokio::select! {
                 () = gone => DaemonExit::new(0, "browser disconnected"),
                 exit = stop.requested() => exit,
+                exit = &mut idle => exit,
             }
         }
     };
@@ -429,6 +471,9 @@ mod tests {
             auto_unblock: false,
             client,
             handle_signals: false,
+            idle_timeout: None,
+            profile: None,
+            home: None,
         }
     }
 

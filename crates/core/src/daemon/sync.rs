@@ -31,6 +31,9 @@ pub struct Status {
     pub traffic: Value,
     /// The gateway's last failure (`lastProxyError`).
     pub last_proxy_error: Option<Value>,
+    /// Since when no client has used the browser (`idleSince`, ISO time;
+    /// `None` while one does).
+    pub idle_since: Option<String>,
 }
 
 /// The writer task; dropping it (or calling [`LockSync::stop`]) ends it.
@@ -120,6 +123,7 @@ fn start_reporting(
                     Write::Traffic(t) => {
                         lock.traffic = Some(t.traffic);
                         lock.last_proxy_error = t.last_proxy_error;
+                        lock.extra.insert("idleSince".into(), t.idle_since.map_or(Value::Null, Value::from));
                     }
                 })
             })
@@ -143,7 +147,7 @@ mod tests {
     use super::*;
 
     fn status(traffic: Value) -> Status {
-        Status { traffic, last_proxy_error: None }
+        Status { traffic, last_proxy_error: None, idle_since: None }
     }
     use crate::store::testutil::TempDir;
     use crate::store::LockData;

@@ -47,7 +47,7 @@ pub use naming::{
 };
 pub use owned::{create_owned_dir, sweep_orphaned_dirs, RUN_DIR_PREFIX};
 #[cfg(target_os = "linux")]
-pub use process::die_with_parent;
+pub use process::{die_with_parent, die_with_parent_by};
 pub use process::{
     is_process_alive, is_recorded_process, is_session_daemon, process_start, terminate, Termination, DEFAULT_GRACE,
     POLL_INTERVAL,

@@ -92,12 +92,19 @@ pub fn is_recorded_process(pid: u32, start: Option<&str>) -> bool {
 /// already gone. Async-signal-safe: prctl and getppid only.
 #[cfg(target_os = "linux")]
 pub fn die_with_parent() -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+    die_with_parent_by(libc::SIGKILL)
+}
+
+/// [`die_with_parent`] with another parent-death signal (SIGTERM lets a
+/// browser save what it holds before it ends).
+#[cfg(target_os = "linux")]
+pub fn die_with_parent_by(signal: libc::c_int) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
     let parent = std::process::id() as libc::pid_t;
     move || {
         // SAFETY: prctl and getppid have no memory effects and are
         // async-signal-safe, as the time between fork and exec requires.
         unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before prctl took effect. (Not

@@ -94,11 +94,43 @@ pub enum SessionError {
         #[serde(skip)]
         name: String,
     },
+    #[error("Invalid profile name. Use only letters, numbers, hyphens, and underscores.")]
+    ProfileInvalidName {},
+    /// A session runs with the profile (ours).
+    #[error("Profile '{profile}' is in use by session '{browser_session}'.")]
+    ProfileInUse {
+        browser_session: String,
+        #[serde(skip)]
+        profile: String,
+    },
+    /// A program's own client (no session) runs with the profile (ours).
+    #[error("Profile '{profile}' is in use by another program (pid {pid}).")]
+    ProfileHeld {
+        #[serde(skip)]
+        profile: String,
+        #[serde(skip)]
+        pid: u32,
+    },
+    #[error("No profile named '{profile}'.")]
+    ProfileNotFound {
+        #[serde(skip)]
+        profile: String,
+    },
     /// The lock directory or a process could not be used: not a session error
     /// of its own, it crosses as the error it is.
     #[error(transparent)]
     #[serde(skip_serializing)]
     Other(#[from] AluviaError),
+}
+
+/// A session error where only its message matters (an in-process client's).
+impl From<SessionError> for AluviaError {
+    fn from(e: SessionError) -> AluviaError {
+        match e {
+            SessionError::Other(e) => e,
+            e => AluviaError::Invalid(e.to_string()),
+        }
+    }
 }
 
 /// The session that holds a name, as the name-in-use error shows it.
@@ -144,6 +176,9 @@ impl SessionError {
             | SessionError::ConnectStale { .. }
             | SessionError::ConnectStarting { .. }
             | SessionError::ConnectNoCdpUrl { .. } => "ConnectError",
+            SessionError::ProfileInvalidName {} => "ProfileInvalidName",
+            SessionError::ProfileInUse { .. } | SessionError::ProfileHeld { .. } => "ProfileInUse",
+            SessionError::ProfileNotFound { .. } => "ProfileNotFound",
             SessionError::Other(e) => e.code(),
         }
     }

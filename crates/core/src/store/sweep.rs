@@ -37,6 +37,7 @@ impl LockDir {
                     if data.is_live() {
                         None
                     } else {
+                        end_stale_browser(&data);
                         stale_profile(&data)
                     }
                 }
@@ -82,6 +83,7 @@ impl LockDir {
                 }
                 LockRead::Valid(data) => {
                     self.remove_unlocked(&name)?;
+                    end_stale_browser(&data);
                     stale_profiles.extend(stale_profile(&data));
                 }
                 LockRead::Corrupt { name, reason } => corrupt.push((name, reason)),
@@ -108,6 +110,20 @@ impl LockDir {
             if !is_process_alive(pid) {
                 let _ = fs::remove_file(entry.path());
             }
+        }
+    }
+}
+
+/// Ends the Chromium a dead daemon recorded (`browserPid`, `browserStart`;
+/// ours) if it is still that process: one with a persistent profile is told
+/// to quit (SIGTERM) when its daemon dies, which it does unless it hangs.
+fn end_stale_browser(data: &LockData) {
+    let pid = data.extra.get("browserPid").and_then(serde_json::Value::as_u64).and_then(|p| u32::try_from(p).ok());
+    let start = data.extra.get("browserStart").and_then(serde_json::Value::as_str);
+    if let (Some(pid), Some(start)) = (pid, start) {
+        if pid > 1 && super::process::is_recorded_process(pid, Some(start)) {
+            // SAFETY: plain syscall; the pid was checked to be that browser just now.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
     }
 }

@@ -432,3 +432,28 @@ fn session_claim_race_processes_one_winner() {
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 3).count(), 3, "{codes:?}");
 }
+
+#[test]
+fn session_a_browser_that_outlived_its_killed_daemon_is_ended_by_the_sweep() {
+    let tmp = TempDir::new("lock-browser");
+    let dir = tmp.lock_dir();
+    let mut browser = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = browser.id();
+    let mut data = early(dead_pid());
+    data.extra.insert("browserPid".into(), pid.into());
+    data.extra.insert("browserStart".into(), super::process_start(pid).unwrap().into());
+    dir.write("killed", &data).unwrap();
+    // A recorded pid that is another process now (another start) is left alone.
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut reused = early(dead_pid());
+    reused.extra.insert("browserPid".into(), other.id().into());
+    reused.extra.insert("browserStart".into(), "0:0".into());
+    dir.write("reused", &reused).unwrap();
+
+    assert_eq!(dir.live_sessions().unwrap(), LiveSessions::default());
+    let status = browser.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    assert!(other.try_wait().unwrap().is_none(), "not the recorded process: left alone");
+    let _ = other.kill();
+    let _ = other.wait();
+}
