@@ -136,7 +136,12 @@ function sessionStart(o = {}) {
     checkUrl(url);
     const connectionId = parseConnectionId(o.connectionId);
     const blockDetection = !o.disableBlockDetection;
-    const autoUnblock = blockDetection && Boolean(o.autoUnblock);
+    // Ours: the unblock ladder; either flag implies --auto-unblock.
+    const ladderGiven = o.unblockSteps !== undefined || o.unblockGeos !== undefined;
+    if (ladderGiven && !blockDetection) {
+      return { error: 'Cannot use --unblock-steps or --unblock-geos with --disable-block-detection.' };
+    }
+    const autoUnblock = blockDetection && (Boolean(o.autoUnblock) || ladderGiven);
     const cwd = o.cwd ?? process.cwd();
     const run = o.run === undefined ? undefined : scriptPath(String(o.run), cwd);
     // A Chromium that cannot be found fails here, not in the daemon.
@@ -148,6 +153,13 @@ function sessionStart(o = {}) {
         Boolean(o.headful),
       ),
     ).kind;
+    // Steps and geos are checked (the geos against GET /geos) before anything starts.
+    const text = (v) => (v === undefined ? null : String(v));
+    const ladder = ladderGiven
+      ? await mapped(() =>
+          native.unblockFlags(s.apiKey, s.apiBaseUrl ?? null, text(o.unblockSteps), text(o.unblockGeos)),
+        )
+      : {};
     const requested = o.browserSession === undefined ? null : String(o.browserSession);
     const name = await mapped(() => native.sessionClaim(requested, { pid: 0, blockDetection, autoUnblock }));
     const env = {};
@@ -158,6 +170,8 @@ function sessionStart(o = {}) {
       url,
       blockDetection,
       autoUnblock,
+      unblockSteps: ladder.unblockSteps ?? undefined,
+      unblockGeos: ladder.unblockGeos ?? undefined,
       headful: Boolean(o.headful),
       connectionId,
       run,
@@ -251,6 +265,8 @@ function sessionGet(o = {}) {
       }
     }
     out.traffic = lock.traffic ?? [];
+    // Ours: the last auto-unblock actions and their outcomes, oldest first.
+    out.unblockLog = lock.unblockLog ?? [];
     // Ours: the gateway's last failure since the session started.
     out.lastProxyError = lock.lastProxyError ?? null;
     // Ours: how the browser is kept apart ("namespace" or "none").
