@@ -144,6 +144,8 @@ try {
     await session.close();
   }
 
+  await ladderStory();
+
   await cliStory();
 
   step('geos.list()');
@@ -256,5 +258,63 @@ async function cliStoryIn(home) {
     aluvia('auth', 'logout');
     // The session's log outlives it: the demo leaves nothing behind.
     rmSync(join(tmpdir(), 'aluvia-sdk', `cli-${name}.log`), { force: true });
+  }
+}
+
+/**
+ * The unblock ladder: a stricter site that also blocks the first gateway IP
+ * a connection arrives from and serves only us_ca. Rule, then a new IP, then
+ * the geo: one reload per rung, in one session, over HTTPS.
+ */
+async function ladderStory() {
+  step('The unblock ladder: rule → rotate → geo on a site that flags the first gateway IP and serves only us_ca');
+  const base = emu.apiBaseUrl.replace(/\/v1$/, '');
+  await fetch(`${base}/_emulator/site`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${emu.apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ flagFirstExit: true, allowedGeos: ['us_ca'] }),
+  });
+  const url = new URL('/ladder', emu.siteHttpsUrl).href;
+  let cleared;
+  const clear = new Promise((resolve) => (cleared = resolve));
+  const ladderClient = new AluviaClient({
+    apiKey: emu.apiKey,
+    apiBaseUrl: emu.apiBaseUrl,
+    gatewayHost: emu.gatewayHost,
+    gatewayPort: emu.gatewayPort,
+    logLevel: 'silent',
+    startPlaywright: true,
+    trustSpki: [emu.siteSpki],
+    blockDetection: {
+      autoUnblock: true,
+      unblockSteps: ['rule', 'rotate', 'geo'],
+      unblockGeos: ['us_ca'],
+      onDetection: (r) => {
+        const action = r.unblock ? ` → ${r.unblock.step}${r.unblock.geo ? ` ${r.unblock.geo}` : ''}, reload` : '';
+        show('detection', `${r.blockStatus}${action}`);
+        if (r.blockStatus === 'clear') cleared();
+      },
+    },
+  });
+  const session = await ladderClient.start();
+  try {
+    const tab = await session.browserContext.newPage();
+    await tab.goto(url);
+    await clear;
+    show('page title', await tab.title());
+    const visits = await (await fetch(new URL('/_site/visits', emu.siteUrl))).json();
+    show(
+      'what the site saw',
+      visits.filter((v) => v.path === '/ladder').map((v) => `${v.protocol} from ${v.peer}: ${v.refused ?? 'served'}`),
+    );
+    const conn = await api.account.connections.get(ladderClient.connectionId);
+    show('connection now', { rules: conn.rules, session_id: conn.session_id, target_geo: conn.target_geo });
+  } finally {
+    await session.close();
+    await fetch(`${base}/_emulator/site`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${emu.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ flagFirstExit: false, allowedGeos: null }),
+    });
   }
 }
