@@ -10,12 +10,18 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import https from 'node:https';
 import { once } from 'node:events';
-import { execFileSync } from 'node:child_process';
-import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sdk, admin, emulatorClientOptions, eventually, require } from './helpers.mjs';
+import {
+  sdk,
+  admin,
+  emulatorClientOptions,
+  eventually,
+  require,
+  localhostCertificate,
+  listenLoopback,
+} from './helpers.mjs';
 import { Sandbox } from './sessions.mjs';
 
 const { AluviaClient, AluviaApi } = sdk;
@@ -46,63 +52,30 @@ async function strict(policy) {
  * apply to it too.
  */
 async function startHttp1Site() {
-  const dir = mkdtempSync(join(privateTmp, 'cert-'));
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      join(dir, 'key.pem'),
-      '-out',
-      join(dir, 'cert.pem'),
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1,DNS:localhost',
-    ],
-    { stdio: 'ignore' },
-  );
-  const cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
-  const spkiDer = new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' });
+  const { key, cert, spki } = localhostCertificate(privateTmp);
   const visits = [];
-  const server = https.createServer(
-    { key: readFileSync(join(dir, 'key.pem')), cert, ALPNProtocols: ['http/1.1'] },
-    async (req, res) => {
-      const peer = req.socket.remoteAddress;
-      let refused = 'direct';
-      if (peer !== '127.0.0.1') {
-        const query = `peer=${encodeURIComponent(`${peer}:${req.socket.remotePort}`)}`;
-        refused = (await admin(emu, 'GET', `/_emulator/site/verdict?${query}`)).body.refused;
-      }
-      visits.push({ path: req.url, peer, protocol: `HTTP/${req.httpVersion}`, refused });
-      if (refused) {
-        res.writeHead(403, { 'content-type': 'text/html', 'cf-mitigated': 'challenge', server: 'cloudflare' });
-        res.end('<!doctype html><title>Just a moment...</title><form id="challenge-form"></form>');
-      } else {
-        res.writeHead(200, { 'content-type': 'text/html' });
-        res.end(`<!doctype html><title>HTTP/1.1 shop</title><p>${peer}</p><p>${'A plain page. '.repeat(60)}</p>`);
-      }
-    },
-  );
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const server = https.createServer({ key, cert, ALPNProtocols: ['http/1.1'] }, async (req, res) => {
+    const peer = req.socket.remoteAddress;
+    let refused = 'direct';
+    if (peer !== '127.0.0.1') {
+      const query = `peer=${encodeURIComponent(`${peer}:${req.socket.remotePort}`)}`;
+      refused = (await admin(emu, 'GET', `/_emulator/site/verdict?${query}`)).body.refused;
+    }
+    visits.push({ path: req.url, peer, protocol: `HTTP/${req.httpVersion}`, refused });
+    if (refused) {
+      res.writeHead(403, { 'content-type': 'text/html', 'cf-mitigated': 'challenge', server: 'cloudflare' });
+      res.end('<!doctype html><title>Just a moment...</title><form id="challenge-form"></form>');
+    } else {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(`<!doctype html><title>HTTP/1.1 shop</title><p>${peer}</p><p>${'A plain page. '.repeat(60)}</p>`);
+    }
+  });
+  const { port, close } = await listenLoopback(server);
   return {
-    url: `https://localhost:${server.address().port}/`,
-    spki: createHash('sha256').update(spkiDer).digest('base64'),
+    url: `https://localhost:${port}/`,
+    spki,
     visits,
-    close: () =>
-      new Promise((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close,
   };
 }
 
@@ -119,17 +92,12 @@ async function startPlainSite() {
     connections += 1;
     socket.id = connections;
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const { port, close } = await listenLoopback(server);
   return {
-    url: `http://localhost:${server.address().port}/`,
+    url: `http://localhost:${port}/`,
     requests,
     connections: () => connections,
-    close: () =>
-      new Promise((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close,
   };
 }
 

@@ -105,22 +105,13 @@ try {
   // The browser trusts the emulator's certificate only because we ask it to.
   show('site', emu.siteHttpsUrl);
   show('trustSpki', emu.siteSpki);
-  const browserClient = new AluviaClient({
-    apiKey: emu.apiKey,
-    apiBaseUrl: emu.apiBaseUrl,
-    gatewayHost: emu.gatewayHost,
-    gatewayPort: emu.gatewayPort,
-    logLevel: 'silent',
-    startPlaywright: true,
-    trustSpki: [emu.siteSpki],
-    blockDetection: {
-      autoUnblock: true,
-      onDetection: (r) =>
-        show(
-          `detection (${r.pass} pass)`,
-          `${r.blockStatus} score=${r.score} signals=${r.signals.map((x) => x.name).join(',') || '-'}`,
-        ),
-    },
+  const browserClient = browserOnSite({
+    autoUnblock: true,
+    onDetection: (r) =>
+      show(
+        `detection (${r.pass} pass)`,
+        `${r.blockStatus} score=${r.score} signals=${r.signals.map((x) => x.name).join(',') || '-'}`,
+      ),
   });
   const session = await browserClient.start();
   try {
@@ -268,32 +259,18 @@ async function cliStoryIn(home) {
  */
 async function ladderStory() {
   step('The unblock ladder: rule → rotate → geo on a site that flags the first gateway IP and serves only us_ca');
-  const base = emu.apiBaseUrl.replace(/\/v1$/, '');
-  await fetch(`${base}/_emulator/site`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${emu.apiKey}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ flagFirstExit: true, allowedGeos: ['us_ca'] }),
-  });
+  await sitePolicy({ flagFirstExit: true, allowedGeos: ['us_ca'] });
   const url = new URL('/ladder', emu.siteHttpsUrl).href;
   let cleared;
   const clear = new Promise((resolve) => (cleared = resolve));
-  const ladderClient = new AluviaClient({
-    apiKey: emu.apiKey,
-    apiBaseUrl: emu.apiBaseUrl,
-    gatewayHost: emu.gatewayHost,
-    gatewayPort: emu.gatewayPort,
-    logLevel: 'silent',
-    startPlaywright: true,
-    trustSpki: [emu.siteSpki],
-    blockDetection: {
-      autoUnblock: true,
-      unblockSteps: ['rule', 'rotate', 'geo'],
-      unblockGeos: ['us_ca'],
-      onDetection: (r) => {
-        const action = r.unblock ? ` → ${r.unblock.step}${r.unblock.geo ? ` ${r.unblock.geo}` : ''}, reload` : '';
-        show('detection', `${r.blockStatus}${action}`);
-        if (r.blockStatus === 'clear') cleared();
-      },
+  const ladderClient = browserOnSite({
+    autoUnblock: true,
+    unblockSteps: ['rule', 'rotate', 'geo'],
+    unblockGeos: ['us_ca'],
+    onDetection: (r) => {
+      const action = r.unblock ? ` → ${r.unblock.step}${r.unblock.geo ? ` ${r.unblock.geo}` : ''}, reload` : '';
+      show('detection', `${r.blockStatus}${action}`);
+      if (r.blockStatus === 'clear') cleared();
     },
   });
   const session = await ladderClient.start();
@@ -311,10 +288,29 @@ async function ladderStory() {
     show('connection now', { rules: conn.rules, session_id: conn.session_id, target_geo: conn.target_geo });
   } finally {
     await session.close();
-    await fetch(`${base}/_emulator/site`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${emu.apiKey}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ flagFirstExit: false, allowedGeos: null }),
-    });
+    await sitePolicy({ flagFirstExit: false, allowedGeos: null });
   }
+}
+
+/** A client with a headless browser that trusts the emulator's HTTPS site, detection as given. */
+function browserOnSite(blockDetection) {
+  return new AluviaClient({
+    apiKey: emu.apiKey,
+    apiBaseUrl: emu.apiBaseUrl,
+    gatewayHost: emu.gatewayHost,
+    gatewayPort: emu.gatewayPort,
+    logLevel: 'silent',
+    startPlaywright: true,
+    trustSpki: [emu.siteSpki],
+    blockDetection,
+  });
+}
+
+/** The emulator site's stricter rules (admin endpoint). */
+async function sitePolicy(policy) {
+  await fetch(`${emu.apiBaseUrl.replace(/\/v1$/, '')}/_emulator/site`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${emu.apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify(policy),
+  });
 }
