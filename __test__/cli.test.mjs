@@ -79,6 +79,8 @@ test('help: text, --json with every command, --help/-h at any position, no key n
       '--disable-block-detection',
       '--headful',
       '--run',
+      '--unblock-geos',
+      '--unblock-steps',
     ].sort(),
   );
   for (const args of [
