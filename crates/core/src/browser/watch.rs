@@ -13,7 +13,7 @@ use super::cdp::{Attached, Cdp, Event};
 use super::{DetectionEvent, DetectionSink, UnblockAction};
 use crate::detection::{
     self, DetectionConfig, DetectionResult, PageFacts, RedirectHop, ReloadLoop, ResponseFacts, Rung, UnblockDecision,
-    UnblockLogEntry, UnblockStep, Unblocker,
+    UnblockStep, Unblocker,
 };
 use crate::log::Logger;
 
@@ -59,11 +59,6 @@ impl Detector {
             u.clear();
         }
         self.handled.notify_waiters();
-    }
-
-    /// The last auto-unblock actions, oldest first.
-    pub fn unblock_log(&self) -> Vec<UnblockLogEntry> {
-        self.unblocker.lock().map(|u| u.log()).unwrap_or_default()
     }
 
     /// Takes the turn to handle `result`: with a ladder, a result that would
@@ -125,6 +120,11 @@ impl Detector {
         (self.unblock.apply)(rung.clone(), hostname.clone()).await;
         if let Err(e) = page.call("Page.reload", json!({})).await {
             self.logger.warn(format!("auto-unblock: could not reload the page on {hostname}: {e}"));
+            // No verdict will come: other pages need not wait for one.
+            if let Ok(mut u) = self.unblocker.lock() {
+                u.stop_waiting();
+            }
+            self.handled.notify_waiters();
         } else if rung.step == UnblockStep::Rule {
             self.logger.info(format!("auto-unblock: {hostname} now goes through the gateway; page reloaded"));
         } else {
