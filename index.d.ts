@@ -114,6 +114,31 @@ export type BlockDetectionResult = {
   pass: 'fast' | 'full';
   persistentBlock: boolean;
   redirectChain: RedirectHop[];
+  /** Ours: the auto-unblock action taken on this result (then the page is reloaded), or null. */
+  unblock: UnblockAction | null;
+};
+
+/**
+ * Ours: one step of the unblock ladder. `rule` adds the hostname to the
+ * rules; `rotate` PATCHes a new `session_id`, which changes the exit IP of
+ * the whole connection (every gateway route, not only the blocked host's);
+ * `geo` sets `target_geo` to the next geo of `unblockGeos` (also for the
+ * whole connection).
+ */
+export type UnblockStep = 'rule' | 'rotate' | 'geo';
+
+/** Ours: a result's `unblock`. `attempt` counts the rungs taken on the hostname since its ladder started (1 first). */
+export type UnblockAction = { step: UnblockStep; attempt: number; geo?: string };
+
+/** Ours: one entry of a session's `unblockLog` (`session get`), oldest first, the last 20 kept. */
+export type UnblockLogEntry = {
+  /** ISO 8601. */
+  at: string;
+  hostname: string;
+  step: UnblockStep;
+  geo?: string;
+  /** `pending` until the reloaded page's verdict. */
+  outcome: 'pending' | 'cleared' | 'blocked';
 };
 
 export type BlockDetectionConfig = {
@@ -131,6 +156,17 @@ export type BlockDetectionConfig = {
   autoUnblock?: boolean;
   /** Also on `suspected` (needs autoUnblock). Default false. */
   autoUnblockOnSuspected?: boolean;
+  /**
+   * Ours: the unblock ladder, tried in order, one rung per block of a
+   * hostname, each followed by one reload (needs autoUnblock). Default
+   * `['rule']`: the one-rung auto-unblock above. A `clear` result ends a
+   * hostname's ladder; when the rungs run out the result is
+   * `persistentBlock`. Each step at most once; `geo` needs `unblockGeos`.
+   * `rotate` and `geo` change the exit IP of the whole connection.
+   */
+  unblockSteps?: UnblockStep[];
+  /** Ours: the geos the `geo` step tries, in order (one rung each); checked against `GET /geos` by start(). */
+  unblockGeos?: string[];
   /** Fires for every result, `clear` too. A throw is logged, never fatal. */
   onDetection?: (result: BlockDetectionResult, page: any) => void | Promise<void>;
 };
@@ -318,6 +354,13 @@ export type EmulatorOptions = {
   authInterval?: number;
   /** Seconds an `aluvia auth` login code lives. Default 600. */
   authExpiresIn?: number;
+  /**
+   * Ours: the demo site challenges the first session id each connection
+   * reaches it with (a flagged IP; a new session id clears it). Default false.
+   */
+  flagFirstExit?: boolean;
+  /** Ours: the demo site serves only these geos (403 otherwise; setting one clears it). Default: all. */
+  allowedGeos?: string[];
 };
 
 export type Emulator = {

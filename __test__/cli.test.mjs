@@ -83,6 +83,8 @@ test('help: text, --json with every command, --help/-h at any position, no key n
       '--idle-timeout',
       '--profile',
       '--run',
+      '--unblock-geos',
+      '--unblock-steps',
     ].sort(),
   );
   for (const args of [

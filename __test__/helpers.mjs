@@ -1,10 +1,11 @@
 // Shared test fixtures: real servers on loopback, nothing mocked.
 import http from 'node:http';
 import { once } from 'node:events';
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 
@@ -27,6 +28,20 @@ export async function serve(handler, host = '127.0.0.1') {
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Listens with `server` (any node:http or node:https server) on 127.0.0.1; returns { port, close }. */
+export async function listenLoopback(server) {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: server.address().port,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
         server.close(() => resolve());
       }),
   };
@@ -289,4 +304,43 @@ export async function closedPort() {
   const { port } = server.address();
   await new Promise((resolve) => server.close(resolve));
   return port;
+}
+
+/**
+ * A self-signed certificate for `localhost` and 127.0.0.1 made in a new
+ * folder under `parent`: `{ key, cert, spki }` (PEM, PEM, and the
+ * certificate's public-key pin for `trustSpki`).
+ */
+export function localhostCertificate(parent) {
+  const dir = mkdtempSync(join(parent, 'cert-'));
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    ],
+    { stdio: 'ignore' },
+  );
+  const cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
+  const spkiDer = new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' });
+  return {
+    key: readFileSync(join(dir, 'key.pem')),
+    cert,
+    spki: createHash('sha256').update(spkiDer).digest('base64'),
+  };
 }

@@ -7,13 +7,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
-import { once } from 'node:events';
-import { execFileSync } from 'node:child_process';
-import { createHash, X509Certificate, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sdk, emulatorClientOptions, eventually, require } from './helpers.mjs';
+import { sdk, emulatorClientOptions, eventually, require, localhostCertificate, listenLoopback } from './helpers.mjs';
 import { Sandbox } from './sessions.mjs';
 
 const { AluviaClient, AluviaApi } = sdk;
@@ -37,60 +35,27 @@ const until = (check, what, timeoutMs = 20_000) => eventually(check, { what, tim
  * Cloudflare-style challenge, visitors from a gateway address the page.
  */
 async function startHttp1Site() {
-  const dir = mkdtempSync(join(privateTmp, 'cert-'));
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      join(dir, 'key.pem'),
-      '-out',
-      join(dir, 'cert.pem'),
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1,DNS:localhost',
-    ],
-    { stdio: 'ignore' },
-  );
-  const cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
-  const spkiDer = new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' });
+  const { key, cert, spki } = localhostCertificate(privateTmp);
   const visits = [];
-  const server = https.createServer(
-    { key: readFileSync(join(dir, 'key.pem')), cert, ALPNProtocols: ['http/1.1'] },
-    (req, res) => {
-      const peer = req.socket.remoteAddress;
-      visits.push({ path: req.url, peer, protocol: `HTTP/${req.httpVersion}` });
-      if (peer === '127.0.0.1') {
-        res.writeHead(403, { 'content-type': 'text/html', 'cf-mitigated': 'challenge', server: 'cloudflare' });
-        res.end('<!doctype html><title>Just a moment...</title><form id="challenge-form"></form>');
-      } else {
-        res.writeHead(200, { 'content-type': 'text/html' });
-        res.end(
-          `<!doctype html><title>HTTP/1.1 shop</title><p id="visitor">${peer}</p><p>${'A plain page. '.repeat(60)}</p>`,
-        );
-      }
-    },
-  );
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const server = https.createServer({ key, cert, ALPNProtocols: ['http/1.1'] }, (req, res) => {
+    const peer = req.socket.remoteAddress;
+    visits.push({ path: req.url, peer, protocol: `HTTP/${req.httpVersion}` });
+    if (peer === '127.0.0.1') {
+      res.writeHead(403, { 'content-type': 'text/html', 'cf-mitigated': 'challenge', server: 'cloudflare' });
+      res.end('<!doctype html><title>Just a moment...</title><form id="challenge-form"></form>');
+    } else {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(
+        `<!doctype html><title>HTTP/1.1 shop</title><p id="visitor">${peer}</p><p>${'A plain page. '.repeat(60)}</p>`,
+      );
+    }
+  });
+  const { port, close } = await listenLoopback(server);
   return {
-    url: `https://127.0.0.1:${server.address().port}/`,
-    spki: createHash('sha256').update(spkiDer).digest('base64'),
+    url: `https://127.0.0.1:${port}/`,
+    spki,
     visits,
-    close: () =>
-      new Promise((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close,
   };
 }
 

@@ -200,7 +200,7 @@ test('account, usage and geos on the happy path; the documented errors', async (
 test("arguments are checked against each tool's schema; errors name parameters, never CLI flags", async () => {
   const { client } = await connectClient();
   const known =
-    'url, autoUnblock, disableBlockDetection, headful, browser, browserSession, connectionId, idleTimeout, profile';
+    'url, autoUnblock, disableBlockDetection, unblockSteps, unblockGeos, headful, browser, browserSession, connectionId, idleTimeout, profile';
   try {
     const cases = [
       ['session_start', { url: 123 }, "Invalid parameter 'url': expected a string, got 123."],

@@ -13,6 +13,7 @@
 //   BENCH_DURATION_MS, BENCH_WARMUP_MS, BENCH_CONCURRENCY=1,32,
 //   BENCH_ROUNDS, BENCH_TUNNEL_TRIALS, BENCH_TUNNEL_BYTES   (proxy section knobs)
 //   BENCH_DETECTION_ROUNDS, BENCH_SDK                      (detection section knobs)
+//   BENCH_LADDER_ROUNDS                                    (ladder section knob)
 //   BENCH_SESSIONS (default 15 per CPU), BENCH_PEERS_ROUNDS  (scale, cli-peers section knobs)
 //   BENCH_BROWSERS=chromium,headless-shell, BENCH_IDLE_MS     (both)
 //   BENCH_BUDGET_MS                 abort (with cleanup) past this total time
@@ -26,6 +27,7 @@ const SECTIONS = [
   () => import('./browser.mjs'),
   () => import('./isolation.mjs'),
   () => import('./detection.mjs'),
+  () => import('./ladder.mjs'),
   () => import('./cli.mjs'),
   () => import('./scale.mjs'),
   () => import('./peers.mjs'),

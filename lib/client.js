@@ -30,6 +30,7 @@ class AluviaClient {
     this._onDetection = typeof o.blockDetection?.onDetection === 'function' ? o.blockDetection.onDetection : null;
     this._logLevel = o.logLevel ?? 'info';
     this._pwBrowser = null;
+    this._lookups = null;
     if (this._startPlaywright) {
       this._native.setDetectionCallback((payload) => this._deliver(payload));
     }
@@ -103,7 +104,9 @@ class AluviaClient {
   }
 
   // A detection result from the engine: hand it to onDetection with the
-  // Playwright page of its target. A throwing callback is logged, never fatal.
+  // Playwright page of its target, in the order the engine reported them
+  // (each page lookup waits for the one before). A throwing callback is
+  // logged, never fatal.
   async _deliver(payload) {
     if (!this._onDetection) return;
     let event;
@@ -112,15 +115,22 @@ class AluviaClient {
     } catch {
       return;
     }
-    // A result that comes while start() connects Playwright waits for it.
-    if (!this._pwBrowser) await this._starting?.catch(() => null);
-    const browser = this._pwBrowser;
-    const page = browser ? await pageForTarget(browser, event.targetId) : undefined;
+    const lookup = (this._lookups ?? Promise.resolve()).then(() => this._pageOf(event.targetId));
+    this._lookups = lookup.catch(() => {});
+    const page = await lookup;
     try {
       await this._onDetection(event.result, page);
     } catch (err) {
       if (this._logLevel !== 'silent') console.error(`[aluvia] onDetection threw: ${err?.stack ?? err}`);
     }
+  }
+
+  // The Playwright page of a CDP target; a result that comes while start()
+  // connects Playwright waits for it.
+  async _pageOf(targetId) {
+    if (!this._pwBrowser) await this._starting?.catch(() => null);
+    const browser = this._pwBrowser;
+    return browser ? await pageForTarget(browser, targetId) : undefined;
   }
 
   /** Hostnames that stayed blocked even through the gateway. */

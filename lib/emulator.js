@@ -7,7 +7,10 @@ const { mapped } = require('./errors.js');
  * Start the local emulator of the Aluvia API and gateway (and, unless
  * `site: false`, the protected demo site) on loopback. `autoApprove`
  * approves every `aluvia auth` login at once; `authInterval` and
- * `authExpiresIn` (seconds) shorten its logins for tests.
+ * `authExpiresIn` (seconds) shorten its logins for tests. The stricter site
+ * (also set at runtime with `PUT /_emulator/site`): `flagFirstExit` challenges
+ * the first session id each connection arrives with (cleared by rotating the
+ * IP), `allowedGeos` serves only those geos (cleared by setting one).
  */
 async function startEmulator(opts = {}) {
   const emu = await mapped(() =>
@@ -21,6 +24,8 @@ async function startEmulator(opts = {}) {
       autoApprove: opts.autoApprove,
       authInterval: opts.authInterval,
       authExpiresIn: opts.authExpiresIn,
+      flagFirstExit: opts.flagFirstExit,
+      allowedGeos: opts.allowedGeos,
     }),
   );
   return {

@@ -105,22 +105,13 @@ try {
   // The browser trusts the emulator's certificate only because we ask it to.
   show('site', emu.siteHttpsUrl);
   show('trustSpki', emu.siteSpki);
-  const browserClient = new AluviaClient({
-    apiKey: emu.apiKey,
-    apiBaseUrl: emu.apiBaseUrl,
-    gatewayHost: emu.gatewayHost,
-    gatewayPort: emu.gatewayPort,
-    logLevel: 'silent',
-    startPlaywright: true,
-    trustSpki: [emu.siteSpki],
-    blockDetection: {
-      autoUnblock: true,
-      onDetection: (r) =>
-        show(
-          `detection (${r.pass} pass)`,
-          `${r.blockStatus} score=${r.score} signals=${r.signals.map((x) => x.name).join(',') || '-'}`,
-        ),
-    },
+  const browserClient = browserOnSite({
+    autoUnblock: true,
+    onDetection: (r) =>
+      show(
+        `detection (${r.pass} pass)`,
+        `${r.blockStatus} score=${r.score} signals=${r.signals.map((x) => x.name).join(',') || '-'}`,
+      ),
   });
   const session = await browserClient.start();
   try {
@@ -143,6 +134,8 @@ try {
   } finally {
     await session.close();
   }
+
+  await ladderStory();
 
   await cliStory();
 
@@ -257,4 +250,67 @@ async function cliStoryIn(home) {
     // The session's log outlives it: the demo leaves nothing behind.
     rmSync(join(tmpdir(), 'aluvia-sdk', `cli-${name}.log`), { force: true });
   }
+}
+
+/**
+ * The unblock ladder: a stricter site that also blocks the first gateway IP
+ * a connection arrives from and serves only us_ca. Rule, then a new IP, then
+ * the geo: one reload per rung, in one session, over HTTPS.
+ */
+async function ladderStory() {
+  step('The unblock ladder: rule → rotate → geo on a site that flags the first gateway IP and serves only us_ca');
+  await sitePolicy({ flagFirstExit: true, allowedGeos: ['us_ca'] });
+  const url = new URL('/ladder', emu.siteHttpsUrl).href;
+  let cleared;
+  const clear = new Promise((resolve) => (cleared = resolve));
+  const ladderClient = browserOnSite({
+    autoUnblock: true,
+    unblockSteps: ['rule', 'rotate', 'geo'],
+    unblockGeos: ['us_ca'],
+    onDetection: (r) => {
+      const action = r.unblock ? ` → ${r.unblock.step}${r.unblock.geo ? ` ${r.unblock.geo}` : ''}, reload` : '';
+      show('detection', `${r.blockStatus}${action}`);
+      if (r.blockStatus === 'clear') cleared();
+    },
+  });
+  const session = await ladderClient.start();
+  try {
+    const tab = await session.browserContext.newPage();
+    await tab.goto(url);
+    await clear;
+    show('page title', await tab.title());
+    const visits = await (await fetch(new URL('/_site/visits', emu.siteUrl))).json();
+    show(
+      'what the site saw',
+      visits.filter((v) => v.path === '/ladder').map((v) => `${v.protocol} from ${v.peer}: ${v.refused ?? 'served'}`),
+    );
+    const conn = await api.account.connections.get(ladderClient.connectionId);
+    show('connection now', { rules: conn.rules, session_id: conn.session_id, target_geo: conn.target_geo });
+  } finally {
+    await session.close();
+    await sitePolicy({ flagFirstExit: false, allowedGeos: null });
+  }
+}
+
+/** A client with a headless browser that trusts the emulator's HTTPS site, detection as given. */
+function browserOnSite(blockDetection) {
+  return new AluviaClient({
+    apiKey: emu.apiKey,
+    apiBaseUrl: emu.apiBaseUrl,
+    gatewayHost: emu.gatewayHost,
+    gatewayPort: emu.gatewayPort,
+    logLevel: 'silent',
+    startPlaywright: true,
+    trustSpki: [emu.siteSpki],
+    blockDetection,
+  });
+}
+
+/** The emulator site's stricter rules (admin endpoint). */
+async function sitePolicy(policy) {
+  await fetch(`${emu.apiBaseUrl.replace(/\/v1$/, '')}/_emulator/site`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${emu.apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify(policy),
+  });
 }

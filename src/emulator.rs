@@ -23,6 +23,11 @@ pub struct BindingEmulatorOptions {
     pub auth_interval: Option<u32>,
     /// Seconds a login code lives (default 600).
     pub auth_expires_in: Option<u32>,
+    /// Ours: the protected site challenges the first session id each
+    /// connection arrives with (a flagged IP).
+    pub flag_first_exit: Option<bool>,
+    /// Ours: the protected site serves only these geos.
+    pub allowed_geos: Option<Vec<String>>,
 }
 
 #[napi]
@@ -51,6 +56,8 @@ pub async fn start_emulator(options: Option<BindingEmulatorOptions>) -> Result<B
         auto_approve: None,
         auth_interval: None,
         auth_expires_in: None,
+        flag_first_exit: None,
+        allowed_geos: None,
     });
     let opts = aluvia_emulator::EmulatorOptions {
         api_port: port_opt("port", o.port)?,
@@ -62,6 +69,10 @@ pub async fn start_emulator(options: Option<BindingEmulatorOptions>) -> Result<B
         auto_approve: o.auto_approve.unwrap_or(false),
         auth_interval: o.auth_interval.map(u64::from),
         auth_expires_in: o.auth_expires_in.map(u64::from),
+        strict_site: aluvia_emulator::StrictSite {
+            flag_first_exit: o.flag_first_exit.unwrap_or(false),
+            allowed_geos: o.allowed_geos,
+        },
     };
     let emulator = aluvia_emulator::Emulator::start(opts)
         .await

@@ -2,8 +2,8 @@
 //! The napi binding: a thin layer over `aluvia-core` and `aluvia-emulator`.
 //! Exported types carry a `Binding` prefix; the clean names belong to the JS
 //! API in `lib/`. One file per area: `api`, `client`, `session` (the CLI's
-//! background sessions), `auth`, `rules`, `emulator`; `errors` is how the
-//! engine's errors cross.
+//! background sessions), `auth`, `rules`, `unblock` (the ladder's flags),
+//! `emulator`; `errors` is how the engine's errors cross.
 
 use napi::bindgen_prelude::*;
 
@@ -14,6 +14,7 @@ pub mod emulator;
 pub mod errors;
 pub mod rules;
 pub mod session;
+pub mod unblock;
 
 use errors::to_napi;
 

@@ -161,6 +161,9 @@ pub struct BindingSessionDaemon {
     pub headful: Option<bool>,
     pub block_detection: Option<bool>,
     pub auto_unblock: Option<bool>,
+    /// Ours: the unblock ladder (`blockDetection.unblockSteps` and `unblockGeos`).
+    pub unblock_steps: Option<Vec<String>>,
+    pub unblock_geos: Option<Vec<String>>,
     /// The API key and connection id; the API and gateway addresses not set
     /// here come from the daemon's `ALUVIA_*` environment, and the daemon sets
     /// the browser, polling and detection options itself.
@@ -204,6 +207,8 @@ pub async fn session_daemon_run(spec: BindingSessionDaemon) -> Result<i32> {
         headful: spec.headful.unwrap_or(false),
         block_detection: spec.block_detection.unwrap_or(true),
         auto_unblock: spec.auto_unblock.unwrap_or(false),
+        unblock_steps: spec.unblock_steps,
+        unblock_geos: spec.unblock_geos,
         client: raw_client_options(spec.client),
         handle_signals: true,
         idle_timeout: spec.idle_timeout_ms.filter(|ms| *ms > 0.0).map(|ms| std::time::Duration::from_millis(ms as u64)),

@@ -149,7 +149,12 @@ function sessionStart(o = {}) {
     checkUrl(url);
     const connectionId = parseConnectionId(o.connectionId);
     const blockDetection = !o.disableBlockDetection;
-    const autoUnblock = blockDetection && Boolean(o.autoUnblock);
+    // Ours: the unblock ladder; either flag implies --auto-unblock.
+    const ladderGiven = o.unblockSteps !== undefined || o.unblockGeos !== undefined;
+    if (ladderGiven && !blockDetection) {
+      return { error: 'Cannot use --unblock-steps or --unblock-geos with --disable-block-detection.' };
+    }
+    const autoUnblock = blockDetection && (Boolean(o.autoUnblock) || ladderGiven);
     const cwd = o.cwd ?? process.cwd();
     const run = o.run === undefined ? undefined : scriptPath(String(o.run), cwd);
     // A Chromium that cannot be found fails here, not in the daemon.
@@ -169,6 +174,13 @@ function sessionStart(o = {}) {
     const home = homeOf(source);
     const profile = o.profile === undefined ? undefined : String(o.profile);
     if (profile !== undefined) await mapped(() => native.profileCheck(home, profile));
+    // Steps and geos are checked (the geos against GET /geos) before anything starts.
+    const text = (v) => (v === undefined ? null : String(v));
+    const ladder = ladderGiven
+      ? await mapped(() =>
+          native.unblockFlags(s.apiKey, s.apiBaseUrl ?? null, text(o.unblockSteps), text(o.unblockGeos)),
+        )
+      : {};
     const requested = o.browserSession === undefined ? null : String(o.browserSession);
     const name = await mapped(() => native.sessionClaim(requested, { pid: 0, blockDetection, autoUnblock }));
     const env = {};
@@ -179,6 +191,8 @@ function sessionStart(o = {}) {
       url,
       blockDetection,
       autoUnblock,
+      unblockSteps: ladder.unblockSteps ?? undefined,
+      unblockGeos: ladder.unblockGeos ?? undefined,
       headful,
       connectionId,
       run,
@@ -275,6 +289,8 @@ function sessionGet(o = {}) {
       }
     }
     out.traffic = lock.traffic ?? [];
+    // Ours: the last auto-unblock actions and their outcomes, oldest first.
+    out.unblockLog = lock.unblockLog ?? [];
     // Ours: the gateway's last failure since the session started.
     out.lastProxyError = lock.lastProxyError ?? null;
     // Ours: how the browser is kept apart ("namespace" or "none").

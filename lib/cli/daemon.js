@@ -44,6 +44,8 @@ async function main() {
       headful: spec.headful,
       blockDetection: spec.blockDetection,
       autoUnblock: spec.autoUnblock,
+      unblockSteps: spec.unblockSteps,
+      unblockGeos: spec.unblockGeos,
       client: { apiKey: key, connectionId: spec.connectionId, browser: spec.browser },
       run: spec.run ? { program: process.execPath, args: [RUNNER], script: spec.run } : undefined,
       idleTimeoutMs: spec.idleTimeoutMs ?? undefined,

@@ -5,7 +5,10 @@
 
 const { ENV_OPTIONS } = require('./table.js');
 
-/** Options: port, gatewayPort, sitePort, siteTlsPort (numbers), noSite, autoApprove. */
+/**
+ * Options: port, gatewayPort, sitePort, siteTlsPort (numbers), noSite,
+ * autoApprove, flagFirstExit, allowedGeos (comma-separated).
+ */
 async function emulator(options) {
   // Listen for the signals before anything is printed: whoever reads the
   // JSON line may stop the emulator at once.
@@ -23,6 +26,14 @@ async function emulator(options) {
     siteTlsPort,
     site: !options.noSite,
     autoApprove: Boolean(options.autoApprove),
+    flagFirstExit: Boolean(options.flagFirstExit),
+    allowedGeos:
+      options.allowedGeos === undefined
+        ? undefined
+        : String(options.allowedGeos)
+            .split(',')
+            .map((g) => g.trim())
+            .filter(Boolean),
   });
   const settings = {
     apiBaseUrl: emu.apiBaseUrl,

@@ -46,6 +46,18 @@ const COMMANDS = [
         tool: 'Detect blocks and re-route blocked sites through the gateway',
       }),
       flag('disable-block-detection', 'Turn block detection (and auto-unblock) off'),
+      flag(
+        'unblock-steps',
+        'The unblock ladder (implies --auto-unblock): rule, rotate, geo in the order to try, comma-separated (default: rule); rotate changes the exit IP of the whole session',
+        {
+          value: '<steps>',
+          tool: "Unblock ladder, comma-separated: 'rule', 'rotate', 'geo' in order (implies autoUnblock; default 'rule'); rotate changes the exit IP of the whole session",
+        },
+      ),
+      flag('unblock-geos', "The geos the ladder's geo step tries, in order (comma-separated; from aluvia geos)", {
+        value: '<geos>',
+        tool: "Geo codes the 'geo' unblock step tries, in order, comma-separated (from geos_list)",
+      }),
       flag('run', 'Run a script with page, browser, context as globals, then exit', {
         value: '<script>',
         tool: false,
@@ -251,6 +263,10 @@ const COMMANDS = [
       }),
       flag('no-site', 'Do not serve the protected demo site'),
       flag('auto-approve', 'Approve every aluvia auth login at once'),
+      flag('flag-first-exit', "The demo site challenges each connection's first gateway IP (cleared by rotate-ip)"),
+      flag('allowed-geos', 'The demo site serves only these geos (comma-separated; cleared by set-geo)', {
+        value: '<geos>',
+      }),
     ],
     run: (o) => require('./emulator.js').emulator(o),
   },

@@ -11,7 +11,7 @@ use crate::browser::launch::{BrowserKind, BROWSER_VAR};
 use crate::browser::{BrowserInfo, BrowserOptions, BrowserSession, DetectionSink, UnblockAction};
 use crate::config::{new_handle, port_number, port_text, GatewayConfig, GatewayProtocol};
 use crate::control::ControlPlane;
-use crate::detection::DetectionConfig;
+use crate::detection::{self, DetectionConfig, LadderNames, Rung, UnblockStep, FLAG_NAMES, OPTION_NAMES};
 use crate::error::{AluviaError, Result};
 use crate::log::{Level, Logger};
 use crate::proxy::{ProxyOptions, ProxyServer, TrafficEntry};
@@ -347,14 +347,22 @@ impl ClientOptions {
             headless,
             browser,
             trust_spki: spki_pins(raw.trust_spki)?,
-            detection: match raw.block_detection {
-                None | Some(serde_json::Value::Null) => DetectionConfig::default(),
-                Some(v) => serde_json::from_value(v)
-                    .map_err(|e| AluviaError::InvalidType(format!("Invalid blockDetection option: {e}")))?,
-            },
+            detection: detection_config(raw.block_detection)?,
             profile,
         })
     }
+}
+
+/// `blockDetection` without its callback: the defaults when absent; the
+/// unblock ladder checked (its geos are checked against the API by `start()`).
+fn detection_config(value: Option<serde_json::Value>) -> Result<DetectionConfig> {
+    let cfg: DetectionConfig = match value {
+        None | Some(serde_json::Value::Null) => return Ok(DetectionConfig::default()),
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| AluviaError::InvalidType(format!("Invalid blockDetection option: {e}")))?,
+    };
+    detection::ladder(&cfg.unblock_steps, &cfg.unblock_geos, OPTION_NAMES).map_err(AluviaError::Invalid)?;
+    Ok(cfg)
 }
 
 /// What `start()` hands back.
@@ -411,6 +419,8 @@ impl Client {
         if let Some(proxy) = slot.as_ref() {
             return Ok(info(proxy, self.browser().as_deref()));
         }
+        // Ours: geos the ladder cannot set are refused before anything starts.
+        check_unblock_geos(self.control.api(), &self.options.detection.unblock_geos, OPTION_NAMES).await?;
         // The proxy first (a bind), holding requests until the config is
         // known; then the API's connection and Chromium's launch at once: the
         // browser's start no longer waits for the API's answer, and nothing
@@ -548,33 +558,94 @@ fn info(proxy: &ProxyServer, browser: Option<&BrowserSession>) -> ProxyInfo {
     }
 }
 
-/// Auto-unblock's rule edit on this client's connection: cover `hostname`
-/// with the rules, under the connection's lock in the lock directory.
+/// Auto-unblock's levers on this client's connection: `rule` covers the
+/// hostname with the rules, under the connection's lock in the lock
+/// directory; `rotate` PATCHes a new session id (UUID v4); `geo` PATCHes the
+/// target geo. Each returns once the proxy has closed the connections whose
+/// route the change altered.
 fn unblock_action(control: &Arc<ControlPlane>, logger: &Arc<Logger>) -> UnblockAction {
     let (control, logger) = (Arc::clone(control), Arc::clone(logger));
-    Arc::new(move |hostname: String| {
+    let config = Arc::clone(control.config());
+    let apply = Arc::new(move |rung: Rung, hostname: String| {
         let (control, logger) = (Arc::clone(&control), Arc::clone(&logger));
         Box::pin(async move {
-            let edit = RulesEdit::cover(&hostname);
-            // The lock directory serializes this edit with the CLI's and other
-            // sessions'; an in-process client that cannot use it (another
-            // user's directory on a shared /tmp) still edits, unserialized.
-            let locks = match LockDir::open_default_async().await {
-                Ok(locks) => Some(locks),
-                Err(e) => {
-                    logger.debug(format!("auto-unblock: editing the rules without the lock directory: {e}"));
-                    None
+            match rung.step {
+                UnblockStep::Rule => cover_hostname(&control, &logger, &hostname).await,
+                UnblockStep::Rotate => {
+                    if let Err(e) = control.update_session_id(uuid::Uuid::new_v4().to_string()).await {
+                        logger.warn(format!("auto-unblock: could not rotate the session id for {hostname}: {e}"));
+                    }
                 }
-            };
-            match control.edit_rules(locks.as_ref(), &edit).await {
-                Ok(edited) if !edited.changed => {
-                    logger.debug(format!("auto-unblock: the rules already cover {hostname}"))
+                UnblockStep::Geo => {
+                    if let Err(e) = control.update_target_geo(rung.geo.clone()).await {
+                        let geo = rung.geo.as_deref().unwrap_or_default();
+                        logger.warn(format!("auto-unblock: could not set the geo {geo} for {hostname}: {e}"));
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => logger.warn(format!("auto-unblock: could not add {hostname} to the rules: {e}")),
             }
-        })
-    })
+        }) as futures::future::BoxFuture<'static, ()>
+    });
+    UnblockAction { config, apply }
+}
+
+/// The `rule` lever: cover `hostname` with the rules.
+async fn cover_hostname(control: &ControlPlane, logger: &Logger, hostname: &str) {
+    let edit = RulesEdit::cover(hostname);
+    // The lock directory serializes this edit with the CLI's and other
+    // sessions'; an in-process client that cannot use it (another user's
+    // directory on a shared /tmp) still edits, unserialized.
+    let locks = match LockDir::open_default_async().await {
+        Ok(locks) => Some(locks),
+        Err(e) => {
+            logger.debug(format!("auto-unblock: editing the rules without the lock directory: {e}"));
+            None
+        }
+    };
+    match control.edit_rules(locks.as_ref(), &edit).await {
+        Ok(edited) if !edited.changed => logger.debug(format!("auto-unblock: the rules already cover {hostname}")),
+        Ok(_) => {}
+        Err(e) => logger.warn(format!("auto-unblock: could not add {hostname} to the rules: {e}")),
+    }
+}
+
+/// `session start`'s `--unblock-steps` and `--unblock-geos` (comma-separated
+/// lists; `None` when not given): the lists, checked as `blockDetection`'s
+/// are, with errors that name the flags, and the geos against the API.
+pub async fn unblock_flags(
+    api: &ApiClient,
+    steps: Option<&str>,
+    geos: Option<&str>,
+) -> Result<(Option<Vec<String>>, Option<Vec<String>>)> {
+    let split = |text: &str| -> Vec<String> {
+        text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+    let (steps, geos) = (steps.map(split), geos.map(split));
+    let default_steps = DetectionConfig::default().unblock_steps;
+    let rungs =
+        detection::ladder(steps.as_deref().unwrap_or(&default_steps), geos.as_deref().unwrap_or_default(), FLAG_NAMES);
+    rungs.map_err(AluviaError::Invalid)?;
+    check_unblock_geos(api, geos.as_deref().unwrap_or_default(), FLAG_NAMES).await?;
+    Ok((steps, geos))
+}
+
+/// Rejects an `unblockGeos` entry that is not one of the API's geos
+/// (`GET /geos`); nothing is asked when there are none. `names` are the
+/// option names the error uses.
+pub async fn check_unblock_geos(api: &ApiClient, geos: &[String], names: LadderNames) -> Result<()> {
+    if geos.is_empty() {
+        return Ok(());
+    }
+    let call = crate::api::Call::GeosList;
+    let response = api.send(&call.try_request()?).await?;
+    let data = crate::api::finish(&call, &response)?.unwrap_or(serde_json::Value::Null);
+    let available: Vec<String> = data
+        .as_array()
+        .map(|list| list.iter().filter_map(|g| g.get("code")?.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    match detection::unknown_geo(geos, &available, names) {
+        Some(message) => Err(AluviaError::Invalid(message)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,10 @@ struct Spec {
     #[serde(default)]
     auto_unblock: bool,
     #[serde(default)]
+    unblock_steps: Option<Vec<String>>,
+    #[serde(default)]
+    unblock_geos: Option<Vec<String>>,
+    #[serde(default)]
     connection_id: Option<f64>,
     #[serde(default)]
     browser: Option<String>,
@@ -124,6 +128,8 @@ fn main() -> ExitCode {
             headful: spec.headful,
             block_detection: spec.block_detection,
             auto_unblock: spec.auto_unblock,
+            unblock_steps: spec.unblock_steps,
+            unblock_geos: spec.unblock_geos,
             client: RawClientOptions {
                 api_key: api_key.unwrap_or_default(),
                 connection_id: spec.connection_id.map(RawId::Number),

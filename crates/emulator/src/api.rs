@@ -458,6 +458,18 @@ async fn admin(inner: Arc<Inner>, req: Request<Incoming>, segments: Vec<String>)
         },
         ["auth"] => crate::auth::admin(&inner, req, None).await,
         ["auth", action] => crate::auth::admin(&inner, req, Some(*action)).await,
+        ["site"] => match method {
+            Method::GET => {
+                let policy = inner.state().site_policy.to_json();
+                json_response(StatusCode::OK, &policy)
+            }
+            Method::PUT => set_site_policy(&inner, req).await,
+            _ => method_not_allowed("GET, PUT"),
+        },
+        ["site", "verdict"] => match method {
+            Method::GET => site_verdict(&inner, req.uri().query()),
+            _ => method_not_allowed("GET"),
+        },
         ["traffic"] => match method {
             Method::GET => traffic(&inner),
             _ => method_not_allowed("GET"),
@@ -477,6 +489,66 @@ async fn admin(inner: Arc<Inner>, req: Request<Incoming>, segments: Vec<String>)
         },
         _ => not_found("Not found."),
     }
+}
+
+/// `PUT /_emulator/site`: the protected site's stricter rules,
+/// `{flagFirstExit?: boolean, allowedGeos?: string[] | null}`; what is left
+/// out is kept. Every connection's first exit is forgotten: the next one a
+/// connection arrives from is the flagged one.
+async fn set_site_policy(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
+    let body = match read_object(req.into_body()).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    let mut strict = {
+        let st = inner.state();
+        crate::StrictSite {
+            flag_first_exit: st.site_policy.flag_first_exit,
+            allowed_geos: st.site_policy.allowed_geos.clone(),
+        }
+    };
+    let mut details = Map::new();
+    match body.get("flagFirstExit") {
+        None => {}
+        Some(Value::Bool(flag)) => strict.flag_first_exit = *flag,
+        Some(_) => {
+            details.insert("flagFirstExit".into(), json!(["must be a boolean"]));
+        }
+    }
+    match body.get("allowedGeos") {
+        None => {}
+        Some(Value::Null) => strict.allowed_geos = None,
+        Some(Value::Array(list)) if list.iter().all(|g| g.as_str().is_some_and(is_geo)) => {
+            strict.allowed_geos = Some(list.iter().filter_map(|g| g.as_str().map(str::to_owned)).collect());
+        }
+        Some(_) => {
+            details.insert("allowedGeos".into(), json!(["must be null or an array of geo codes from GET /v1/geos"]));
+        }
+    }
+    if let Some(unknown) = body.keys().find(|k| !["flagFirstExit", "allowedGeos"].contains(&k.as_str())) {
+        details.insert(unknown.clone(), json!(["is not a setting of the site"]));
+    }
+    if !details.is_empty() {
+        return validation_failed(details);
+    }
+    let mut st = inner.state();
+    st.site_policy = crate::state::SitePolicy::new(strict);
+    json_response(StatusCode::OK, &st.site_policy.to_json())
+}
+
+/// `GET /_emulator/site/verdict?peer=ADDR:PORT`: what the site's policy says
+/// of a visitor arriving from that address and port (another server can
+/// apply the same rules): `{refused: null | "flagged" | "geo"}`.
+fn site_verdict(inner: &Inner, query: Option<&str>) -> Response<Body> {
+    let Some(peer) = query_param(query, "peer").and_then(|p| p.parse::<std::net::SocketAddr>().ok()) else {
+        return validation_one("peer", "must be an address and port, e.g. 127.0.0.9:41000");
+    };
+    let refused = match crate::site::refusal(inner, peer) {
+        Some(crate::state::Refusal::Flagged) => json!("flagged"),
+        Some(crate::state::Refusal::Geo) => json!("geo"),
+        None => Value::Null,
+    };
+    json_response(StatusCode::OK, &json!({ "refused": refused }))
 }
 
 fn gateway_error(err: crate::EmulatorError) -> Response<Body> {

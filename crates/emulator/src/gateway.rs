@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::state::HostStats;
+use crate::state::{Exit, HostStats};
 use crate::util::{empty, text_response, Body, BoxError};
 use crate::{exit_address, server, GatewayRun, Inner};
 
@@ -103,10 +103,12 @@ fn bad_request(reason: &str) -> Response<Body> {
 /// Opens the upstream TCP connection for `connection_id`, from its current exit
 /// address when the target is an IPv4 loopback address.
 async fn connect_upstream(inner: &Inner, connection_id: u64, host: &str, port: u16) -> Result<TcpStream, String> {
-    let exit = {
+    let (exit, route) = {
         let st = inner.state();
         let conn = st.connections.get(&connection_id);
-        exit_address(conn.and_then(|c| c.session_id.as_deref()), conn.and_then(|c| c.target_geo.as_deref()))
+        let (session_id, target_geo) =
+            (conn.and_then(|c| c.session_id.clone()), conn.and_then(|c| c.target_geo.clone()));
+        (exit_address(session_id.as_deref(), target_geo.as_deref()), Exit { connection_id, session_id, target_geo })
     };
     let attempt = async {
         let mut addrs: Vec<SocketAddr> =
@@ -116,7 +118,13 @@ async fn connect_upstream(inner: &Inner, connection_id: u64, host: &str, port: u
         let mut last_error = None;
         for addr in addrs {
             match connect_from(exit, addr).await {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => {
+                    // The protected site tells its gateway visitors apart by this.
+                    if let Ok(local) = stream.local_addr() {
+                        inner.state().exits.record(local, route.clone());
+                    }
+                    return Ok(stream);
+                }
                 Err(e) => last_error = Some(e),
             }
         }

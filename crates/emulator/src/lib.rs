@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::AuthState;
-use crate::state::{HostStats, State};
+use crate::state::{HostStats, SitePolicy, State};
 
 /// How to start an [`Emulator`].
 #[derive(Debug, Clone)]
@@ -59,6 +59,28 @@ pub struct EmulatorOptions {
     pub auth_interval: Option<u64>,
     /// Seconds a login code lives (default 600).
     pub auth_expires_in: Option<u64>,
+    /// Ours: the protected site's stricter rules, for the unblock ladder
+    /// (also set at runtime through `/_emulator/site`).
+    pub strict_site: StrictSite,
+}
+
+/// The protected site's stricter rules (ours). Direct visitors are always
+/// challenged; these refuse some gateway visitors too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StrictSite {
+    /// Challenge the first session id each connection arrives with (a
+    /// flagged IP): a new session id (`rotate-ip`) clears it, a new geo does not.
+    pub flag_first_exit: bool,
+    /// Serve only these geos (`None`: all): a visitor without one of them
+    /// gets a 403 "Access denied" page until `set-geo` picks one.
+    pub allowed_geos: Option<Vec<String>>,
+}
+
+impl StrictSite {
+    /// The first geo that the gateway does not offer, if any.
+    pub fn unknown_geo(&self) -> Option<&str> {
+        self.allowed_geos.iter().flatten().map(String::as_str).find(|g| !state::is_geo(g))
+    }
 }
 
 impl Default for EmulatorOptions {
@@ -73,6 +95,7 @@ impl Default for EmulatorOptions {
             auto_approve: false,
             auth_interval: None,
             auth_expires_in: None,
+            strict_site: StrictSite::default(),
         }
     }
 }
@@ -92,6 +115,9 @@ pub enum EmulatorError {
     /// The HTTPS site's certificate could not be made.
     #[error("{0}")]
     Tls(String),
+    /// An option the emulator cannot take.
+    #[error("{0}")]
+    Option(String),
 }
 
 impl EmulatorError {
@@ -100,6 +126,7 @@ impl EmulatorError {
         match self {
             EmulatorError::Bind { .. } => "bind_failed",
             EmulatorError::Tls(_) => "tls_failed",
+            EmulatorError::Option(_) => "invalid_option",
         }
     }
 }
@@ -169,6 +196,9 @@ impl Emulator {
     /// Binds the servers on 127.0.0.1 and starts serving on the current tokio
     /// runtime.
     pub async fn start(opts: EmulatorOptions) -> Result<Emulator, EmulatorError> {
+        if let Some(geo) = opts.strict_site.unknown_geo() {
+            return Err(EmulatorError::Option(format!("allowedGeos: '{geo}' is not a geo the gateway offers")));
+        }
         let api_key = match opts.api_key {
             Some(key) if !key.trim().is_empty() => key,
             _ => format!("emu_{}", uuid::Uuid::new_v4().simple()),
@@ -212,7 +242,8 @@ impl Emulator {
             api::handle(api_inner.clone(), req)
         });
 
-        let site = Arc::new(site::Site::default());
+        inner.state().site_policy = SitePolicy::new(opts.strict_site);
+        let site = Arc::new(site::Site::new(inner.clone()));
         if let Some(listener) = site_listener {
             let site = site.clone();
             server::serve(listener, inner.root.clone(), inner.tracker.clone(), move |req, peer| {

@@ -1,8 +1,10 @@
 //! A tiny "protected site" that challenges datacenter (direct) visitors the way
 //! Cloudflare does, and serves a normal page to visitors from a gateway exit
-//! address. Its `/login?user=<name>` page signs the visitor in (a `login` cookie and a
-//! `login` item of local storage), and every visit records the `login`
-//! cookie it came with: what a profile kept is what the site sees.
+//! address. Its `/login?user=<name>` page signs the visitor in (a `login`
+//! cookie and a `login` item of local storage), and every visit records the
+//! `login` cookie it came with: what a profile kept is what the site sees.
+//! Ours: told to be stricter (`SitePolicy`), it also refuses the first exit a
+//! connection arrives from (a flagged IP) and the geos it does not serve.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,14 +14,21 @@ use hyper::header::{HeaderValue, ALLOW, SERVER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::state::Refusal;
 use crate::util::{empty, json_response, now_ms, respond, Body};
+use crate::Inner;
 
-#[derive(Default)]
 pub(crate) struct Site {
     visits: Mutex<Vec<Value>>,
+    /// The gateway's exits and the site's policy live in the shared state.
+    inner: Arc<Inner>,
 }
 
 impl Site {
+    pub(crate) fn new(inner: Arc<Inner>) -> Site {
+        Site { visits: Mutex::new(Vec::new()), inner }
+    }
+
     fn visits(&self) -> MutexGuard<'_, Vec<Value>> {
         self.visits.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -51,6 +60,25 @@ fn challenge() -> Response<Body> {
     headers.insert("cf-mitigated", HeaderValue::from_static("challenge"));
     headers.insert(SERVER, HeaderValue::from_static("cloudflare"));
     headers.insert("cache-control", HeaderValue::from_static("private, no-store"));
+    resp
+}
+
+const GEO_BLOCK_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<title>Access denied</title>
+</head>
+<body>
+<h1>Access denied</h1>
+<p>This shop is not available in your region.</p>
+</body>
+</html>
+"#;
+
+fn geo_block() -> Response<Body> {
+    let mut resp = respond(StatusCode::FORBIDDEN, "text/html", GEO_BLOCK_PAGE);
+    resp.headers_mut().insert("cache-control", HeaderValue::from_static("private, no-store"));
     resp
 }
 
@@ -120,6 +148,13 @@ fn login_cookie(req: &Request<Incoming>) -> Option<String> {
         .find_map(|pair| pair.trim().strip_prefix("login=").map(str::to_string))
 }
 
+/// Why the site's policy refuses the gateway visitor at `peer`, if it does.
+pub(crate) fn refusal(inner: &Inner, peer: SocketAddr) -> Option<Refusal> {
+    let mut st = inner.state();
+    let exit = st.exits.get(&peer).cloned();
+    st.site_policy.refuses(exit.as_ref())
+}
+
 pub(crate) async fn handle(site: Arc<Site>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
     if path == "/_site/visits" {
@@ -148,16 +183,22 @@ pub(crate) async fn handle(site: Arc<Site>, req: Request<Incoming>, peer: Socket
         return resp;
     }
 
-    let resp = if path == "/favicon.ico" {
+    let (resp, refused) = if path == "/favicon.ico" {
         let mut resp = Response::new(empty());
         *resp.status_mut() = StatusCode::NOT_FOUND;
-        resp
+        (resp, None)
     } else if path == "/strict" || path.starts_with("/strict/") || peer.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
         // /strict challenges everyone; other pages challenge direct visitors.
-        challenge()
+        (challenge(), Some("direct"))
     } else {
-        let user = (path == "/login").then(|| login_user(&req));
-        shop_page(peer.ip(), user.as_deref())
+        match refusal(&site.inner, peer) {
+            Some(Refusal::Flagged) => (challenge(), Some("flagged")),
+            Some(Refusal::Geo) => (geo_block(), Some("geo")),
+            None => {
+                let user = (path == "/login").then(|| login_user(&req));
+                (shop_page(peer.ip(), user.as_deref()), None)
+            }
+        }
     };
     let shown_path = req.uri().path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned());
     site.visits().push(json!({
@@ -166,6 +207,7 @@ pub(crate) async fn handle(site: Arc<Site>, req: Request<Incoming>, peer: Socket
         "protocol": format!("{:?}", req.version()),
         "status": resp.status().as_u16(),
         "login": login_cookie(&req),
+        "refused": refused,
         "time_ms": now_ms(),
     }));
     resp

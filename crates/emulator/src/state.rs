@@ -1,6 +1,7 @@
 //! The emulator's data: connections, carried traffic and injected faults.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -162,6 +163,96 @@ impl Faults {
     }
 }
 
+/// The exits the gateway opened lately: how many it remembers.
+const EXITS_KEPT: usize = 8192;
+
+/// Which connection, session and geo an upstream connection of the gateway
+/// left for, by its source address and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Exit {
+    pub connection_id: u64,
+    pub session_id: Option<String>,
+    pub target_geo: Option<String>,
+}
+
+/// The gateway's recent upstream connections, by their local address.
+#[derive(Debug, Default)]
+pub(crate) struct Exits {
+    by_addr: HashMap<SocketAddr, Exit>,
+    order: VecDeque<SocketAddr>,
+}
+
+impl Exits {
+    pub(crate) fn record(&mut self, addr: SocketAddr, exit: Exit) {
+        if self.by_addr.insert(addr, exit).is_none() {
+            self.order.push_back(addr);
+        }
+        while self.order.len() > EXITS_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.by_addr.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, addr: &SocketAddr) -> Option<&Exit> {
+        self.by_addr.get(addr)
+    }
+}
+
+/// The protected site's stricter rules (ours, for the unblock ladder): the
+/// first session id each connection arrives with is a flagged IP (cleared
+/// by rotating), and only the allowed geos are served (cleared by setting
+/// one of them).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SitePolicy {
+    pub flag_first_exit: bool,
+    /// `None`: every geo (and none) is served.
+    pub allowed_geos: Option<Vec<String>>,
+    /// The session id each connection first reached the site with.
+    pub first_sessions: HashMap<u64, Option<String>>,
+}
+
+/// Why the site refuses a gateway visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The connection's first exit address: a flagged IP.
+    Flagged,
+    /// A geo the site does not serve.
+    Geo,
+}
+
+impl SitePolicy {
+    /// The policy `strict` asks for, with no connection seen yet.
+    pub(crate) fn new(strict: crate::StrictSite) -> SitePolicy {
+        SitePolicy {
+            flag_first_exit: strict.flag_first_exit,
+            allowed_geos: strict.allowed_geos,
+            first_sessions: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        json!({ "flagFirstExit": self.flag_first_exit, "allowedGeos": self.allowed_geos })
+    }
+
+    /// The site's verdict on a visitor that came out of the gateway as
+    /// `exit` (`None`: not from the gateway, or not known).
+    pub(crate) fn refuses(&mut self, exit: Option<&Exit>) -> Option<Refusal> {
+        if let (true, Some(exit)) = (self.flag_first_exit, exit) {
+            let first = self.first_sessions.entry(exit.connection_id).or_insert_with(|| exit.session_id.clone());
+            if *first == exit.session_id {
+                return Some(Refusal::Flagged);
+            }
+        }
+        match &self.allowed_geos {
+            Some(allowed) if !exit.and_then(|e| e.target_geo.as_ref()).is_some_and(|g| allowed.contains(g)) => {
+                Some(Refusal::Geo)
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub next_id: u64,
@@ -171,6 +262,10 @@ pub(crate) struct State {
     pub faults: Faults,
     /// The logins of `aluvia auth`.
     pub auth: AuthState,
+    /// Where the gateway's recent upstream connections left from.
+    pub exits: Exits,
+    /// The protected site's stricter rules.
+    pub site_policy: SitePolicy,
 }
 
 impl State {
@@ -181,6 +276,8 @@ impl State {
             traffic: BTreeMap::new(),
             faults: Faults::default(),
             auth,
+            exits: Exits::default(),
+            site_policy: SitePolicy::default(),
         }
     }
 
@@ -210,4 +307,45 @@ impl State {
 /// GB with byte precision, without float noise in the last digits.
 pub(crate) fn round_gb(gb: f64) -> f64 {
     (gb * 1e9).round() / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(connection_id: u64, session_id: Option<&str>, target_geo: Option<&str>) -> Exit {
+        Exit { connection_id, session_id: session_id.map(str::to_owned), target_geo: target_geo.map(str::to_owned) }
+    }
+
+    #[test]
+    fn the_stricter_site_flags_each_connections_first_session_and_serves_only_its_geos() {
+        let mut open = SitePolicy::default();
+        assert_eq!(open.refuses(Some(&exit(1, None, None))), None);
+        let mut policy =
+            SitePolicy::new(crate::StrictSite { flag_first_exit: true, allowed_geos: Some(vec!["us_ca".into()]) });
+        // The first session a connection arrives with stays flagged, whatever the geo.
+        assert_eq!(policy.refuses(Some(&exit(1, None, None))), Some(Refusal::Flagged));
+        assert_eq!(policy.refuses(Some(&exit(1, None, Some("us_ca")))), Some(Refusal::Flagged));
+        // Rotated: no longer flagged, but the geo is not served until it is set.
+        assert_eq!(policy.refuses(Some(&exit(1, Some("s2"), None))), Some(Refusal::Geo));
+        assert_eq!(policy.refuses(Some(&exit(1, Some("s2"), Some("us_ny")))), Some(Refusal::Geo));
+        assert_eq!(policy.refuses(Some(&exit(1, Some("s2"), Some("us_ca")))), None);
+        // Each connection has its own first session.
+        assert_eq!(policy.refuses(Some(&exit(2, Some("s2"), Some("us_ca")))), Some(Refusal::Flagged));
+        // A visitor the gateway did not send is outside every allowed geo.
+        assert_eq!(policy.refuses(None), Some(Refusal::Geo));
+    }
+
+    #[test]
+    fn exits_are_remembered_by_address_and_bounded() {
+        let mut exits = Exits::default();
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 9], port));
+        for port in 0..=EXITS_KEPT as u16 {
+            exits.record(addr(port), exit(1, Some("s"), None));
+        }
+        assert_eq!(exits.get(&addr(0)), None, "the oldest is dropped");
+        assert_eq!(exits.get(&addr(EXITS_KEPT as u16)), Some(&exit(1, Some("s"), None)));
+        exits.record(addr(1), exit(2, None, Some("de")));
+        assert_eq!(exits.get(&addr(1)).map(|e| e.connection_id), Some(2));
+    }
 }

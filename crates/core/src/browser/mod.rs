@@ -19,7 +19,8 @@ use serde_json::json;
 
 use self::cdp::Cdp;
 
-use crate::detection::{DetectionConfig, DetectionResult};
+use crate::config::ConfigHandle;
+use crate::detection::{DetectionConfig, DetectionResult, Rung, UnblockLogEntry};
 use crate::error::{AluviaError, Result};
 use crate::log::Logger;
 use crate::task::off_thread;
@@ -32,14 +33,24 @@ pub use watch::Detector;
 pub struct DetectionEvent {
     pub target_id: String,
     pub result: DetectionResult,
+    /// Ours: the unblock log (last actions, oldest first) when this result
+    /// changed it.
+    pub unblock_log: Option<Vec<UnblockLogEntry>>,
 }
 
 pub type DetectionSink = Arc<dyn Fn(DetectionEvent) + Send + Sync>;
 
-/// Auto-unblock's change of the rules, supplied by the browser's owner: make
-/// the rules send `hostname` through the gateway (and log how that went). The
-/// page is reloaded once it has run.
-pub type UnblockAction = Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+/// Auto-unblock's levers, supplied by the browser's owner.
+#[derive(Clone)]
+pub struct UnblockAction {
+    /// The connection config the levers change: what is in effect already.
+    pub config: ConfigHandle,
+    /// Apply a rung for a hostname (`rule`: send it through the gateway;
+    /// `rotate`: a new session id; `geo`: that target geo) and log how that
+    /// went. It resolves once the change has reached open connections; the
+    /// page is reloaded then.
+    pub apply: Arc<dyn Fn(Rung, String) -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+}
 
 /// A page attached before the connection was published, with its events.
 type EarlyPage = (cdp::Attached, tokio::sync::mpsc::UnboundedReceiver<cdp::Event>);

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::cdp::{Attached, Cdp, Event};
 use super::{DetectionEvent, DetectionSink, UnblockAction};
 use crate::detection::{
-    self, DetectionConfig, DetectionResult, PageFacts, RedirectHop, ReloadLoop, ResponseFacts, UnblockDecision,
-    Unblocker,
+    self, DetectionConfig, DetectionResult, PageFacts, RedirectHop, ReloadLoop, ResponseFacts, Rung, UnblockDecision,
+    UnblockStep, Unblocker,
 };
 use crate::log::Logger;
 
@@ -29,7 +29,13 @@ pub struct Detector {
     unblocker: Mutex<Unblocker>,
     /// Serializes auto-unblock actions across pages.
     acting: tokio::sync::Mutex<()>,
+    /// Woken whenever a result has been handled (a verdict may have come).
+    handled: Notify,
 }
+
+/// How long a ladder's result waits for another page's verdict (beyond the
+/// network-idle cap of that page's full pass) before it goes ahead anyway.
+const VERDICT_WAIT: Duration = Duration::from_secs(15);
 
 impl Detector {
     pub fn new(cfg: DetectionConfig, unblock: UnblockAction, sink: Option<DetectionSink>, logger: Arc<Logger>) -> Self {
@@ -40,6 +46,7 @@ impl Detector {
             logger,
             unblocker: Mutex::new(Unblocker::default()),
             acting: tokio::sync::Mutex::new(()),
+            handled: Notify::new(),
         }
     }
 
@@ -51,28 +58,77 @@ impl Detector {
         if let Ok(mut u) = self.unblocker.lock() {
             u.clear();
         }
+        self.handled.notify_waiters();
+    }
+
+    /// Takes the turn to handle `result`: with a ladder, a result that would
+    /// act waits while a rung taken on another page has no verdict yet (up to
+    /// the page's network-idle cap and [`VERDICT_WAIT`]).
+    async fn turn(&self, result: &DetectionResult, page: &PageRef) -> tokio::sync::MutexGuard<'_, ()> {
+        let deadline = Instant::now() + VERDICT_WAIT + Duration::from_millis(self.cfg.network_idle_timeout_ms);
+        loop {
+            let handled = self.handled.notified();
+            let turn = self.acting.lock().await;
+            let waits = self.unblocker.lock().is_ok_and(|u| u.must_wait(&page.target_id, result, &self.cfg));
+            if !waits {
+                return turn;
+            }
+            if Instant::now() >= deadline {
+                if let Ok(mut u) = self.unblocker.lock() {
+                    u.stop_waiting();
+                }
+                return turn;
+            }
+            drop(turn);
+            let _ = tokio::time::timeout_at(deadline.into(), handled).await;
+        }
     }
 
     /// Deliver one result: decide on auto-unblock, tell the sink, then act.
     async fn emit(&self, mut result: DetectionResult, page: &PageRef) {
-        let _turn = self.acting.lock().await;
-        let decision = match self.unblocker.lock() {
-            Ok(mut u) => u.decide_and_mark(&mut result, &self.cfg),
-            Err(_) => UnblockDecision::Nothing,
+        let _turn = self.turn(&result, page).await;
+        let config = self.unblock.config.load_full();
+        let handled = match self.unblocker.lock() {
+            Ok(mut u) => {
+                let host = result.hostname.clone();
+                let in_effect = |rung: &Rung| detection::rung_in_effect(rung, &host, config.as_deref());
+                let handled = u.handle(&page.target_id, &mut result, &self.cfg, in_effect);
+                let log = handled.log_changed.then(|| u.log());
+                Some((handled, log))
+            }
+            Err(_) => None,
+        };
+        self.handled.notify_waiters();
+        let (handled, unblock_log) = match handled {
+            Some((h, log)) => (h, log),
+            None => return,
         };
         if let Ok(line) = serde_json::to_string(&result) {
             self.logger.debug_line(line);
         }
-        if let Some(sink) = &self.sink {
-            sink(DetectionEvent { target_id: page.target_id.clone(), result: result.clone() });
+        if let Some(entry) = &handled.cleared {
+            self.logger.info(detection::cleared_line(entry));
         }
-        if let UnblockDecision::AddRuleAndReload { hostname } = decision {
-            (self.unblock)(hostname.clone()).await;
-            if let Err(e) = page.call("Page.reload", json!({})).await {
-                self.logger.warn(format!("auto-unblock: could not reload the page on {hostname}: {e}"));
-            } else {
-                self.logger.info(format!("auto-unblock: {hostname} now goes through the gateway; page reloaded"));
+        if let Some(sink) = &self.sink {
+            sink(DetectionEvent { target_id: page.target_id.clone(), result: result.clone(), unblock_log });
+        }
+        let (hostname, rung) = match handled.decision {
+            UnblockDecision::AddRuleAndReload { hostname } => (hostname, Rung { step: UnblockStep::Rule, geo: None }),
+            UnblockDecision::TakeRung { hostname, rung, .. } => (hostname, rung),
+            _ => return,
+        };
+        (self.unblock.apply)(rung.clone(), hostname.clone()).await;
+        if let Err(e) = page.call("Page.reload", json!({})).await {
+            self.logger.warn(format!("auto-unblock: could not reload the page on {hostname}: {e}"));
+            // No verdict will come: other pages need not wait for one.
+            if let Ok(mut u) = self.unblocker.lock() {
+                u.stop_waiting();
             }
+            self.handled.notify_waiters();
+        } else if rung.step == UnblockStep::Rule {
+            self.logger.info(format!("auto-unblock: {hostname} now goes through the gateway; page reloaded"));
+        } else {
+            self.logger.info(format!("auto-unblock: {} rung for {hostname}; page reloaded", rung.describe()));
         }
     }
 }

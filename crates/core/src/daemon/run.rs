@@ -37,6 +37,9 @@ pub struct DaemonRun {
     pub headful: bool,
     pub block_detection: bool,
     pub auto_unblock: bool,
+    /// Ours: `unblockSteps` and `unblockGeos` (the defaults when `None`).
+    pub unblock_steps: Option<Vec<String>>,
+    pub unblock_geos: Option<Vec<String>>,
     /// The API key and the connection id, and the API and gateway addresses
     /// where the daemon's environment does not set them
     /// ([`RawClientOptions::with_env`]); the daemon sets the rest (browser,
@@ -53,14 +56,24 @@ pub struct DaemonRun {
 }
 
 impl DaemonRun {
+    /// `blockDetection` of the daemon's client.
+    fn detection_options(&self) -> Value {
+        let mut options = serde_json::json!({ "enabled": self.block_detection, "autoUnblock": self.auto_unblock });
+        if let Some(steps) = &self.unblock_steps {
+            options["unblockSteps"] = serde_json::json!(steps);
+        }
+        if let Some(geos) = &self.unblock_geos {
+            options["unblockGeos"] = serde_json::json!(geos);
+        }
+        options
+    }
+
     fn client_options(&self) -> Result<ClientOptions> {
         ClientOptions::validate(RawClientOptions {
             poll_interval_ms: Some(DAEMON_POLL_INTERVAL_MS),
             start_playwright: Some(true),
             headless: Some(!self.headful),
-            block_detection: Some(
-                serde_json::json!({ "enabled": self.block_detection, "autoUnblock": self.auto_unblock }),
-            ),
+            block_detection: Some(self.detection_options()),
             profile: self.profile.clone(),
             profile_home: self.home.clone(),
             profile_session: Some(self.name.clone()),
@@ -469,6 +482,8 @@ mod tests {
             headful: false,
             block_detection: true,
             auto_unblock: false,
+            unblock_steps: None,
+            unblock_geos: None,
             client,
             handle_signals: false,
             idle_timeout: None,

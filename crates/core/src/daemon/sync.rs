@@ -1,6 +1,7 @@
 //! Keeps a running daemon's lock file current: `lastDetection` on every
-//! detection result, and (ours) `traffic` at most once per interval when it
-//! changed. One task does every write, in order, off the async threads.
+//! detection result (with, ours, `unblockLog` when it changed), and (ours)
+//! `traffic` at most once per interval when it changed. One task does every
+//! write, in order, off the async threads.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +20,8 @@ use crate::task::off_thread;
 pub const TRAFFIC_INTERVAL: Duration = Duration::from_secs(1);
 
 enum Write {
-    Detection(Value),
+    /// `lastDetection`, and (ours) `unblockLog` when it changed.
+    Detection(Value, Option<Value>),
     Traffic(Status),
 }
 
@@ -90,7 +92,8 @@ fn start_reporting(
     let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
     let sink_tx = tx.clone();
     let sink: DetectionSink = std::sync::Arc::new(move |event: DetectionEvent| {
-        let _ = sink_tx.send(Write::Detection(last_detection_json(&event.result, now_ms())));
+        let log = event.unblock_log.as_ref().and_then(|log| serde_json::to_value(log).ok());
+        let _ = sink_tx.send(Write::Detection(last_detection_json(&event.result, now_ms()), log));
     });
     let stop = CancellationToken::new();
     let stopped = stop.clone();
@@ -119,7 +122,12 @@ fn start_reporting(
             let name = name.clone();
             let written = off_thread(move || {
                 dir.update_owned(&name, pid, |lock| match write {
-                    Write::Detection(d) => lock.last_detection = Some(d),
+                    Write::Detection(d, log) => {
+                        lock.last_detection = Some(d);
+                        if log.is_some() {
+                            lock.unblock_log = log;
+                        }
+                    }
                     Write::Traffic(t) => {
                         lock.traffic = Some(t.traffic);
                         lock.last_proxy_error = t.last_proxy_error;

@@ -15,7 +15,8 @@
 //!    [`SPA_PASS_MIN_INTERVAL_MS`] per page.
 //!
 //! [`Unblocker`] then decides, one result at a time, whether to add the
-//! hostname to the rules and reload, or to mark it persistently blocked.
+//! hostname to the rules (or, ours, take the next rung of its unblock
+//! ladder) and reload, or to mark it persistently blocked.
 //!
 //! The contract is `spec/04-detection.md`; signal names, weights and
 //! thresholds are the spec's.
@@ -37,7 +38,11 @@ pub use signals::{
     CHALLENGE_URL_PATTERNS, DEFAULT_CHALLENGE_SELECTORS, INTERSTITIAL_MAX_CHARS, STRONG_TEXT_KEYWORDS, TITLE_KEYWORDS,
     VENDOR_MARKERS, WEAK_TEXT_KEYWORDS,
 };
-pub use unblock::{UnblockDecision, Unblocker, RETRIED_URLS_LIMIT};
+pub use unblock::{
+    cleared_line, ladder, rung_in_effect, runs_ladder, unknown_geo, Handled, LadderNames, Rung, UnblockDecision,
+    UnblockLogEntry, UnblockNote, UnblockOutcome, UnblockStep, Unblocker, FLAG_NAMES, OPTION_NAMES, RETRIED_URLS_LIMIT,
+    UNBLOCK_LOG_LIMIT, UNBLOCK_STEPS,
+};
 
 /// A score at or above this is `blocked`.
 pub const BLOCKED_THRESHOLD: f64 = 0.7;
@@ -73,6 +78,11 @@ pub struct DetectionConfig {
     pub auto_unblock: bool,
     /// Also on `suspected` (needs `auto_unblock`).
     pub auto_unblock_on_suspected: bool,
+    /// Ours: the unblock ladder's steps, in order (`rule`, `rotate`, `geo`);
+    /// `["rule"]` is the documented one-rung auto-unblock. Checked by [`ladder`].
+    pub unblock_steps: Vec<String>,
+    /// Ours: the geos the `geo` step tries, in order.
+    pub unblock_geos: Vec<String>,
 }
 
 impl Default for DetectionConfig {
@@ -85,6 +95,8 @@ impl Default for DetectionConfig {
             network_idle_timeout_ms: 3000,
             auto_unblock: false,
             auto_unblock_on_suspected: false,
+            unblock_steps: vec![UnblockStep::Rule.name().to_string()],
+            unblock_geos: Vec::new(),
         }
     }
 }
@@ -183,6 +195,8 @@ pub struct DetectionResult {
     pub persistent_block: bool,
     /// Chronological.
     pub redirect_chain: Vec<RedirectHop>,
+    /// Ours: the auto-unblock action taken on this result, if any.
+    pub unblock: Option<UnblockNote>,
 }
 
 impl DetectionResult {
@@ -197,6 +211,7 @@ impl DetectionResult {
             pass,
             persistent_block: false,
             redirect_chain: chain.to_vec(),
+            unblock: None,
         }
     }
 

@@ -568,12 +568,13 @@ fn result_serializes_as_the_spec_object() {
                 { "url": "http://Shop.Example.com/item/1", "statusCode": 301 },
                 { "url": "https://shop.example.com/item/1/", "statusCode": 302 },
             ],
+            "unblock": null,
         })
     );
     let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["url", "hostname", "blockStatus", "score", "signals", "pass", "persistentBlock", "redirectChain"]
+        ["url", "hostname", "blockStatus", "score", "signals", "pass", "persistentBlock", "redirectChain", "unblock"]
     );
 }
 
@@ -713,6 +714,191 @@ fn unblocker_forgets_retried_urls_at_ten_thousand() {
     let d = u.decide(&blocked_at("https://shop.example.com/p/0"), &c);
     assert!(matches!(d, UnblockDecision::AddRuleAndReload { .. }));
     assert!(u.blocked_hostnames().is_empty());
+}
+
+// ---------- the unblock ladder (ours) ----------
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn ladder_cfg(steps: &[&str], geos: &[&str]) -> DetectionConfig {
+    DetectionConfig { unblock_steps: strings(steps), unblock_geos: strings(geos), ..unblock_cfg() }
+}
+
+fn clear_at(url: &str) -> DetectionResult {
+    fast_pass(url, &resp(200, &[]), &[], &cfg())
+}
+
+fn rung(step: UnblockStep, geo: Option<&str>) -> Rung {
+    Rung { step, geo: geo.map(str::to_string) }
+}
+
+#[test]
+fn ladder_expands_geo_into_one_rung_per_geo_in_order() {
+    let rungs = ladder(&strings(&[" Rule", "geo", "rotate "]), &strings(&["us_ca", " us_ny "]), OPTION_NAMES);
+    assert_eq!(
+        rungs.unwrap(),
+        [
+            rung(UnblockStep::Rule, None),
+            rung(UnblockStep::Geo, Some("us_ca")),
+            rung(UnblockStep::Geo, Some("us_ny")),
+            rung(UnblockStep::Rotate, None),
+        ]
+    );
+    assert_eq!(ladder(&strings(&["rotate"]), &[], OPTION_NAMES).unwrap(), [rung(UnblockStep::Rotate, None)]);
+    // The default is the documented one-rung auto-unblock.
+    let default = DetectionConfig::default();
+    assert_eq!(default.unblock_steps, ["rule"]);
+    assert!(!runs_ladder(&default));
+    assert!(runs_ladder(&ladder_cfg(&["rule", "rotate"], &[])));
+    assert!(runs_ladder(&ladder_cfg(&["rotate"], &[])));
+}
+
+#[test]
+fn ladder_errors_name_the_option_and_the_bad_value() {
+    let err = |steps: &[&str], geos: &[&str]| ladder(&strings(steps), &strings(geos), OPTION_NAMES).unwrap_err();
+    assert_eq!(err(&[], &[]), "Invalid unblockSteps: it is empty. Use rule, rotate or geo.");
+    assert_eq!(err(&["rule", "retry"], &[]), "Invalid unblockSteps: unknown step 'retry'. Use rule, rotate or geo.");
+    assert_eq!(err(&["rule", "Rule"], &[]), "Invalid unblockSteps: 'rule' is listed twice.");
+    assert_eq!(err(&["geo"], &[]), "Invalid unblockSteps: the 'geo' step needs unblockGeos, the geo codes to try.");
+    assert_eq!(err(&["rule"], &["us_ca"]), "Invalid unblockGeos: unblockSteps has no 'geo' step to use them.");
+    assert_eq!(err(&["geo"], &["us_ca", "us_ca"]), "Invalid unblockGeos: 'us_ca' is listed twice.");
+    assert_eq!(err(&["geo"], &[" "]), "Invalid unblockGeos: a geo code is empty.");
+    let flags = ladder(&strings(&["rule", "nope"]), &[], FLAG_NAMES).unwrap_err();
+    assert_eq!(flags, "Invalid --unblock-steps: unknown step 'nope'. Use rule, rotate or geo.");
+    let available = strings(&["us", "us_ca"]);
+    assert_eq!(unknown_geo(&strings(&["us_ca"]), &available, OPTION_NAMES), None);
+    assert_eq!(
+        unknown_geo(&strings(&["us_ca", "mars"]), &available, FLAG_NAMES).as_deref(),
+        Some("Invalid --unblock-geos: 'mars' is not one of the API's geos (GET /geos).")
+    );
+}
+
+#[test]
+fn ladder_takes_each_rung_once_then_marks_the_host_persistent() {
+    let c = ladder_cfg(&["rule", "rotate", "geo"], &["us_ca", "us_ny"]);
+    let mut u = Unblocker::new();
+    let url = "https://shop.example.com/a";
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        let mut r = blocked_at(url);
+        let handled = u.handle("page-1", &mut r, &c, |_| false);
+        let UnblockDecision::TakeRung { hostname, rung, attempt } = handled.decision else {
+            panic!("{:?}", handled.decision)
+        };
+        assert_eq!(hostname, "shop.example.com");
+        assert!(!r.persistent_block);
+        assert_eq!(r.unblock, Some(UnblockNote { step: rung.step, attempt, geo: rung.geo.clone() }));
+        taken.push((rung.describe(), attempt));
+    }
+    assert_eq!(taken, [("rule".into(), 1), ("rotate".into(), 2), ("geo us_ca".into(), 3), ("geo us_ny".into(), 4)]);
+    // The rungs ran out: persistent, no reload, and so it stays.
+    let mut r = blocked_at(url);
+    assert_eq!(u.handle("page-1", &mut r, &c, |_| false).decision, UnblockDecision::PersistentBlock);
+    assert!(r.persistent_block);
+    assert_eq!(r.unblock, None);
+    assert_eq!(u.blocked_hostnames(), ["shop.example.com"]);
+    assert_eq!(u.decide(&blocked_at("https://shop.example.com/b"), &c), UnblockDecision::PersistentBlock);
+    let log = u.log();
+    let outcomes: Vec<UnblockOutcome> = log.iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes, [UnblockOutcome::Blocked; 4]);
+    assert_eq!(log[2].geo.as_deref(), Some("us_ca"));
+    // clearBlockedHostnames() resets every ladder.
+    u.clear();
+    let d = u.decide(&blocked_at(url), &c);
+    assert!(matches!(d, UnblockDecision::TakeRung { attempt: 1, .. }), "{d:?}");
+}
+
+#[test]
+fn ladder_skips_rungs_in_effect_and_a_clear_ends_it_as_a_success() {
+    let c = ladder_cfg(&["rule", "rotate", "geo"], &["us_ca", "us_ny"]);
+    let mut u = Unblocker::new();
+    let url = "https://shop.example.com/a";
+    // The host goes through the gateway already and us_ca is the geo: rule
+    // and geo us_ca are skipped.
+    let in_effect = |r: &Rung| r.step == UnblockStep::Rule || r.geo.as_deref() == Some("us_ca");
+    let mut r = blocked_at(url);
+    let d = u.handle("p", &mut r, &c, in_effect).decision;
+    assert_eq!(
+        d,
+        UnblockDecision::TakeRung {
+            hostname: "shop.example.com".into(),
+            rung: rung(UnblockStep::Rotate, None),
+            attempt: 1
+        }
+    );
+    let mut r = blocked_at(url);
+    let d = u.handle("p", &mut r, &c, in_effect).decision;
+    assert!(matches!(&d, UnblockDecision::TakeRung { rung, attempt: 2, .. } if rung.geo.as_deref() == Some("us_ny")));
+    // The reloaded page is clear: a success, named by its rung.
+    let mut clear = clear_at(url);
+    let handled = u.handle("p", &mut clear, &c, in_effect);
+    assert_eq!(handled.decision, UnblockDecision::Nothing);
+    let cleared = handled.cleared.expect("a success");
+    assert_eq!(cleared.outcome, UnblockOutcome::Cleared);
+    assert_eq!(cleared.geo.as_deref(), Some("us_ny"));
+    assert_eq!(cleared_line(&cleared), "auto-unblock: shop.example.com is clear after the geo us_ny rung");
+    assert!(handled.log_changed);
+    assert_eq!(clear.unblock, None);
+    // A later block starts again from the first rung not in effect.
+    let now_in_effect = |r: &Rung| r.step == UnblockStep::Rule || r.geo.as_deref() == Some("us_ny");
+    let d = u.handle("p", &mut blocked_at(url), &c, now_in_effect).decision;
+    assert!(matches!(&d, UnblockDecision::TakeRung { rung, attempt: 1, .. } if rung.step == UnblockStep::Rotate));
+    let outcomes: Vec<UnblockOutcome> = u.log().iter().map(|e| e.outcome).collect();
+    use UnblockOutcome::{Blocked, Cleared, Pending};
+    assert_eq!(outcomes, [Blocked, Cleared, Pending]);
+}
+
+#[test]
+fn ladder_rungs_of_two_hosts_wait_for_the_other_page_verdict() {
+    let c = ladder_cfg(&["rule", "rotate"], &[]);
+    let mut u = Unblocker::new();
+    let a = blocked_at("https://a.example.com/");
+    let b = blocked_at("https://b.example.com/");
+    assert!(!u.must_wait("page-b", &b, &c));
+    assert!(matches!(u.handle("page-a", &mut a.clone(), &c, |_| false).decision, UnblockDecision::TakeRung { .. }));
+    // Page a's reload has no verdict yet: page b waits, page a does not.
+    assert!(u.must_wait("page-b", &b, &c));
+    assert!(!u.must_wait("page-a", &a, &c));
+    assert!(!u.must_wait("page-b", &clear_at("https://b.example.com/"), &c), "a clear result never waits");
+    // Page a's verdict (any result of that page) lets page b go on.
+    u.handle("page-a", &mut clear_at("https://a.example.com/"), &c, |_| false);
+    assert!(!u.must_wait("page-b", &b, &c));
+    let d = u.handle("page-b", &mut b.clone(), &c, |_| false).decision;
+    assert!(matches!(&d, UnblockDecision::TakeRung { hostname, attempt: 1, .. } if hostname == "b.example.com"));
+    // A verdict that never comes can be given up on.
+    assert!(u.must_wait("page-a", &a, &c));
+    u.stop_waiting();
+    assert!(!u.must_wait("page-a", &a, &c));
+    // The documented one-rung auto-unblock never waits.
+    let mut legacy = Unblocker::new();
+    legacy.decide(&a, &unblock_cfg());
+    assert!(!legacy.must_wait("page-b", &b, &unblock_cfg()));
+}
+
+#[test]
+fn unblock_log_keeps_the_last_twenty_actions_with_their_outcomes() {
+    let c = unblock_cfg();
+    let mut u = Unblocker::new();
+    for i in 0..25 {
+        let mut r = blocked_at(&format!("https://h{i}.example.com/"));
+        let d = u.handle("p", &mut r, &c, |_| false).decision;
+        assert_eq!(d, UnblockDecision::AddRuleAndReload { hostname: format!("h{i}.example.com") });
+        assert_eq!(r.unblock, Some(UnblockNote { step: UnblockStep::Rule, attempt: 1, geo: None }));
+    }
+    let mut clear = clear_at("https://h24.example.com/");
+    assert!(u.handle("p", &mut clear, &c, |_| false).cleared.is_some());
+    let log = u.log();
+    assert_eq!(log.len(), UNBLOCK_LOG_LIMIT);
+    assert_eq!(log[0].hostname, "h5.example.com");
+    assert_eq!(log[19].outcome, UnblockOutcome::Cleared);
+    assert_eq!(log[18].outcome, UnblockOutcome::Pending);
+    let v = serde_json::to_value(&log[19]).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["at", "hostname", "step", "outcome"]);
+    assert_eq!(v["step"], "rule");
+    assert_eq!(v["outcome"], "cleared");
 }
 
 // ---------- the page evaluation ----------

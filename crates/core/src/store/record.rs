@@ -48,6 +48,9 @@ pub struct LockData {
     /// the daemon was killed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_dir: Option<String>,
+    /// Ours: the last auto-unblock actions, oldest first (`unblockLog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unblock_log: Option<Value>,
     /// Unknown fields, preserved.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
