@@ -161,7 +161,7 @@ export async function run_({ res, log }) {
         title: 'Idle session memory (RSS, 2 s after start)',
         head: ['process', 'MB'],
         rows: [
-          ['daemon (Node + engine)', data.idleRssMb.daemon.toFixed(1)],
+          ['the session daemon (aluvia-daemon, or Node where it is not built)', data.idleRssMb.daemon.toFixed(1)],
           ['its Chromium processes (sum)', data.idleRssMb.chromium.toFixed(1)],
         ],
       },

@@ -31,13 +31,14 @@ export function engineBuild(root) {
   const node = join(root, `aluvia.${process.platform}-${process.arch}-gnu.node`);
   if (!existsSync(node)) return { file: null, build: 'unknown' };
   const size = statSync(node).size;
-  const targetDir = join(root, 'target');
+  // Where cargo builds: CARGO_TARGET_DIR, else ./target.
+  const targetDir = process.env.CARGO_TARGET_DIR || join(root, 'target');
   const dirs = existsSync(targetDir) ? readdirSync(targetDir, { withFileTypes: true }) : [];
   const triples = ['', ...dirs.filter((d) => d.isDirectory() && d.name.includes('-')).map((d) => d.name)];
   let nodeSha;
   for (const build of ['release', 'debug']) {
     for (const triple of triples) {
-      const lib = join(root, 'target', triple, build, 'libaluvia_sdk.so');
+      const lib = join(targetDir, triple, build, 'libaluvia_sdk.so');
       if (!existsSync(lib) || statSync(lib).size !== size) continue;
       nodeSha ??= sha1(node);
       if (sha1(lib) === nodeSha) return { file: node, build, mtime: statSync(node).mtime.toISOString() };

@@ -378,17 +378,24 @@ impl BrowserSession {
         self.cdp.wait_gone().await;
     }
 
-    /// Close the browser: ask politely, then kill; remove the profile.
+    /// Close the browser: a persistent profile's politely (it saves its
+    /// state), then kill; a private profile's at once, and remove the profile.
     pub async fn close(&self) {
         let child = self.child.lock().ok().and_then(|mut c| c.take());
         let Some(mut child) = child else { return };
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.cdp.call("Browser.close", None, json!({}))).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        // A persistent profile is saved by a graceful close; a private one is
+        // removed right after, so Chromium is simply ended (tens of ms sooner).
+        let deadline = if self.persistent {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.cdp.call("Browser.close", None, json!({}))).await;
+            tokio::time::Instant::now() + Duration::from_secs(3)
+        } else {
+            tokio::time::Instant::now()
+        };
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => break,
                 Ok(None) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(25)).await
+                    tokio::time::sleep(Duration::from_millis(5)).await
                 }
                 _ => {
                     let _ = child.kill();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::error::{AluviaError, Result};
 
 /// How often [`terminate`] checks whether the process is gone.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How long `session close` waits after SIGTERM before SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
