@@ -38,8 +38,10 @@ const SHELL_FILES = [
   'detection-vendors.test.mjs',
   'https.test.mjs',
   'isolation.test.mjs',
+  'ladder.test.mjs',
   'owner-only.test.mjs',
   'session-daemon.test.mjs',
+  'session-lifecycle.test.mjs',
 ];
 if (only.length === 0) {
   const probe = spawnSync(
