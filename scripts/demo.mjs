@@ -215,8 +215,9 @@ async function cliStoryIn(home) {
   await logIn(env);
   aluvia('auth', 'status');
   const name = `demo-${process.pid}`;
-  step('CLI: start a background session on the protected HTTPS site, with auto-unblock');
-  aluvia('session', 'start', emu.siteHttpsUrl, '--auto-unblock', '--browser-session', name);
+  step('CLI: start a background session on the protected HTTPS site, with auto-unblock, signing in (a kept profile)');
+  const login = new URL('/login?user=demo', emu.siteHttpsUrl).href;
+  aluvia('session', 'start', login, '--auto-unblock', '--browser-session', name, '--profile', 'shop');
   try {
     // The first verdict is `blocked` (direct); auto-unblock adds the rule and
     // reloads through the gateway; the next verdict is `clear`.
@@ -246,6 +247,29 @@ async function cliStoryIn(home) {
   } finally {
     step('CLI: close the session');
     aluvia('session', 'close', '--browser-session', name);
+  }
+  try {
+    step('CLI: the profile is kept; a later session with it is still signed in, and closes itself when unused');
+    aluvia('profile', 'list');
+    aluvia(
+      'session',
+      'start',
+      new URL('/account', emu.siteHttpsUrl).href,
+      '--auto-unblock',
+      '--browser-session',
+      name,
+      '--profile',
+      'shop',
+      '--idle-timeout',
+      '10m',
+    );
+    const conn = await connect(name);
+    const cookie = (await conn.browser.contexts()[0].cookies(emu.siteHttpsUrl)).find((c) => c.name === 'login');
+    show('login cookie kept from the first session', cookie?.value ?? '(none)');
+    await conn.disconnect();
+  } finally {
+    aluvia('session', 'close', '--browser-session', name);
+    aluvia('profile', 'delete', 'shop');
     aluvia('auth', 'logout');
     // The session's log outlives it: the demo leaves nothing behind.
     rmSync(join(tmpdir(), 'aluvia-sdk', `cli-${name}.log`), { force: true });
