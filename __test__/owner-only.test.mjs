@@ -119,6 +119,9 @@ test("a root owner's proxy and CDP endpoint serve nothing to another user who re
         const { cdpUrl } = start.json;
         const proxy = new URL(sb.readLock('own').proxyUrl);
         const gate = new URL(cdpUrl);
+        // The idle clock as of ready: a refused connection is no client.
+        const idleSince = sb.readLock('own').idleSince;
+        assert.ok(idleSince, 'idleSince is in the lock at ready');
         const gateOut = await jsonAs(user.name, [
           process.execPath,
           '-e',
@@ -136,6 +139,11 @@ test("a root owner's proxy and CDP endpoint serve nothing to another user who re
         // Give a served request time to land, then look: the browser opened
         // nothing and the origin saw nothing of the attacker's.
         await new Promise((r) => setTimeout(r, 1500));
+        assert.equal(
+          sb.readLock('own').idleSince,
+          idleSince,
+          "the attacker's connections did not reset the idle clock",
+        );
         const list = await (await fetch(`${cdpUrl}/json/list`)).json();
         assert.deepEqual(
           list.filter((target) => target.url.includes('/via-')),

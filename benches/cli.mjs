@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchDir } from './lib/resources.mjs';
 import { processTree } from './lib/native.mjs';
+import { aluviaEnv } from './lib/sessions.mjs';
 
 const require = createRequire(import.meta.url);
 const sdk = require('../lib/index.js');
@@ -79,14 +80,8 @@ export async function run_({ res, log }) {
   res.defer('page server', () => new Promise((r) => page.close(() => r())));
   const url = `http://127.0.0.1:${page.address().port}/`;
   const tmp = mkdtempSync(join(tmpdir(), 'aluvia-bench-cli-'));
-  const cliEnv = {
-    ...process.env,
-    TMPDIR: tmp,
-    ALUVIA_API_KEY: emu.apiKey,
-    ALUVIA_API_BASE_URL: emu.apiBaseUrl,
-    ALUVIA_GATEWAY_HOST: emu.gatewayHost,
-    ALUVIA_GATEWAY_PORT: String(emu.gatewayPort),
-  };
+  // The default browser kind, as a user who sets nothing gets it.
+  const cliEnv = aluviaEnv(emu, tmp, { env: {} });
   res.defer('sessions and temp dir', async () => {
     await run(['session', 'close', '--all'], cliEnv).catch(() => {});
     rmSync(tmp, { recursive: true, force: true });
